@@ -1,0 +1,52 @@
+"""The ``kubeloop`` command line: one sub-module per sub-command.
+
+Each sub-module exposes ``register(subparsers)`` which adds its parser and sets
+``func(args) -> int`` as the handler. Errors derived from :class:`KubeloopError` are shown as
+one clear line and exit with status 2; nothing else is swallowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from kubeloop import __version__
+from kubeloop.errors import KubeloopError
+
+__all__ = ["build_parser", "main"]
+
+# Sub-command modules, in the order `kubeloop --help` lists them.
+_COMMANDS = ("train",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="kubeloop",
+        description="Train, gate, serve and watch a tabular model as one closed loop.",
+    )
+    parser.add_argument("--version", action="version", version=f"kubeloop {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _COMMANDS:
+        module = importlib.import_module(f"kubeloop.cli._{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kubeloop`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KubeloopError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
