@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,3 +45,26 @@ def ray_session() -> Iterator[None]:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def churn_frame() -> Any:
+    """2,000 rows of generated churn-like data (target ``churned``)."""
+    from kubeloop.synth import generate_churn
+
+    return generate_churn(2000, seed=7)
+
+
+@pytest.fixture(scope="session")
+def churn_bundle(
+    tmp_path_factory: pytest.TempPathFactory, ray_session: None, churn_frame: Any
+) -> Path:
+    """A bundle trained once per test run on generated churn data (read-only: do not modify)."""
+    from kubeloop.training import TrainConfig
+
+    from kubeloop.workflow import run_training
+
+    out = tmp_path_factory.mktemp("bundles") / "churn"
+    config = TrainConfig(workers=2, num_boost_round=60, early_stopping_rounds=10)
+    run_training(churn_frame, target="churned", out=out, config=config, name="churn")
+    return out

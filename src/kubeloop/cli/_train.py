@@ -1,0 +1,74 @@
+"""``kubeloop train``: one data file in, one model bundle out."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from kubeloop.console import Progress, format_table
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``train`` sub-command."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train XGBoost (over Ray) and baselines on a CSV/Parquet file; write a model bundle",
+        description=(
+            "Validate the data, prepare features, train XGBoost distributed over Ray plus "
+            "linear and random-forest baselines, evaluate every candidate on a held-out split "
+            "and write the best one as a model bundle. Bad data writes nothing and exits 2."
+        ),
+    )
+    parser.add_argument("--data", required=True, help="CSV or Parquet file (path or fsspec URL)")
+    parser.add_argument("--target", required=True, help="the column to predict")
+    parser.add_argument(
+        "--task",
+        choices=("auto", "classification", "regression"),
+        default="auto",
+        help="learning task (default: inferred from the target)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers (default 2)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="bundle directory to create (default: out/<data name>-<UTC time>)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed for split and training")
+    parser.add_argument("--name", default=None, help="model name (default: the data file's stem)")
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster address (default: RAY_ADDRESS, else Ray starts in-process)",
+    )
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Heavy imports (Ray, XGBoost, scikit-learn) only when the command actually runs.
+    from kubeloop.errors import ConfigError
+    from kubeloop.training import TrainConfig
+    from kubeloop.workflow import SUMMARY_METRICS, candidate_rows, run_training
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1 (got {args.workers}).")
+    stem = Path(str(args.data).rstrip("/")).stem or "model"
+    out = args.out or Path("out") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    config = TrainConfig(workers=args.workers, seed=args.seed, ray_address=args.ray_address)
+    result = run_training(
+        args.data,
+        target=args.target,
+        out=out,
+        task=args.task,
+        config=config,
+        name=args.name or stem,
+        progress=Progress(prefix="train"),
+    )
+    columns = ("candidate", *SUMMARY_METRICS[result.bundle.schema.task])
+    print(f"\nTest metrics ({result.bundle.schema.task}; * = chosen by validation score):")
+    print(format_table(candidate_rows(result), columns))
+    print(f"\nbundle: {result.bundle.path}  version: {result.bundle.version}")
+    return 0

@@ -1,0 +1,199 @@
+"""The reference profile: the training distribution that travels with the model.
+
+``reference_profile.json`` is the drift baseline. The server counts live traffic into the same
+bins (``kubeloop_feature_bin_total{feature, bin}``) and the monitor compares the two with PSI,
+so both sides must bin identically. This module owns that single rule:
+
+- **Numeric** features: ``edges`` are inner quantile edges, strictly increasing; bin ``i`` of a
+  value ``x`` is ``numpy.searchsorted(edges, x, side="left")``, so bin 0 is ``(-inf, e1]`` and
+  the last bin is ``(e_k, inf)``; a value equal to an edge goes to the lower bin. Edges are
+  observed training values (the ``inverted_cdf`` quantile) and never the maximum, so every
+  reference bin holds at least one row; a constant column has no edges and a single bin.
+- **Categorical** (and binary) features: the bins are the category names; a value not in the
+  profile goes to :data:`UNKNOWN_BIN`, whose reference count is 0.
+- **Missing** values (NaN / ``None``) are counted apart, under ``missing`` in the profile and the
+  label :data:`MISSING_BIN` when counting traffic.
+- **Predictions**: binary classification profiles the probability of ``classes[1]``; multiclass
+  profiles the top-class probability (the model's confidence, one number per row); regression
+  profiles the predicted value. The prediction profile is always numeric.
+
+Format (``format`` 1)::
+
+    {"format": 1, "rows": 5000, "bins": 10,
+     "features": {
+        "tenure": {"kind": "numeric", "edges": [...], "counts": [...], "missing": 3},
+        "Contract": {"kind": "categorical", "categories": {"One year": 1200}, "missing": 0}},
+     "prediction": {"kind": "numeric", "edges": [...], "counts": [...], "missing": 0}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kubeloop.data import Schema, normalize_category
+from kubeloop.errors import ConfigError, DataValidationError
+
+__all__ = [
+    "MISSING_BIN",
+    "PROFILE_FORMAT",
+    "UNKNOWN_BIN",
+    "assign_bins",
+    "bin_labels",
+    "build_reference_profile",
+    "count_values",
+    "numeric_profile",
+]
+
+PROFILE_FORMAT = 1
+UNKNOWN_BIN = "__unknown__"
+MISSING_BIN = "missing"
+
+
+def assign_bins(edges: Sequence[float] | np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Bin index of each value: ``numpy.searchsorted(edges, values, side="left")``.
+
+    This is the one binning rule of kubeloop (profile, server counters, drift). Bin 0 is
+    ``(-inf, edges[0]]``, bin ``i`` is ``(edges[i-1], edges[i]]``, the last bin is
+    ``(edges[-1], inf)``. NaN lands in the last bin, so drop missing values first.
+    """
+    return np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="left")
+
+
+def _quantile_edges(finite: np.ndarray, bins: int) -> list[float]:
+    if finite.size == 0:
+        return []
+    probabilities = np.linspace(0.0, 1.0, bins + 1)[1:-1]
+    # inverted_cdf picks observed values, so each (e_{i-1}, e_i] bin holds e_i itself.
+    quantiles = np.unique(np.quantile(finite, probabilities, method="inverted_cdf"))
+    # An edge at the maximum would leave the top bin empty (and a constant column with a
+    # useless second bin).
+    return [float(e) for e in quantiles if e < finite.max()]
+
+
+def numeric_profile(values: np.ndarray, *, bins: int = 10) -> dict[str, Any]:
+    """Profile of one numeric array: quantile edges, counts per bin, missing (NaN) count.
+
+    Infinite values are counted in the outer bins but never become edges (JSON has no inf).
+    """
+    array = np.asarray(values, dtype=np.float64)
+    missing = np.isnan(array)
+    present = array[~missing]
+    edges = _quantile_edges(present[np.isfinite(present)], bins)
+    counts = np.bincount(assign_bins(edges, present), minlength=len(edges) + 1)
+    return {
+        "kind": "numeric",
+        "edges": edges,
+        "counts": [int(c) for c in counts],
+        "missing": int(missing.sum()),
+    }
+
+
+def _categorical_profile(values: Iterable[Any], known: Sequence[str]) -> dict[str, Any]:
+    counts: dict[str, int] = dict.fromkeys(known, 0)
+    missing = 0
+    for value in values:
+        key = normalize_category(value)
+        if key is None:
+            missing += 1
+        else:
+            counts[key] = counts.get(key, 0) + 1
+    return {
+        "kind": "categorical",
+        "categories": {name: counts[name] for name in sorted(counts)},
+        "missing": missing,
+    }
+
+
+def build_reference_profile(
+    X: pd.DataFrame, schema: Schema, predictions: np.ndarray, *, bins: int = 10
+) -> dict[str, Any]:
+    """Profile the training features and the model's predictions on them.
+
+    Args:
+        X: Feature frame in schema order (numerics float64 with NaN; categoricals str/None).
+        schema: The data schema; categorical features list every schema category (count 0
+            when absent from ``X``).
+        predictions: ``TabularModel.predict(...)`` on the same rows: ``(n,)`` or ``(n, K)``.
+        bins: Number of quantile bins to aim for (fewer when values repeat).
+
+    Returns:
+        The ``reference_profile.json`` content (see the module docstring).
+
+    Raises:
+        ConfigError: ``bins`` is below 2.
+        DataValidationError: a schema feature is missing from ``X`` or row counts disagree.
+    """
+    if bins < 2:
+        raise ConfigError(f"bins must be at least 2 to profile a distribution; got {bins}.")
+    predicted = np.asarray(predictions, dtype=np.float64)
+    if predicted.ndim == 2:
+        predicted = predicted.max(axis=1)  # multiclass: the top-class probability
+    if predicted.shape != (len(X),):
+        raise DataValidationError(
+            f"predictions have shape {np.asarray(predictions).shape} but X has {len(X)} rows; "
+            "pass the model's predictions on exactly these rows."
+        )
+    absent = [name for name in schema.feature_names if name not in X.columns]
+    if absent:
+        raise DataValidationError(
+            f"X lacks the schema feature(s) {absent}; profile the frame the model was trained on."
+        )
+    features: dict[str, dict[str, Any]] = {}
+    for info in schema.features:
+        column = X[info.name]
+        if info.is_numeric:
+            features[info.name] = numeric_profile(
+                pd.to_numeric(column, errors="coerce").to_numpy(np.float64), bins=bins
+            )
+        else:
+            features[info.name] = _categorical_profile(column.tolist(), info.categories)
+    return {
+        "format": PROFILE_FORMAT,
+        "rows": len(X),
+        "bins": bins,
+        "features": features,
+        "prediction": numeric_profile(predicted, bins=bins),
+    }
+
+
+def bin_labels(feature_profile: dict[str, Any]) -> list[str]:
+    """Bin labels of one feature (or the prediction) profile, in bin order.
+
+    ``"0"`` .. ``"k-1"`` for numerics; the category names then :data:`UNKNOWN_BIN` for
+    categoricals. Missing values are counted apart under :data:`MISSING_BIN`.
+    """
+    if feature_profile["kind"] == "numeric":
+        return [str(i) for i in range(len(feature_profile["edges"]) + 1)]
+    return [*feature_profile["categories"], UNKNOWN_BIN]
+
+
+def count_values(feature_profile: dict[str, Any], values: np.ndarray) -> dict[str, int]:
+    """Count ``values`` into the bins of ``feature_profile``: label -> count.
+
+    Keys are :func:`bin_labels` plus :data:`MISSING_BIN`, all present (0 when empty), so live
+    counts line up with the reference (whose unknown count is 0 and missing count is
+    ``feature_profile["missing"]``).
+    """
+    labels = bin_labels(feature_profile)
+    if feature_profile["kind"] == "numeric":
+        array = np.asarray(values, dtype=np.float64)
+        missing = np.isnan(array)
+        counts = np.bincount(
+            assign_bins(feature_profile["edges"], array[~missing]), minlength=len(labels)
+        )
+        result = {label: int(c) for label, c in zip(labels, counts, strict=True)}
+        result[MISSING_BIN] = int(missing.sum())
+        return result
+    result = dict.fromkeys([*labels, MISSING_BIN], 0)
+    known = feature_profile["categories"]
+    for value in np.asarray(values, dtype=object):
+        key = normalize_category(value)
+        if key is None:
+            result[MISSING_BIN] += 1
+        else:
+            result[key if key in known else UNKNOWN_BIN] += 1
+    return result
