@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test lint typecheck unit bench clean tools manifests kind-up kind-e2e kind-down
 
 install: $(STAMP)
 
@@ -25,11 +25,49 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck tools
 	$(BIN)/python -m pytest -q --timeout=900
+
+# checkov pins packages (packaging, boto3, networkx) that clash with kfp/ray/kserve, so it gets
+# its own virtualenv; tests/k8s/test_checkov.py runs .venv-tools/bin/checkov --skip-download.
+TOOLS := .venv-tools
+CHECKOV_VERSION := 3.3.30
+
+tools: $(TOOLS)/.installed
+
+$(TOOLS)/.installed:
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	touch $@
+
+# manifests/base/kubeloop.yaml is rendered from the Helm chart.
+manifests: install
+	$(BIN)/python hack/render-manifests.py
+
+# Local cluster (needs Docker, kind, kubectl, helm): docs/kubernetes.md.
+kind-up:
+	hack/kind-up.sh
+
+kind-e2e: install
+	hack/kind-e2e.sh
+
+kind-down:
+	hack/kind-down.sh
 
 bench: install
 	$(BIN)/python bench/train.py
+
+# Drift benchmark against Evidently. Evidently's pins clash with the project's (pandas 3 breaks
+# evidently 0.7), so the baseline gets its own virtualenv; bench/drift.py runs it in a subprocess.
+EVIDENTLY := bench/.venv-evidently
+.PHONY: bench-drift
+bench-drift: install $(EVIDENTLY)/.installed
+	$(BIN)/python bench/drift.py --evidently-python $(EVIDENTLY)/bin/python
+
+$(EVIDENTLY)/.installed:
+	test -x $(EVIDENTLY)/bin/python || $(PYTHON) -m venv $(EVIDENTLY)
+	$(EVIDENTLY)/bin/python -m pip install --quiet 'evidently==0.7.23' 'pandas<3' pyarrow
+	touch $@
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

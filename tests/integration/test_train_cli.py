@@ -89,9 +89,7 @@ def test_console_script_exit_status(tmp_path: Path) -> None:
     pd.DataFrame({"x": range(100), "y": ["a"] * 100}).to_csv(data, index=False)
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "kubeloop.cli",
+            str(Path(sys.executable).with_name("kubeloop")),
             "train",
             "--data",
             str(data),

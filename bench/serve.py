@@ -1,0 +1,448 @@
+"""Benchmark ``kubeloop serve`` against the naive server and the KServe floor (one run).
+
+Usage: ``python bench/serve.py [--seconds 3] [--rounds 3]``. Everything runs on this machine with
+the same model (XGBoost, trained once here) and single-row requests unless stated:
+
+(a) naive: FastAPI + a joblib-loaded scikit-learn ``Pipeline`` (the same fitted ColumnTransformer
+    and the same XGBoost model) + ``pd.DataFrame([payload])`` per request; concurrency 1 and 8.
+    Targets: kubeloop QPS >= 3x and p50 <= 1/3 of the naive server's.
+(b) floor: a ``kserve.Model`` that returns a constant, in the same ``kserve.ModelServer``.
+    Target: kubeloop p50 <= 1.3x the floor's.
+(c) one 10,000-row V2 (JSON) request: rows/s >= 0.5x of in-process ``inplace_predict`` on the
+    same rows.
+(d) drift counters on vs off (``--no-drift-counters``): p50 ratio <= 1.1.
+
+Servers and the load generator are separate processes; the load generator is a small asyncio
+client on raw sockets (HTTP/1.1 keep-alive, prebuilt request bytes), so it costs little CPU.
+Measurements of the servers being compared are interleaved over ``--rounds`` rounds and the
+median is reported, so background load on a shared machine hits both sides alike. Request logs
+are switched off in every server (they would measure the terminal, not the server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROWS_TRAIN = 20_000
+TREES = 300
+BIG_ROWS = 10_000
+QUIET_LOGS = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "loggers": {
+        name: {"level": "WARNING"}
+        for name in ("kserve", "kserve.trace", "uvicorn", "uvicorn.access")
+    },
+}
+
+
+# -- servers (each runs in its own process: `python bench/serve.py --role ...`) -----------------
+
+
+def run_naive(port: int, pipeline_path: str) -> None:
+    """The naive server: FastAPI + joblib Pipeline + a one-row DataFrame per request."""
+    import joblib
+    import pandas as pd
+    import uvicorn
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    pipeline = joblib.load(pipeline_path)
+
+    @app.post("/predict")
+    def predict(payload: dict[str, Any]) -> dict[str, Any]:
+        probability = float(pipeline.predict_proba(pd.DataFrame([payload]))[0, 1])
+        return {"label": "Yes" if probability >= 0.5 else "No", "probability": probability}
+
+    @app.get("/ready")
+    def ready() -> dict[str, bool]:
+        return {"ready": True}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def run_floor(port: int) -> None:
+    """The floor: a kserve.Model returning a constant, in kserve.ModelServer."""
+    import kserve
+
+    class Constant(kserve.Model):
+        def __init__(self) -> None:
+            super().__init__("churn")
+            self.ready = True
+
+        def predict(self, payload: Any, headers: Any = None) -> dict[str, Any]:
+            return {"predictions": [{"label": "No", "probability": 0.5}]}
+
+    kserve.ModelServer(http_port=port, enable_grpc=False).start([Constant()])
+
+
+# -- the load generator (its own process) --------------------------------------------------------
+
+
+async def _worker(port: int, request: bytes, until: float, warm: float, out: list[float]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while (start := time.perf_counter()) < until:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head[9:12] != b"200":
+                raise RuntimeError(f"status {head[9:12]!r}: {head[:200]!r}")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            if start >= warm:
+                out.append(time.perf_counter() - start)
+    finally:
+        writer.close()
+
+
+def run_load(port: int, path: str, body_file: str, concurrency: int, seconds: float) -> None:
+    """Drive one server; print {"p50_ms", "qps", "n"} as JSON."""
+    body = Path(body_file).read_bytes()
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    latencies: list[float] = []
+
+    async def main() -> None:
+        now = time.perf_counter()
+        warm, until = now + 0.5, now + 0.5 + seconds
+        await asyncio.gather(
+            *(_worker(port, request, until, warm, latencies) for _ in range(concurrency))
+        )
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+    print(
+        json.dumps(
+            {
+                "p50_ms": statistics.median(latencies) * 1000,
+                "qps": len(latencies) / seconds,
+                "n": len(latencies),
+            }
+        )
+    )
+
+
+# -- orchestration ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def _prepare(work: Path) -> dict[str, Any]:
+    """Train the one model; write the joblib Pipeline, the bundle and the request bodies."""
+    import joblib
+    import numpy as np
+    from sklearn.pipeline import Pipeline
+    from xgboost import XGBClassifier
+
+    from kubeloop.bundle import write_bundle
+    from kubeloop.data import build_dataset
+    from kubeloop.features import FastTransform, fit_preprocessor
+    from kubeloop.models import XGBoostModel
+    from kubeloop.profile import build_reference_profile
+    from kubeloop.synth import generate_churn
+
+    data = build_dataset(generate_churn(ROWS_TRAIN, seed=0), target="churned")
+    transformer, spec = fit_preprocessor(data.X, data.schema)
+    matrix = transformer.transform(data.X)
+    classifier = XGBClassifier(n_estimators=TREES, max_depth=6, learning_rate=0.05)
+    classifier.fit(matrix, data.y)
+    joblib.dump(
+        Pipeline([("preprocess", transformer), ("model", classifier)]), work / "naive.joblib"
+    )
+    model = XGBoostModel(classifier.get_booster(), task="classification", n_classes=2)
+    write_bundle(
+        work / "bundle",
+        name="churn",
+        schema=data.schema,
+        preprocessor=spec,
+        model=model,
+        reference_profile=build_reference_profile(data.X, data.schema, model.predict(matrix)),
+        metrics={},
+        data_hash=data.data_hash,
+    )
+    numeric = set(data.schema.numeric_features)
+
+    def plain(name: str, value: Any) -> Any:
+        if name in numeric:
+            return None if value != value else float(value)
+        return value
+
+    row = {name: plain(name, data.X[name].iloc[0]) for name in data.schema.feature_names}
+    (work / "row.json").write_text(json.dumps(row))
+    (work / "v1.json").write_text(json.dumps({"instances": [row]}))
+    big = data.X.iloc[:BIG_ROWS]
+    inputs = []
+    for name in data.schema.feature_names:
+        values = [plain(name, v) for v in big[name].tolist()]
+        numeric_input = name in numeric
+        inputs.append(
+            {
+                "name": name,
+                "shape": [len(values)],
+                "datatype": "FP64" if numeric_input else "BYTES",
+                "data": values,
+            }
+        )
+    (work / "big.json").write_text(json.dumps({"inputs": inputs}))
+    big_matrix = FastTransform(spec).transform(big)
+    assert np.allclose(model.predict(big_matrix), classifier.predict_proba(big_matrix)[:, 1])
+    return {"booster": classifier.get_booster(), "matrix": big_matrix}
+
+
+def _load(port: int, path: str, body: Path, concurrency: int, seconds: float) -> dict[str, float]:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--role",
+            "load",
+            "--port",
+            str(port),
+            "--path",
+            path,
+            "--body",
+            str(body),
+            "--concurrency",
+            str(concurrency),
+            "--seconds",
+            str(seconds),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    )
+    return dict(json.loads(completed.stdout.strip().splitlines()[-1]))
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in ("p50_ms", "qps")}
+
+
+def _big_request(port: int, body: Path, repeats: int) -> float:
+    """Median seconds of one 10,000-row V2 request (body bytes prebuilt)."""
+    import httpx
+
+    content = body.read_bytes()
+    times = []
+    with httpx.Client(timeout=120) as client:
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            response = client.post(
+                f"http://127.0.0.1:{port}/v2/models/churn/infer",
+                content=content,
+                headers={"content-type": "application/json"},
+            )
+            elapsed = time.perf_counter() - start
+            response.raise_for_status()
+            assert len(response.json()["outputs"][1]["data"]) == BIG_ROWS
+            if i:  # the first one warms up
+                times.append(elapsed)
+    return statistics.median(times)
+
+
+def run_bench(*, seconds: float, rounds: int) -> int:
+    """Run (a)-(d) and print every ratio; exit status 1 when a target is missed."""
+    import numpy as np
+
+    work = Path(tempfile.mkdtemp(prefix="kubeloop-bench-"))
+    print(f"preparing: {ROWS_TRAIN} generated churn rows, XGBoost {TREES} trees depth 6 ...")
+    model = _prepare(work)
+    log_config = work / "logging.json"
+    log_config.write_text(json.dumps(QUIET_LOGS))
+    kubeloop = [
+        str(Path(sys.executable).with_name("kubeloop")),
+        "serve",
+        "--model-dir",
+        str(work / "bundle"),
+        "--enable_grpc",
+        "false",
+        "--log_config_file",
+        str(log_config),
+    ]
+    ports = {name: _free_port() for name in ("naive", "kubeloop", "nodrift", "floor")}
+    commands = {
+        "naive": [
+            sys.executable,
+            __file__,
+            "--role",
+            "naive",
+            "--port",
+            str(ports["naive"]),
+            "--pipeline",
+            str(work / "naive.joblib"),
+        ],
+        "kubeloop": [*kubeloop, "--http-port", str(ports["kubeloop"])],
+        "nodrift": [*kubeloop, "--http-port", str(ports["nodrift"]), "--no-drift-counters"],
+        "floor": [
+            sys.executable,
+            __file__,
+            "--role",
+            "floor",
+            "--port",
+            str(ports["floor"]),
+            "--log_config_file",
+            str(log_config),
+        ],
+    }
+    env = {**os.environ, "KSERVE_LOGLEVEL": "WARNING"}
+    processes = {
+        name: subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for name, command in commands.items()
+    }
+    failures: list[str] = []
+
+    def check(label: str, value: float, target: float, *, at_least: bool) -> None:
+        ok = value >= target if at_least else value <= target
+        sign = ">=" if at_least else "<="
+        print(f"  {label}: {value:.2f}  (target {sign} {target:g})  {'PASS' if ok else 'MISS'}")
+        if not ok:
+            failures.append(label)
+
+    try:
+        for name, port in ports.items():
+            ready = "/ready" if name == "naive" else "/v2/models/churn/ready"
+            _wait_ready(f"http://127.0.0.1:{port}{ready}", processes[name])
+        v1, row, big = work / "v1.json", work / "row.json", work / "big.json"
+        target = {
+            "naive": ("/predict", row),
+            "floor": ("/v1/models/churn:predict", v1),
+            "kubeloop": ("/v1/models/churn:predict", v1),
+            "nodrift": ("/v1/models/churn:predict", v1),
+        }
+
+        def compare(names: tuple[str, ...], concurrency: int) -> dict[str, dict[str, float]]:
+            runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+            for index in range(rounds):
+                # ABBA order: a trend in background load hits both sides alike
+                for name in names if index % 2 == 0 else names[::-1]:
+                    path, body = target[name]
+                    runs[name].append(_load(ports[name], path, body, concurrency, seconds))
+            result = {n: _median(r) for n, r in runs.items()}
+            for n, r in result.items():
+                print(f"  {n:9s} c={concurrency}: p50 {r['p50_ms']:.3f} ms  {r['qps']:.0f} req/s")
+            return result
+
+        print(f"\n(a) kubeloop vs naive FastAPI + sklearn Pipeline ({rounds} rounds x {seconds}s)")
+        for concurrency in (1, 8):
+            result = compare(("naive", "kubeloop"), concurrency)
+            naive, ours = result["naive"], result["kubeloop"]
+            check(
+                f"(a) c={concurrency} QPS ratio kubeloop/naive",
+                ours["qps"] / naive["qps"],
+                3.0,
+                at_least=True,
+            )
+            check(
+                f"(a) c={concurrency} p50 ratio kubeloop/naive",
+                ours["p50_ms"] / naive["p50_ms"],
+                1 / 3,
+                at_least=False,
+            )
+        print("\n(b) kubeloop vs the KServe floor (constant kserve.Model)")
+        result = compare(("floor", "kubeloop"), 1)
+        check(
+            "(b) p50 ratio kubeloop/floor",
+            result["kubeloop"]["p50_ms"] / result["floor"]["p50_ms"],
+            1.3,
+            at_least=False,
+        )
+        print("\n(d) drift counters on vs off")
+        result = compare(("nodrift", "kubeloop"), 1)
+        check(
+            "(d) p50 ratio counters on/off",
+            result["kubeloop"]["p50_ms"] / result["nodrift"]["p50_ms"],
+            1.1,
+            at_least=False,
+        )
+        print(f"\n(c) one {BIG_ROWS}-row V2 JSON request vs in-process inplace_predict")
+        served = _big_request(ports["kubeloop"], big, repeats=2 * rounds + 1)
+        booster, matrix = model["booster"], model["matrix"]
+        booster.inplace_predict(matrix)
+        times = []
+        for _ in range(2 * rounds + 1):
+            start = time.perf_counter()
+            booster.inplace_predict(matrix)
+            times.append(time.perf_counter() - start)
+        local = statistics.median(times)
+        print(
+            f"  server {BIG_ROWS / served:,.0f} rows/s ({served * 1000:.1f} ms per request); "
+            f"in-process inplace_predict {BIG_ROWS / local:,.0f} rows/s ({local * 1000:.1f} ms)"
+        )
+        check("(c) rows/s ratio server/in-process", local / served, 0.5, at_least=True)
+        del np
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    print(f"\n{'all targets met' if not failures else 'missed: ' + ', '.join(failures)}")
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--role", choices=("bench", "naive", "floor", "load"), default="bench")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--pipeline")
+    parser.add_argument("--path")
+    parser.add_argument("--body")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=4)
+    args, _ = parser.parse_known_args()  # the floor also takes KServe's own flags
+    if args.role == "naive":
+        run_naive(args.port, args.pipeline)
+    elif args.role == "floor":
+        run_floor(args.port)
+    elif args.role == "load":
+        run_load(args.port, args.path, args.body, args.concurrency, args.seconds)
+    else:
+        return run_bench(seconds=args.seconds, rounds=args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Helpers of ``kubeloop demo``: the model server as a child process, traffic, drifted data.
+
+Kept apart from :mod:`kubeloop.demo` (which tells the story) so each stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kubeloop.console import ProgressFn
+from kubeloop.data import Schema
+from kubeloop.errors import KubeloopError
+from kubeloop.monitoring.sources import parse_metrics_text
+
+__all__ = [
+    "ServerProcess",
+    "drift_frame",
+    "free_port",
+    "heartbeat",
+    "quiet_output",
+    "send_traffic",
+]
+
+_TASK_DONE = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def free_port() -> int:
+    """A TCP port that is free right now on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def quiet_output(log: Path) -> Iterator[None]:
+    """Send this process's (and its children's) stdout/stderr to ``log`` meanwhile.
+
+    The KFP local runner prints every step's full spec; the demo keeps that in a log file and
+    shows its own timeline instead.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with log.open("ab") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+@contextmanager
+def heartbeat(log: Path, say: ProgressFn, *, every: float = 15.0) -> Iterator[None]:
+    """While the body runs, say every ``every`` s how long it has run and the last KFP step done.
+
+    The steps' output goes to ``log`` (see :func:`quiet_output`); this reads it back.
+    """
+    done = threading.Event()
+    started = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every):
+            text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+            steps = _TASK_DONE.findall(_ANSI.sub("", text))
+            last = f"; steps done: {', '.join(s for s, _ in steps)}" if steps else ""
+            say(f"   ... {time.monotonic() - started:.0f}s{last}")
+
+    thread = threading.Thread(target=beat, name="demo-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+class ServerProcess:
+    """``kubeloop serve --registry ... --model ...`` as a child process on free ports."""
+
+    def __init__(self, *, registry: Path, model: str, payload_log: Path, log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.model = model
+        command = [
+            sys.executable, "-c", "import sys; from kubeloop.cli import main; sys.exit(main())",
+            "serve", "--registry", str(registry), "--model", model, "--http-port",
+            str(self.port), "--grpc-port", str(free_port()), "--payload-log", str(payload_log),
+            "--poll-interval", "1",
+        ]  # fmt: skip
+        self._log = log.open("ab")
+        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait until ``/v2/health/ready`` answers 200 (raises when the process died)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise KubeloopError(f"the model server exited with {self._process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        raise KubeloopError(f"the model server was not ready after {timeout:.0f}s")
+
+    def served_version(self) -> str | None:
+        """The version the server reports in ``kubeloop_model_info`` (``None`` if unreadable)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as answer:
+                return parse_metrics_text(answer.read().decode(), model=self.model).version
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def stop(self) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after 15 s) and close its log."""
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._log.close()
+
+
+def _instances(frame: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
+    columns: dict[str, list[Any]] = {}
+    for info in schema.features:
+        values = frame[info.name] if info.name in frame.columns else pd.Series([None] * len(frame))
+        if info.is_numeric:
+            numbers = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+            columns[info.name] = [None if np.isnan(v) else float(v) for v in numbers]
+        else:
+            columns[info.name] = [None if v is None or v != v else v for v in values.tolist()]
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def send_traffic(
+    url: str, model: str, frame: pd.DataFrame, schema: Schema, *, prefix: str, batch: int = 100
+) -> list[tuple[str, int]]:
+    """POST ``frame`` as V1 requests of ``batch`` rows; returns ``(request_id, rows)`` sent."""
+    sent = []
+    instances = _instances(frame, schema)
+    for start in range(0, len(instances), batch):
+        request_id = f"{prefix}-{start // batch:05d}"
+        body = json.dumps({"instances": instances[start : start + batch]}).encode()
+        request = urllib.request.Request(
+            f"{url}/v1/models/{model}:predict", data=body, method="POST",
+            headers={"Content-Type": "application/json", "x-request-id": request_id},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answer.read()
+        sent.append((request_id, len(instances[start : start + batch])))
+    return sent
+
+
+def drift_frame(frame: pd.DataFrame, target: str, *, seed: int = 0) -> pd.DataFrame:
+    """Drift a user's rows: covariate shift on half the features, then a concept change.
+
+    Numeric columns (every other one) move by one standard deviation; categorical ones (every
+    other one) see 40 % of their values replaced by their rarest category. The concept change
+    reverses the label inside a sub-population (the upper half of the first numeric column):
+    swapped classes for classification, mirrored around the mean for regression.
+    """
+    rng = np.random.default_rng(seed)
+    out = frame.copy()
+    features = [c for c in frame.columns if c != target]
+    numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c])]
+    categorical = [c for c in features if c not in numeric]
+    for name in numeric[::2]:
+        out[name] = frame[name] + frame[name].std()
+    for name in categorical[::2]:
+        counts = frame[name].value_counts()
+        if len(counts) > 1:
+            mask = rng.random(len(frame)) < 0.4
+            out.loc[mask, name] = counts.index[-1]
+    if numeric:
+        group = (frame[numeric[0]] > frame[numeric[0]].median()).to_numpy()
+        y = frame[target]
+        if pd.api.types.is_numeric_dtype(y) and y.nunique() > 20:
+            out.loc[group, target] = 2 * y.mean() - y[group]
+        else:
+            classes = sorted(y.dropna().unique().tolist(), key=str)
+            if len(classes) == 2:
+                swap = {classes[0]: classes[1], classes[1]: classes[0]}
+                out.loc[group, target] = y[group].map(swap)
+    return out

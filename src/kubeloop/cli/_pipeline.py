@@ -1,0 +1,142 @@
+"""``kubeloop pipeline``: run the training pipeline locally or on KFP, schedule it, compile it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from kubeloop.console import Progress
+
+__all__ = ["register"]
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, help="CSV/Parquet path or URL (s3:// on a cluster)"
+    )
+    parser.add_argument("--target", required=True, help="the column to predict")
+    parser.add_argument(
+        "--model", default="model", help="model name / registry key (default model)"
+    )
+    parser.add_argument(
+        "--task", choices=("auto", "classification", "regression"), default="auto",
+        help="learning task (default: inferred from the target)",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers (default 2)")
+    parser.add_argument(
+        "--gate-margin", type=float, default=0.0,
+        help="how much better (validation score) the challenger must be (default 0)",
+    )  # fmt: skip
+    parser.add_argument("--num-boost-round", type=int, default=2000, help="max XGBoost rounds")
+    parser.add_argument(
+        "--candidates", default="xgboost,linear,random_forest",
+        help="comma-separated candidates to train (default all three)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="split and training seed")
+    parser.add_argument(
+        "--registry", default=None,
+        help="registry root (local default: $KUBELOOP_HOME/registry; cluster: s3://kubeloop/registry)",
+    )  # fmt: skip
+    parser.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI")
+    parser.add_argument("--experiment", default="kubeloop", help="KFP experiment (cluster)")
+    parser.add_argument("--inference-service", default="", help="InferenceService to patch")
+    parser.add_argument("--namespace", default="", help="namespace of the InferenceService")
+    parser.add_argument("--canary-percent", type=int, default=0, help="canary traffic 0-100")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``pipeline`` sub-command group (run, schedule, compile)."""
+    parser = subparsers.add_parser(
+        "pipeline",
+        help="run the KFP training pipeline (locally or on a cluster), schedule or compile it",
+        description="validate → features → train (Ray) → evaluate → gate → register → deploy",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    run = actions.add_parser("run", help="run once: --local (kfp.local) or --host URL (KFP API)")
+    where = run.add_mutually_exclusive_group(required=True)
+    where.add_argument("--local", action="store_true", help="run here through kfp.local")
+    where.add_argument("--host", help="KFP API endpoint, e.g. http://localhost:8888")
+    _run_options(run)
+    run.set_defaults(func=_run)
+
+    schedule = actions.add_parser("schedule", help="create a recurring run on a KFP cluster")
+    schedule.add_argument("--host", required=True, help="KFP API endpoint")
+    schedule.add_argument("--cron", default="0 2 * * *", help="cron schedule (default 02:00 daily)")
+    schedule.add_argument("--name", default=None, help="recurring run name")
+    _run_options(schedule)
+    schedule.set_defaults(func=_schedule)
+
+    compile_ = actions.add_parser("compile", help="write the pipeline and component YAML")
+    compile_.add_argument("--out", type=Path, default=Path("pipelines/training_pipeline.yaml"))
+    compile_.add_argument("--components-dir", type=Path, default=Path("components"))
+    compile_.set_defaults(func=_compile)
+
+
+def _extra(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "candidates": args.candidates,
+        "seed": args.seed,
+        "inference_service": args.inference_service,
+        "namespace": args.namespace,
+        "canary_percent": args.canary_percent or None,
+    }
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kubeloop.errors import ConfigError
+    from kubeloop.pipelines.runs import start_training_run
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1 (got {args.workers}).")
+    progress = Progress(prefix="pipeline")
+    outcome = start_training_run(
+        args.data,
+        target=args.target,
+        model_name=args.model,
+        host=None if args.local else args.host,
+        task=args.task,
+        workers=args.workers,
+        gate_margin=args.gate_margin,
+        num_boost_round=args.num_boost_round,
+        registry_root=args.registry,
+        mlflow_uri=args.mlflow_uri,
+        progress=progress,
+        experiment=args.experiment,
+        **_extra(args),
+    )
+    sys.stdout.flush()
+    print(f"\n{outcome.summary()}")
+    if outcome.where == "local":
+        print(f"challenger: {outcome.challenger_version}  score {outcome.challenger_score}")
+        print(f"previous champion: {outcome.previous_champion}  score {outcome.champion_score}")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from kubeloop.pipelines.cluster import schedule_runs
+    from kubeloop.pipelines.pipeline import CLUSTER_REGISTRY
+    from kubeloop.pipelines.runs import pipeline_arguments
+
+    arguments = pipeline_arguments(
+        args.data, target=args.target, model_name=args.model, task=args.task,
+        workers=args.workers, gate_margin=args.gate_margin,
+        num_boost_round=args.num_boost_round, registry_root=args.registry or CLUSTER_REGISTRY,
+        mlflow_uri=args.mlflow_uri or "", **_extra(args),
+    )  # fmt: skip
+    recurring = schedule_runs(
+        args.host, arguments, cron=args.cron, name=args.name, experiment=args.experiment
+    )
+    print(f"recurring run {recurring} created on {args.host} ({args.cron})")
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from kubeloop.pipelines.pipeline import compile_components, compile_pipeline
+
+    print(f"pipeline: {compile_pipeline(args.out)}")
+    for path in compile_components(args.components_dir):
+        print(f"component: {path}")
+    return 0

@@ -1,0 +1,300 @@
+"""``kubeloop demo``: the whole closed loop on one machine, as a readable timeline.
+
+train (KFP pipeline via ``kfp.local``) -> serve (the model server as a local process that
+follows the registry champion) -> healthy traffic -> monitor: no drift -> drifted traffic
+(covariate shift and a concept change) with its delayed labels -> monitor: drift -> retraining
+pipeline on reference + labelled recent rows -> gate -> promote -> the server hot-swaps.
+
+It succeeds only when the loop really closed: the server answers with the new version.
+Everything lives in a temporary directory (removed at the end unless ``keep``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kubeloop._demo_support import (
+    ServerProcess,
+    drift_frame,
+    heartbeat,
+    quiet_output,
+    send_traffic,
+)
+from kubeloop.bundle import load_bundle
+from kubeloop.console import ProgressFn, quiet
+from kubeloop.errors import KubeloopError
+from kubeloop.monitoring.decision import TriggerPolicy
+from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult, run_once
+from kubeloop.monitoring.report import DriftConfig
+from kubeloop.registry import Registry
+
+__all__ = ["DemoConfig", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs on.
+
+    Attributes:
+        data: A user's CSV/Parquet (``None``: generated churn-like data).
+        target: Its target column (``churned`` for generated data).
+        model: Model name in the registry and on the endpoint.
+        rows: Generated reference rows.
+        traffic_rows: Rows of healthy traffic, and of drifted traffic.
+        workers: Ray workers of each training run.
+        num_boost_round: Most XGBoost rounds (early stopping applies).
+        workdir: Where everything goes (default: a temporary directory).
+        keep: Keep ``workdir`` at the end.
+        swap_timeout: Seconds to wait for the server to switch versions.
+    """
+
+    data: Path | None = None
+    target: str | None = None
+    model: str = "churn"
+    rows: int = 4000
+    traffic_rows: int = 2000
+    workers: int = 1
+    num_boost_round: int = 150
+    workdir: Path | None = None
+    keep: bool = False
+    swap_timeout: float = 120.0
+
+
+@contextmanager
+def _home(path: Path) -> Iterator[None]:
+    """Point KUBELOOP_HOME (kfp.local root, MLflow store) at the demo's directory."""
+    saved = os.environ.get("KUBELOOP_HOME")
+    os.environ["KUBELOOP_HOME"] = str(path)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("KUBELOOP_HOME", None)
+        else:
+            os.environ["KUBELOOP_HOME"] = saved
+
+
+@contextmanager
+def _shared_ray() -> Iterator[None]:
+    """Start Ray once and let both pipeline runs' train steps join it (``RAY_ADDRESS``).
+
+    Saves a Ray start per run; an existing ``RAY_ADDRESS`` is used as is.
+    """
+    if os.environ.get("RAY_ADDRESS"):
+        yield
+        return
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=max(os.cpu_count() or 2, 2), include_dashboard=False, log_to_driver=False)
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    try:
+        yield
+    finally:
+        os.environ.pop("RAY_ADDRESS", None)
+        if started:
+            ray.shutdown()
+
+
+def _datasets(config: DemoConfig, work: Path) -> tuple[str, pd.DataFrame, pd.DataFrame, str]:
+    """(reference path, healthy traffic, drifted traffic with labels, target)."""
+    if config.data is None:
+        from kubeloop.synth import CHURN_TARGET, generate_churn
+
+        reference = generate_churn(config.rows, seed=0)
+        healthy = generate_churn(config.traffic_rows, seed=1)
+        drifted = generate_churn(
+            config.traffic_rows, seed=2, covariate_shift=1.0, concept_shift=1.0
+        )
+        target = CHURN_TARGET
+    else:
+        if not config.target:
+            raise KubeloopError("--data needs --target COL (the column to predict).")
+        from kubeloop.data import read_table
+
+        frame = read_table(config.data).sample(frac=1.0, random_state=0).reset_index(drop=True)
+        cut = int(len(frame) * 0.6)
+        reference, rest = frame.iloc[:cut], frame.iloc[cut:].reset_index(drop=True)
+        half = len(rest) // 2
+        healthy = rest.iloc[:half]
+        drifted = drift_frame(rest.iloc[half:].reset_index(drop=True), config.target)
+        target = config.target
+    path = work / "reference.csv"
+    reference.to_csv(path, index=False)
+    return str(path), healthy, drifted, target
+
+
+def _train(
+    data: str, target: str, config: DemoConfig, registry: Path, log: Path, say: ProgressFn
+) -> Any:
+    from kubeloop.pipelines.runs import start_training_run
+
+    with quiet_output(log), heartbeat(log, say):
+        return start_training_run(
+            data, target=target, model_name=config.model, registry_root=str(registry),
+            workers=config.workers, num_boost_round=config.num_boost_round, progress=say,
+        )  # fmt: skip
+
+
+def _psi_line(result: MonitorResult) -> str:
+    if result.report is None:
+        return "no drift window"
+    parts = [f"{f.feature}={f.psi:.2f}{'*' if f.drifted else ''}" for f in result.report.judged]
+    return f"drift share {result.report.drift_share:.2f}; PSI " + " ".join(parts)
+
+
+def _write_labels(path: Path, sent: list[tuple[str, int]], labels: pd.Series) -> None:
+    rows, offset = [], 0
+    for request_id, count in sent:
+        for row in range(count):
+            rows.append({"request_id": request_id, "row": row, "label": labels.iloc[offset + row]})
+        offset += count
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def _loop(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, Any]:
+    registry_dir, logs = work / "registry", work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    reference, healthy, drifted, target = _datasets(config, work)
+    say(f"1/6 data: {reference} ({len(pd.read_csv(reference))} rows), target {target!r}")
+    say(
+        "2/6 training pipeline (kfp.local: validate, features, XGBoost on Ray, evaluate, gate, "
+        "register) -- about a minute"
+    )
+    first = _train(reference, target, config, registry_dir, logs / "pipeline-1.log", say)
+    registry = Registry(str(registry_dir))
+    before = registry.champion(config.model)
+    if before is None:
+        raise KubeloopError(f"the first pipeline run promoted nothing: {first.reason}")
+    bundle = load_bundle(registry.fetch(config.model, before))
+    say(f"   champion {before}: test {_metrics(bundle.metrics)}")
+    server = ServerProcess(
+        registry=registry_dir,
+        model=config.model,
+        payload_log=work / "payload.jsonl",
+        log=logs / "server.log",
+    )
+    try:
+        server.wait_ready()
+        say(f"3/6 model server up at {server.url}, serving {server.served_version()}")
+        send_traffic(server.url, config.model, healthy, bundle.schema, prefix="healthy")
+        monitor = MonitorConfig(
+            model=config.model, state_file=work / "monitor-state.json",
+            registry=str(registry_dir), metrics_url=f"{server.url}/metrics",
+            payload_log=work / "payload.jsonl", labels=work / "labels.csv",
+            drift=DriftConfig(), policy=TriggerPolicy(drift_share=0.3, cooldown_s=3600),
+            retrain_data=reference, target=target, workers=config.workers,
+            num_boost_round=config.num_boost_round,
+        )  # fmt: skip
+        calm = run_once(monitor, progress=quiet)
+        say(
+            f"   {len(healthy)} healthy rows sent; monitor: {_psi_line(calm)}; "
+            f"retrain: {bool(calm.decision and calm.decision.retrain)}"
+        )
+        say("4/6 drifted traffic: covariate shift + concept change")
+        sent = send_traffic(server.url, config.model, drifted, bundle.schema, prefix="drifted")
+        _write_labels(work / "labels.csv", sent, drifted[target].reset_index(drop=True))
+        say(f"   {len(drifted)} drifted rows sent; their labels arrived in labels.csv")
+        say("5/6 monitor: drift check, then retraining through the pipeline and the gate")
+        log = logs / "pipeline-2.log"
+        with quiet_output(log), heartbeat(log, say):
+            alarm = run_once(monitor, progress=say)
+        say(f"   {_psi_line(alarm)}")
+        if alarm.performance:
+            p = alarm.performance
+            say(f"   live {p.metric} {p.current:.3f} vs test {p.reference:.3f} (drop {p.drop:.3f})")
+        outcome = alarm.outcome
+        promoted = bool(outcome and outcome.promoted)
+        after = registry.champion(config.model)
+        if outcome is not None:
+            say(f"   gate: {'PROMOTE' if promoted else 'KEEP'} -- {outcome.reason}")
+            say(
+                f"   challenger score {outcome.challenger_score} vs champion "
+                f"{outcome.champion_score} on the same held-out rows"
+            )
+        served = _wait_swap(server, after, before, config.swap_timeout, say)
+    finally:
+        server.stop()
+    return {
+        "drift_detected": bool(alarm.report and alarm.report.drifted_features),
+        "retrain_started": alarm.outcome is not None,
+        "promoted": promoted, "version_before": before, "version_after": after,
+        "served_version_before": calm.served_version, "served_version_after": served,
+        "healthy_drift_share": calm.report.drift_share if calm.report else None,
+        "drift_share": alarm.report.drift_share if alarm.report else None,
+        "psi": alarm.report.psi_by_feature() if alarm.report else {},
+        "healthy_psi": calm.report.psi_by_feature() if calm.report else {},
+        "decision": alarm.decision.to_dict() if alarm.decision else None,
+        "performance": vars(alarm.performance) if alarm.performance else None,
+        "metrics_before": _metrics(bundle.metrics),
+        "metrics_after": _metrics(load_bundle(registry.fetch(config.model, after))
+                                  .metrics) if after else None,
+        "challenger_score": getattr(outcome, "challenger_score", None),
+        "champion_score": getattr(outcome, "champion_score", None),
+        "error": alarm.error,
+    }  # fmt: skip
+
+
+def _metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    keys = ("roc_auc", "pr_auc", "f1", "accuracy") if "roc_auc" in metrics else ("rmse", "r2")
+    return {k: round(float(metrics[k]), 4) for k in keys if k in metrics}
+
+
+def _wait_swap(
+    server: ServerProcess, after: str | None, before: str | None, timeout: float, say: ProgressFn
+) -> str | None:
+    served = server.served_version()
+    if after is None or after == before:
+        return served
+    say(f"6/6 waiting for the server to hot-swap {before} -> {after}")
+    deadline = time.monotonic() + timeout
+    while served != after and time.monotonic() < deadline:
+        time.sleep(1.0)
+        served = server.served_version()
+    say(f"   server now serves {served}")
+    return served
+
+
+def run_demo(
+    config: DemoConfig, *, progress: ProgressFn | None = None, report: Path | None = None
+) -> dict[str, Any]:
+    """Run the closed loop once; returns (and writes to ``report``) what happened.
+
+    The result's ``closed`` is true only when drift was detected, a retrain started, its
+    model was promoted and the server answers with that new version.
+    """
+    say = progress or quiet
+    started = time.monotonic()
+    work = config.workdir or Path(tempfile.mkdtemp(prefix="kubeloop-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        with _home(work / "home"):
+            say("starting Ray (shared by both training runs)")
+            with _shared_ray():
+                result = _loop(config, work, say)
+    finally:
+        if not config.keep and config.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    result["closed"] = bool(
+        result["drift_detected"] and result["retrain_started"] and result["promoted"]
+        and result["version_after"] != result["version_before"]
+        and result["served_version_after"] == result["version_after"]
+    )  # fmt: skip
+    result["seconds"] = round(time.monotonic() - started, 1)
+    result["workdir"] = str(work) if (config.keep or config.workdir) else None
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
+    return result

@@ -1,0 +1,63 @@
+"""Watch a served model: drift against its reference profile, performance, and retraining.
+
+The loop itself (:func:`kubeloop.monitoring.monitor.run_once`) and the KFP component
+(:mod:`kubeloop.monitoring.component`) are imported from their modules; they load bundles and
+therefore XGBoost.
+"""
+
+from kubeloop.monitoring.decision import (
+    Decision,
+    MonitorState,
+    TriggerPolicy,
+    decide,
+    load_state,
+    save_state,
+)
+from kubeloop.monitoring.drift import (
+    DEFAULT_PSI_THRESHOLD,
+    PSI_EPSILON,
+    chi_square,
+    drift_share,
+    ks_binned,
+    ks_two_sample,
+    psi,
+    psi_rows,
+)
+from kubeloop.monitoring.report import (
+    PREDICTION,
+    DriftConfig,
+    DriftReport,
+    FeatureDrift,
+    compare_profile,
+    count_frame,
+    reference_counts,
+)
+from kubeloop.monitoring.sources import MetricsEndpoint, PrometheusAPI, Scrape, SourceError
+
+__all__ = [
+    "DEFAULT_PSI_THRESHOLD",
+    "PREDICTION",
+    "PSI_EPSILON",
+    "Decision",
+    "DriftConfig",
+    "DriftReport",
+    "FeatureDrift",
+    "MetricsEndpoint",
+    "MonitorState",
+    "PrometheusAPI",
+    "Scrape",
+    "SourceError",
+    "TriggerPolicy",
+    "chi_square",
+    "compare_profile",
+    "count_frame",
+    "decide",
+    "drift_share",
+    "ks_binned",
+    "ks_two_sample",
+    "load_state",
+    "psi",
+    "psi_rows",
+    "reference_counts",
+    "save_state",
+]

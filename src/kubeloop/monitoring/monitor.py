@@ -1,0 +1,312 @@
+"""One monitor run, and the loop around it: read, judge, decide, maybe retrain, export.
+
+:func:`run_once` never raises for an unreachable source: it counts the failure
+(``kubeloop_monitor_errors_total{source}``), records it in the state and returns a result whose
+``error`` says what happened; the next run tries again. Errors in the configuration (a missing
+bundle, a bad state file) do raise -- retrying would not fix them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kubeloop.bundle import Bundle, load_bundle
+from kubeloop.console import ProgressFn, quiet
+from kubeloop.errors import ConfigError
+from kubeloop.monitoring import metrics as m
+from kubeloop.monitoring.decision import (
+    Decision,
+    MonitorState,
+    TriggerPolicy,
+    decide,
+    load_state,
+    save_state,
+)
+from kubeloop.monitoring.payload import Performance, performance_drop, read_labels, read_payload_log
+from kubeloop.monitoring.report import DriftConfig, DriftReport, compare_profile, count_frame
+from kubeloop.monitoring.retrain import StartRun, build_retrain_data, refresh_active_run
+from kubeloop.monitoring.sources import (
+    MetricsEndpoint,
+    PrometheusAPI,
+    Scrape,
+    SourceError,
+    counter_delta,
+)
+
+__all__ = ["MonitorConfig", "MonitorResult", "parse_window", "run_forever", "run_once"]
+
+
+def parse_window(text: str) -> float:
+    """Seconds of a Prometheus-style duration: ``"90s"``, ``"15m"``, ``"1h"``, ``"1d"``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError, KeyError):
+        raise ConfigError(f"Window {text!r} is not a duration like 90s, 15m, 1h.") from None
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """What one monitor watches and how it reacts (``kubeloop monitor`` flags).
+
+    Attributes:
+        model: Model name (metric label, registry entry, endpoint).
+        state_file: The JSON state shared by successive runs.
+        registry: Registry root: the reference profile is the champion's.
+        model_dir: Or one fixed bundle directory.
+        metrics_url: The model server's ``/metrics`` (deltas between runs).
+        prometheus_url: Or a Prometheus server (``increase()`` over ``window``).
+        payload_log: The server's payload log (raw rows; labels join on it).
+        labels: Delayed labels file (``request_id``, ``row``, ``label``).
+        window: Drift window for Prometheus and the payload log (``"1h"``).
+        retrain_data: Reference data for retraining; ``None`` never starts a run.
+        target: Target column of ``retrain_data``.
+        kfp_host: KFP API for cluster runs; ``None`` runs ``kfp.local`` in this process.
+        workers: Ray workers for the training step.
+        num_boost_round: Most XGBoost rounds of the retraining run.
+        gate_margin: How much better the challenger must score to be promoted.
+        dry_run: Decide and report, never start a run.
+    """
+
+    model: str
+    state_file: Path
+    registry: str | None = None
+    model_dir: Path | None = None
+    metrics_url: str | None = None
+    prometheus_url: str | None = None
+    payload_log: Path | None = None
+    labels: Path | None = None
+    window: str = "1h"
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    policy: TriggerPolicy = field(default_factory=TriggerPolicy)
+    retrain_data: str | None = None
+    target: str | None = None
+    kfp_host: str | None = None
+    workers: int = 2
+    num_boost_round: int = 400
+    gate_margin: float = 0.0
+    dry_run: bool = False
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        if (self.registry is None) == (self.model_dir is None):
+            raise ConfigError("Pass exactly one of --registry ROOT or --model-dir DIR.")
+        if not (self.metrics_url or self.prometheus_url or self.payload_log):
+            raise ConfigError("Pass --metrics-url, --prometheus-url or --payload-log.")
+        if self.retrain_data and not self.target:
+            raise ConfigError("--data needs --target COL to retrain.")
+        parse_window(self.window)
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """What one run saw and did."""
+
+    bundle_version: str | None
+    served_version: str | None
+    report: DriftReport | None
+    performance: Performance | None
+    decision: Decision | None
+    outcome: Any = None
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _bundle(config: MonitorConfig) -> Bundle:
+    if config.model_dir is not None:
+        return load_bundle(config.model_dir)
+    from kubeloop.registry import Registry
+
+    return load_bundle(Registry(str(config.registry)).fetch(config.model))
+
+
+def _window_counts(
+    config: MonitorConfig, state: MonitorState, bundle: Bundle, payload: pd.DataFrame | None
+) -> tuple[dict[str, dict[str, float]] | None, str | None, MonitorState, str]:
+    """(counts, served version, new state, note); raises SourceError."""
+    if config.metrics_url:
+        source = MetricsEndpoint(config.metrics_url, config.model, retries=config.retries)
+        scrape = source.scrape()
+        previous = Scrape.from_dict(state.last_scrape) if state.last_scrape else None
+        counts = counter_delta(previous, scrape)
+        state = replace(state, last_scrape=scrape.to_dict())
+        note = "" if counts is not None else "served version changed; window restarts"
+        return counts, scrape.version, state, note
+    if config.prometheus_url:
+        api = PrometheusAPI(
+            config.prometheus_url, config.model, window=config.window, retries=config.retries
+        )
+        scrape = api.scrape()
+        return scrape.counts, scrape.version, state, ""
+    assert payload is not None
+    rows = payload[payload["version"] == bundle.version]
+    return count_frame(bundle.reference_profile, rows), bundle.version, state, ""
+
+
+def _start(
+    config: MonitorConfig,
+    decision: Decision,
+    state: MonitorState,
+    recent: pd.DataFrame | None,
+    start_run: StartRun | None,
+    say: ProgressFn,
+    now: float,
+) -> tuple[MonitorState, Any, str | None]:
+    run_name = f"{config.model}-retrain-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}"
+    where = "cluster" if config.kfp_host else "local"
+    active: dict[str, Any] = {
+        "run_id": run_name,
+        "where": where,
+        "started": now,
+        "pid": os.getpid(),
+    }
+    state = state.with_run_started(active, now)
+    save_state(config.state_file, state)  # claim the slot before the (long) run starts
+    m.RETRAINS.labels(model=config.model, reason=decision.reason).inc()
+    if start_run is None:
+        from kubeloop.pipelines.runs import start_training_run
+
+        start_run = start_training_run
+    assert config.retrain_data is not None and config.target is not None
+    try:
+        data, added = build_retrain_data(
+            config.retrain_data,
+            target=config.target,
+            recent=recent,
+            out=config.state_file.parent / f"{run_name}.csv",
+        )
+        say(f"retraining on {data} ({added} labelled recent rows + reference) as {run_name}")
+        outcome = start_run(
+            data,
+            target=config.target,
+            model_name=config.model,
+            host=config.kfp_host,
+            workers=config.workers,
+            num_boost_round=config.num_boost_round,
+            gate_margin=config.gate_margin,
+            registry_root=config.registry,
+            run_name=run_name,
+            progress=say,
+        )
+    except Exception as error:  # a failed run never crashes the monitor; it is counted
+        m.RETRAIN_FAILURES.labels(model=config.model).inc()
+        return replace(state, active_run=None), None, f"retraining failed: {error}"
+    if where == "cluster":
+        active = {**active, "run_id": outcome.run_id, "host": config.kfp_host}
+        return replace(state, active_run=active), outcome, None
+    if getattr(outcome, "state", "SUCCEEDED") != "SUCCEEDED":
+        m.RETRAIN_FAILURES.labels(model=config.model).inc()
+    return replace(state, active_run=None), outcome, None
+
+
+def run_once(
+    config: MonitorConfig,
+    *,
+    start_run: StartRun | None = None,
+    run_state: Callable[[str, str], str] | None = None,
+    progress: ProgressFn | None = None,
+    now: float | None = None,
+) -> MonitorResult:
+    """One monitor run (what ``kubeloop monitor --once`` and each ``--interval`` tick do).
+
+    Args:
+        config: What to watch.
+        start_run: Starts a training run; default :func:`kubeloop.pipelines.start_training_run`.
+        run_state: Reads a cluster run's state; default :func:`kubeloop.pipelines.run_state`.
+        progress: One human line per step.
+        now: Current Unix time (tests).
+    """
+    say = progress or quiet
+    now = time.time() if now is None else now
+    state = load_state(config.state_file)
+    active, note = refresh_active_run(state.active_run, run_state=run_state)
+    state = replace(state, active_run=active)
+    notes = [note] if note else []
+    bundle = _bundle(config)
+    payload = None
+    if config.payload_log and Path(config.payload_log).exists():
+        payload = read_payload_log(
+            config.payload_log, model=None, since=now - parse_window(config.window)
+        )
+    source = (
+        "metrics" if config.metrics_url else "prometheus" if config.prometheus_url else "payload"
+    )
+    try:
+        counts, served, state, note = _window_counts(config, state, bundle, payload)
+    except SourceError as unreachable:
+        m.MONITOR_ERRORS.labels(model=config.model, source=source).inc()
+        state = replace(state, errors=state.errors + 1)
+        save_state(config.state_file, state)
+        m.LAST_RUN.labels(model=config.model).set(now)
+        say(f"source unavailable: {unreachable}")
+        return MonitorResult(
+            bundle.version, None, None, None, None, error=str(unreachable), notes=tuple(notes)
+        )
+    notes += [note] if note else []
+    report = None
+    if counts is not None and served in (None, bundle.version):
+        report = compare_profile(bundle.reference_profile, counts, config=config.drift)
+        m.publish_psi(config.model, report.psi_by_feature())
+        if report.judged:
+            m.DRIFT_SHARE.labels(model=config.model).set(report.drift_share)
+    elif served is not None and served != bundle.version:
+        notes.append(f"server serves {served}, champion is {bundle.version}: waiting for the swap")
+    performance, recent = None, None
+    if payload is not None and config.labels and Path(config.labels).exists():
+        labels = read_labels(config.labels)
+        performance = performance_drop(
+            bundle, payload[payload["version"] == bundle.version], labels
+        )
+        recent = payload.merge(labels, on=["request_id", "row"], how="inner")
+    judged = report is not None and bool(report.judged)
+    decision = decide(
+        drift_share=report.drift_share if judged and report else None,
+        drifted_features=report.drifted_features if report else (),
+        performance_drop=performance.drop if performance else None,
+        state=state,
+        policy=config.policy,
+        now=now,
+    )
+    say(
+        f"decision: {'RETRAIN' if decision.retrain else 'no retrain'} -- "
+        + "; ".join(decision.details)
+        + (f" [{decision.blocked_by}]" if decision.blocked_by else "")
+    )
+    outcome, error = None, None
+    if decision.retrain and config.retrain_data and not config.dry_run:
+        state, outcome, error = _start(config, decision, state, recent, start_run, say, now)
+    state = replace(state, last_decision={**decision.to_dict(), "at": now, "error": error})
+    save_state(config.state_file, state)
+    m.LAST_RUN.labels(model=config.model).set(now)
+    return MonitorResult(
+        bundle.version, served, report, performance, decision, outcome, error, tuple(notes)
+    )
+
+
+def run_forever(
+    config: MonitorConfig,
+    *,
+    interval: float,
+    progress: ProgressFn | None = None,
+    stop: Callable[[], bool] = lambda: False,
+    on_result: Callable[[MonitorResult], None] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Call :func:`run_once` every ``interval`` seconds until ``stop()`` is true.
+
+    ``on_result`` sees every result (the CLI prints it and writes the metrics file).
+    """
+    while not stop():
+        started = time.monotonic()
+        result = run_once(config, progress=progress, **kwargs)
+        if on_result is not None:
+            on_result(result)
+        while not stop() and time.monotonic() - started < interval:
+            time.sleep(min(0.5, interval))

@@ -1,0 +1,278 @@
+"""Compare live traffic with a bundle's reference profile: one :class:`DriftReport`.
+
+Counts come in as ``feature -> {bin label -> count}`` (the server's
+``kubeloop_feature_bin_total{feature, bin}`` counters, a Prometheus ``increase()``, or the
+payload log binned by :func:`count_frame`). Labels follow :func:`kubeloop.profile.bin_labels`
+plus :data:`~kubeloop.profile.MISSING_BIN`; missing values are one more bin, so a jump in the
+missing rate is drift too. A label the profile does not know (a category counted by an older
+server) is folded into :data:`~kubeloop.profile.UNKNOWN_BIN`.
+
+The verdict per feature is ``PSI >= threshold`` (Evidently's convention); KS (numerics) and
+chi-squared (categoricals) are reported beside it for the reader, not used in the verdict. The
+prediction distribution is scored the same way but kept out of the drift share, which counts
+input features only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kubeloop.data import normalize_category
+from kubeloop.errors import ConfigError
+from kubeloop.monitoring.drift import (
+    DEFAULT_PSI_THRESHOLD,
+    PSI_EPSILON,
+    chi_square,
+    drift_share,
+    ks_binned,
+    psi_rows,
+)
+from kubeloop.profile import MISSING_BIN, UNKNOWN_BIN, assign_bins, bin_labels
+
+__all__ = [
+    "PREDICTION",
+    "Counts",
+    "DriftConfig",
+    "DriftReport",
+    "FeatureDrift",
+    "compare_profile",
+    "count_frame",
+    "reference_counts",
+]
+
+PREDICTION = "__prediction__"
+Counts = Mapping[str, Mapping[str, float]]
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """How drift is judged.
+
+    Attributes:
+        psi_threshold: PSI at or above which a feature counts as drifted.
+        feature_thresholds: Per-feature overrides of ``psi_threshold``.
+        min_rows: Fewest current rows a feature needs to be judged at all.
+        epsilon: PSI proportion floor (see :mod:`kubeloop.monitoring.drift`).
+    """
+
+    psi_threshold: float = DEFAULT_PSI_THRESHOLD
+    feature_thresholds: Mapping[str, float] = field(default_factory=dict)
+    min_rows: int = 100
+    epsilon: float = PSI_EPSILON
+
+    def __post_init__(self) -> None:
+        for name, value in {"psi_threshold": self.psi_threshold, **self.feature_thresholds}.items():
+            if not value > 0:
+                raise ConfigError(f"PSI threshold for {name!r} must be > 0; got {value}.")
+        if self.min_rows < 1:
+            raise ConfigError(f"min_rows must be at least 1; got {self.min_rows}.")
+
+    def threshold(self, feature: str) -> float:
+        """The PSI threshold that applies to ``feature``."""
+        return float(self.feature_thresholds.get(feature, self.psi_threshold))
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """Drift of one feature (or of the prediction, named :data:`PREDICTION`)."""
+
+    feature: str
+    kind: str
+    rows: int
+    psi: float
+    threshold: float
+    drifted: bool
+    test: str
+    statistic: float
+    p_value: float
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """Drift of one window of traffic against the reference profile."""
+
+    features: tuple[FeatureDrift, ...]
+    prediction: FeatureDrift | None
+    rows: int
+
+    @property
+    def judged(self) -> tuple[FeatureDrift, ...]:
+        """Features that had enough rows to be judged."""
+        return tuple(f for f in self.features if not np.isnan(f.psi))
+
+    @property
+    def drifted_features(self) -> tuple[str, ...]:
+        """Names of the drifted input features."""
+        return tuple(f.feature for f in self.features if f.drifted)
+
+    @property
+    def drift_share(self) -> float:
+        """Fraction of judged input features that drifted (0.0 when none was judged)."""
+        return drift_share([f.drifted for f in self.judged])
+
+    def psi_by_feature(self) -> dict[str, float]:
+        """PSI per input feature (NaN where not judged)."""
+        return {f.feature: f.psi for f in self.features}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready content (NaN becomes ``None``)."""
+
+        def clean(item: FeatureDrift) -> dict[str, Any]:
+            return {
+                k: (None if isinstance(v, float) and np.isnan(v) else v)
+                for k, v in asdict(item).items()
+            }
+
+        return {
+            "rows": self.rows,
+            "drift_share": self.drift_share,
+            "drifted_features": list(self.drifted_features),
+            "features": [clean(f) for f in self.features],
+            "prediction": clean(self.prediction) if self.prediction else None,
+        }
+
+
+def _labels(feature_profile: Mapping[str, Any]) -> list[str]:
+    return [*bin_labels(dict(feature_profile)), MISSING_BIN]
+
+
+def reference_counts(feature_profile: Mapping[str, Any]) -> np.ndarray:
+    """Reference counts of one feature profile, aligned with its labels (+ missing)."""
+    if feature_profile["kind"] == "numeric":
+        counts = list(feature_profile["counts"])
+    else:
+        counts = [*feature_profile["categories"].values(), 0]  # the unknown bin
+    return np.asarray([*counts, feature_profile.get("missing", 0)], dtype=np.float64)
+
+
+def _align(feature_profile: Mapping[str, Any], counts: Mapping[str, float]) -> np.ndarray:
+    labels = _labels(feature_profile)
+    index = {label: i for i, label in enumerate(labels)}
+    vector = np.zeros(len(labels), dtype=np.float64)
+    numeric = feature_profile["kind"] == "numeric"
+    for label, value in counts.items():
+        position = index.get(label)
+        if position is None:
+            if numeric:
+                continue  # a bin of another profile (e.g. the previous model's): ignore
+            position = index[UNKNOWN_BIN]
+        vector[position] += max(float(value), 0.0)
+    return vector
+
+
+def _categorical_codes(feature_profile: Mapping[str, Any], values: Any) -> np.ndarray:
+    # Normalise each distinct value once (the one rule of kubeloop.data), then broadcast.
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    known = {name: i for i, name in enumerate(feature_profile["categories"])}
+    unknown, missing = len(known), len(known) + 1
+    mapped = np.empty(len(uniques) + 1, dtype=np.int64)
+    for i, value in enumerate(uniques):
+        key = normalize_category(value)
+        mapped[i] = missing if key is None else known.get(key, unknown)
+    mapped[-1] = missing  # the NA sentinel -1 indexes the last slot
+    return mapped[codes]
+
+
+def count_frame(profile: Mapping[str, Any], frame: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Bin raw rows (payload log, a CSV) into the profile's bins, vectorised per column.
+
+    Features of the profile that are absent from ``frame`` are skipped; a ``prediction``
+    column, when present, is counted under :data:`PREDICTION`.
+    """
+    result: dict[str, dict[str, float]] = {}
+    columns = {name: name for name in profile["features"] if name in frame.columns}
+    if "prediction" in frame.columns and profile.get("prediction"):
+        columns[PREDICTION] = "prediction"
+    for name, column in columns.items():
+        feature_profile = profile["prediction"] if name == PREDICTION else profile["features"][name]
+        labels = _labels(feature_profile)
+        if feature_profile["kind"] == "numeric":
+            array = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
+            missing = np.isnan(array)
+            bins = assign_bins(feature_profile["edges"], array)
+            bins[missing] = len(labels) - 1
+        else:
+            bins = _categorical_codes(feature_profile, frame[column].to_numpy(dtype=object))
+        counts = np.bincount(bins, minlength=len(labels))
+        result[name] = {label: float(c) for label, c in zip(labels, counts, strict=True)}
+    return result
+
+
+def _score(
+    names: list[str],
+    kinds: list[str],
+    ref: list[np.ndarray],
+    cur: list[np.ndarray],
+    config: DriftConfig,
+) -> list[FeatureDrift]:
+    width = max((len(r) for r in ref), default=0)
+    ref_matrix = np.zeros((len(ref), width))
+    cur_matrix = np.zeros((len(cur), width))
+    for i, (r, c) in enumerate(zip(ref, cur, strict=True)):
+        ref_matrix[i, : len(r)], cur_matrix[i, : len(c)] = r, c
+    values = psi_rows(ref_matrix, cur_matrix, epsilon=config.epsilon) if names else np.array([])
+    results = []
+    for i, name in enumerate(names):
+        rows = int(cur[i].sum())
+        value = float(values[i]) if rows >= config.min_rows else float("nan")
+        if kinds[i] == "numeric":  # KS over the ordered bins; missing kept out of the CDF
+            test, (statistic, p_value) = "ks", ks_binned(ref[i][:-1], cur[i][:-1])
+        else:
+            test, (statistic, p_value) = "chi2", chi_square(ref[i], cur[i])
+        threshold = config.threshold(name)
+        results.append(
+            FeatureDrift(
+                feature=name,
+                kind=kinds[i],
+                rows=rows,
+                psi=value,
+                threshold=threshold,
+                drifted=bool(value >= threshold),
+                test=test,
+                statistic=statistic,
+                p_value=p_value,
+            )
+        )
+    return results
+
+
+def compare_profile(
+    profile: Mapping[str, Any], counts: Counts, *, config: DriftConfig | None = None
+) -> DriftReport:
+    """Score every profiled feature (and the prediction) of one window of counts.
+
+    Args:
+        profile: A bundle's ``reference_profile.json`` content.
+        counts: ``feature -> {bin label -> count}`` of the current window; the prediction
+            under :data:`PREDICTION` (or ``"prediction"``) when available.
+        config: Thresholds; defaults to :class:`DriftConfig`.
+
+    Returns:
+        The report; a feature without enough current rows has PSI NaN and is not drifted.
+    """
+    config = config or DriftConfig()
+    names, kinds, ref, cur = [], [], [], []
+    for name, feature_profile in profile["features"].items():
+        names.append(name)
+        kinds.append(feature_profile["kind"])
+        ref.append(reference_counts(feature_profile))
+        cur.append(_align(feature_profile, counts.get(name, {})))
+    features = _score(names, kinds, ref, cur, config)
+    prediction = None
+    live = counts.get(PREDICTION) or counts.get("prediction")
+    if profile.get("prediction") and live:
+        pred_profile = profile["prediction"]
+        prediction = _score(
+            [PREDICTION],
+            ["numeric"],
+            [reference_counts(pred_profile)],
+            [_align(pred_profile, live)],
+            config,
+        )[0]
+    rows = max((f.rows for f in features), default=0)
+    return DriftReport(features=tuple(features), prediction=prediction, rows=rows)

@@ -1,0 +1,19 @@
+"""The KFP v2 training pipeline: components, local runs (kfp.local) and cluster submission.
+
+The entry point for callers (CLI, monitor, demo) is :func:`start_training_run`; it is loaded
+lazily so that importing a submodule (as every pipeline step does) stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["RunOutcome", "run_state", "start_training_run"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from kubeloop.pipelines import runs
+
+        return getattr(runs, name)
+    raise AttributeError(f"module 'kubeloop.pipelines' has no attribute {name!r}")

@@ -1,0 +1,262 @@
+"""The KFP v2 components: thin wrappers that only move artifact paths in and out of the cores.
+
+Every component runs in the one project image (``KUBELOOP_IMAGE``, default
+:data:`DEFAULT_IMAGE`, built from ``components/Dockerfile``) where kubeloop and kfp are already
+installed, so nothing is pip-installed at run time (``install_kfp_package=False``) and each
+function simply imports kubeloop. The functions' source is what KFP embeds in the component
+spec, hence the imports inside them.
+
+(This module deliberately has no ``from __future__ import annotations``: KFP reads the
+parameter annotations at decoration time.)
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from kfp import dsl
+from kfp.dsl import (
+    HTML,
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
+
+__all__ = ["DEFAULT_IMAGE", "Components", "build_components", "component_image"]
+
+DEFAULT_IMAGE = "ghcr.io/kubeloop/kubeloop-components:0.1.0"
+
+
+def component_image() -> str:
+    """``$KUBELOOP_IMAGE`` or :data:`DEFAULT_IMAGE`."""
+    return os.environ.get("KUBELOOP_IMAGE") or DEFAULT_IMAGE
+
+
+def ingest_validate(
+    data: str, target: str, task: str, seed: int, splits: Output[Dataset], report: Output[Markdown]
+) -> None:
+    """Read the data (path or s3:// URL), validate it and split it deterministically."""
+    from pathlib import Path
+
+    from kubeloop.console import Progress
+    from kubeloop.pipelines.stages import ingest
+
+    summary = ingest(
+        data,
+        target=target,
+        task=task,
+        seed=seed,
+        out=Path(splits.path),
+        progress=Progress(prefix="validate"),
+    )
+    Path(report.path).write_text(summary, encoding="utf-8")
+
+
+def prepare_features(splits: Input[Dataset], features: Output[Artifact]) -> int:
+    """Fit the preprocessor on the training split; write it and the model-input matrices."""
+    from pathlib import Path
+
+    from kubeloop.pipelines.stages import prepare_features as prepare
+
+    return prepare(Path(splits.path), out=Path(features.path))
+
+
+def train(
+    splits: Input[Dataset],
+    features: Input[Artifact],
+    workers: int,
+    num_boost_round: int,
+    seed: int,
+    candidate_names: str,
+    candidates: Output[Model],
+) -> str:
+    """Train every candidate: XGBoost through Ray Train (in-process, RayCluster or RayJob)."""
+    from pathlib import Path
+
+    from kubeloop.console import Progress
+    from kubeloop.pipelines.training_step import train_anywhere
+
+    return train_anywhere(
+        Path(splits.path),
+        Path(features.path),
+        out=Path(candidates.path),
+        uris=(splits.uri, features.uri, candidates.uri),
+        workers=workers,
+        num_boost_round=num_boost_round,
+        seed=seed,
+        candidates=candidate_names,
+        progress=Progress(prefix="train"),
+    )
+
+
+def evaluate(
+    splits: Input[Dataset],
+    features: Input[Artifact],
+    candidates: Input[Model],
+    model_name: str,
+    data: str,
+    target: str,
+    workers: int,
+    num_boost_round: int,
+    seed: int,
+    gate_margin: float,
+    mlflow_uri: str,
+    bundle: Output[Model],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    plots: Output[HTML],
+    report: Output[Markdown],
+) -> str:
+    """Score the candidates on the test split, write the bundle, log the run to MLflow."""
+    from pathlib import Path
+
+    from kubeloop.console import Progress
+    from kubeloop.pipelines.reports import evaluate_and_report
+
+    params = {
+        "data": data,
+        "target": target,
+        "workers": workers,
+        "seed": seed,
+        "num_boost_round": num_boost_round,
+        "gate_margin": gate_margin,
+    }
+    result = evaluate_and_report(
+        Path(splits.path),
+        Path(features.path),
+        Path(candidates.path),
+        out=Path(bundle.path),
+        model_name=model_name,
+        params=params,
+        mlflow_uri=mlflow_uri,
+        progress=Progress(prefix="evaluate"),
+    )
+    for name, value in result.scalars.items():
+        metrics.log_metric(name, value)
+    if result.roc is not None:
+        classification.log_roc_curve(result.roc["fpr"], result.roc["tpr"], result.roc["thresholds"])
+    if result.confusion is not None:
+        classification.log_confusion_matrix(list(result.classes), result.confusion)
+    Path(plots.path).write_text(result.html, encoding="utf-8")
+    Path(report.path).write_text(result.markdown, encoding="utf-8")
+    bundle.metadata["version"] = result.version
+    return result.mlflow_run_id
+
+
+def gate(
+    splits: Input[Dataset],
+    bundle: Input[Model],
+    registry_root: str,
+    model_name: str,
+    margin: float,
+    decision: dsl.OutputPath(str),  # type: ignore[valid-type]
+) -> str:
+    """Challenger vs the current champion on the same held-out rows: "promote" or "keep"."""
+    from pathlib import Path
+
+    from kubeloop.pipelines.gating import gate as decide
+
+    verdict = decide(
+        Path(splits.path),
+        Path(bundle.path),
+        registry_root=registry_root,
+        model_name=model_name,
+        margin=margin,
+    )
+    print(f"gate: {'PROMOTE' if verdict.promote else 'KEEP the champion'}: {verdict.reason}")
+    Path(decision).write_text(verdict.to_json(), encoding="utf-8")
+    return "promote" if verdict.promote else "keep"
+
+
+def register(
+    bundle: Input[Model],
+    registry_root: str,
+    model_name: str,
+    mlflow_run_id: str,
+    mlflow_uri: str,
+) -> str:
+    """Store the bundle as a registry version, make it champion, move MLflow's alias."""
+    from pathlib import Path
+
+    from kubeloop.pipelines.gating import register as store
+
+    version = store(
+        Path(bundle.path),
+        registry_root=registry_root,
+        model_name=model_name,
+        mlflow_run_id=mlflow_run_id,
+        tracking_uri=mlflow_uri or None,
+    )
+    print(f"registered and promoted {model_name} {version}")
+    return version
+
+
+def deploy(
+    version: str,
+    registry_root: str,
+    model_name: str,
+    inference_service: str,
+    namespace: str,
+    canary_percent: int,
+    timeout_seconds: int,
+) -> str:
+    """Embedded: report the pointer switch. Cluster: patch the InferenceService, wait Ready."""
+    from kubeloop.console import Progress
+    from kubeloop.pipelines.deploy import deploy_champion
+
+    message = deploy_champion(
+        version,
+        registry_root=registry_root,
+        model_name=model_name,
+        inference_service=inference_service,
+        namespace=namespace,
+        canary_percent=canary_percent,
+        timeout=float(timeout_seconds),
+        progress=Progress(prefix="deploy"),
+    )
+    print(message)
+    return message
+
+
+_FUNCTIONS = {
+    "ingest_validate": ingest_validate,
+    "prepare_features": prepare_features,
+    "train": train,
+    "evaluate": evaluate,
+    "gate": gate,
+    "register": register,
+    "deploy": deploy,
+}
+
+
+@dataclass(frozen=True)
+class Components:
+    """The seven components, built for one image."""
+
+    ingest_validate: Any
+    prepare_features: Any
+    train: Any
+    evaluate: Any
+    gate: Any
+    register: Any
+    deploy: Any
+
+    def items(self) -> list[tuple[str, Any]]:
+        """``(name, component)`` in pipeline order (used to compile ``components/*.yaml``)."""
+        return [(name, getattr(self, name)) for name in _FUNCTIONS]
+
+
+def build_components(image: str | None = None) -> Components:
+    """Wrap every stage function as a KFP component running in ``image``."""
+    base = image or component_image()
+    return Components(
+        **{
+            name: dsl.component(func=function, base_image=base, install_kfp_package=False)
+            for name, function in _FUNCTIONS.items()
+        }
+    )

@@ -1,0 +1,260 @@
+"""The pure cores of the last pipeline steps: evaluate (and bundle), gate, register.
+
+The gate scores the challenger and the current champion on the *same* held-out rows (the test
+split of this run) with the one ranking rule of :func:`kubeloop.evaluation.validation_score`, and
+promotes only when the challenger is better by more than the margin. With no champion, or a
+champion that cannot score this data (other task, classes or features), the challenger wins.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kubeloop.bundle import Bundle, load_bundle, write_bundle
+from kubeloop.console import ProgressFn, quiet
+from kubeloop.data import Part, Schema
+from kubeloop.errors import RegistryError
+from kubeloop.evaluation import evaluate, validation_score, write_plots
+from kubeloop.features import FastTransform
+from kubeloop.pipelines.stages import (
+    load_candidates,
+    load_matrices,
+    load_part,
+    load_preprocessor,
+    load_schema,
+)
+from kubeloop.profile import build_reference_profile
+from kubeloop.registry import Registry
+
+__all__ = ["Evaluation", "GateDecision", "evaluate_candidates", "gate", "register", "score_name"]
+
+
+def score_name(schema: Schema) -> str:
+    """What :func:`validation_score` measures for this schema (higher is better)."""
+    if schema.task == "regression":
+        return "neg_rmse"
+    return "roc_auc" if len(schema.classes) <= 2 else "neg_log_loss"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the evaluate step produced: the bundle and the numbers the KFP UI shows."""
+
+    bundle: Path
+    version: str
+    chosen: str
+    task: str
+    classes: tuple[str, ...]
+    metrics: dict[str, Any]  # the chosen model's test metrics
+    candidates: dict[str, dict[str, Any]]  # every candidate's test metrics
+    roc: dict[str, list[float]] | None  # binary only: fpr, tpr, thresholds (<= 101 points)
+
+
+def _roc_points(y: np.ndarray, p: np.ndarray) -> dict[str, list[float]] | None:
+    from sklearn.metrics import roc_curve
+
+    if p.ndim != 1 or len(np.unique(y)) != 2:
+        return None
+    fpr, tpr, thresholds = roc_curve(y, p)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 101)).astype(int))
+    thresholds = np.clip(thresholds, 0.0, 1.0)  # the first threshold is +inf
+    return {
+        "fpr": [float(v) for v in fpr[keep]],
+        "tpr": [float(v) for v in tpr[keep]],
+        "thresholds": [float(v) for v in thresholds[keep]],
+    }
+
+
+def evaluate_candidates(
+    splits_dir: Path,
+    features_dir: Path,
+    candidates_dir: Path,
+    *,
+    out: Path,
+    model_name: str,
+    params: Mapping[str, Any],
+    progress: ProgressFn = quiet,
+) -> Evaluation:
+    """Score every candidate on the test split, pick the best by validation score, write the bundle.
+
+    Args:
+        splits_dir, features_dir, candidates_dir: Outputs of the earlier steps.
+        out: The bundle directory to create (must not exist).
+        model_name: The model name recorded in the bundle.
+        params: Extra training parameters recorded in the manifest (seed, workers...).
+    """
+    schema = load_schema(splits_dir)
+    spec = load_preprocessor(features_dir)
+    x_train, _ = load_matrices(features_dir, "train")
+    x_test, y_test = load_matrices(features_dir, "test")
+    candidates = load_candidates(candidates_dir)
+    chosen = max(candidates, key=lambda c: c.validation_score)
+    tested = {
+        c.name: evaluate(schema.task, y_test, c.model.predict(x_test), classes=schema.classes)
+        for c in candidates
+    }
+    progress(f"chosen: {chosen.name} (best validation score {chosen.validation_score:.4f})")
+    metrics = {
+        **tested[chosen.name],
+        "model": chosen.name,
+        "split": "test",
+        "validation_scores": {c.name: c.validation_score for c in candidates},
+        "candidates": tested,
+    }
+    prediction = chosen.model.predict(x_test)
+    train_part = load_part(splits_dir, "train")
+    profile = build_reference_profile(train_part.X, schema, chosen.model.predict(x_train))
+    meta = json.loads((Path(splits_dir) / "meta.json").read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(prefix="kubeloop-plots-") as plot_dir:
+        plots = write_plots(
+            Path(plot_dir),
+            task=schema.task,
+            y_true=y_test,
+            prediction=prediction,
+            importance=chosen.model.feature_importance(spec.output_columns),
+            classes=schema.classes,
+        )
+        write_bundle(
+            Path(out),
+            name=model_name,
+            schema=schema,
+            preprocessor=spec,
+            model=chosen.model,
+            reference_profile=profile,
+            metrics=metrics,
+            plots=plots,
+            params={**chosen.params, **params},
+            data_hash=str(meta["data_hash"]),
+        )
+    bundle = load_bundle(Path(out))
+    return Evaluation(
+        bundle=Path(out),
+        version=bundle.version,
+        chosen=chosen.name,
+        task=schema.task,
+        classes=tuple(schema.classes),
+        metrics=tested[chosen.name],
+        candidates=tested,
+        roc=_roc_points(y_test, prediction) if schema.task == "classification" else None,
+    )
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The gate's verdict; travels between steps (and to the CLI) as JSON."""
+
+    promote: bool
+    reason: str
+    metric: str
+    margin: float
+    challenger_version: str
+    challenger_score: float
+    champion_version: str | None = None
+    champion_score: float | None = None
+
+    def to_json(self) -> str:
+        """The decision as one JSON object (the pipeline's output)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> GateDecision:
+        """Parse :meth:`to_json` output."""
+        return cls(**json.loads(text))
+
+
+def _score(bundle: Bundle, part: Part) -> float:
+    frame = part.X[list(bundle.schema.feature_names)]
+    matrix = FastTransform(bundle.preprocessor).transform(frame)
+    return validation_score(bundle.schema.task, part.y, bundle.model.predict(matrix))
+
+
+def _incomparable(champion: Bundle, schema: Schema) -> str | None:
+    if champion.schema.task != schema.task:
+        return f"the champion is a {champion.schema.task} model, this run is {schema.task}"
+    if champion.schema.classes != schema.classes:
+        return f"the champion's classes {list(champion.schema.classes)} differ from this data's"
+    missing = sorted(set(champion.schema.feature_names) - set(schema.feature_names))
+    if missing:
+        return f"the champion needs features this data lacks: {missing[:5]}"
+    return None
+
+
+def gate(
+    splits_dir: Path, bundle_dir: Path, *, registry_root: str, model_name: str, margin: float
+) -> GateDecision:
+    """Decide whether the challenger bundle replaces the registry's champion.
+
+    Raises:
+        RegistryError: The champion pointer names a version that is missing or damaged.
+    """
+    schema = load_schema(splits_dir)
+    test = load_part(splits_dir, "test")
+    challenger = load_bundle(Path(bundle_dir))
+    challenger_score = _score(challenger, test)
+    first = GateDecision(
+        promote=True,
+        reason="no champion yet: the first model is promoted",
+        metric=score_name(schema),
+        margin=float(margin),
+        challenger_version=challenger.version,
+        challenger_score=challenger_score,
+    )
+    registry = Registry(registry_root)
+    champion_version = registry.champion(model_name)
+    if champion_version is None:
+        return first
+    champion = load_bundle(registry.fetch(model_name, champion_version))
+    why = _incomparable(champion, schema)
+    if why is not None:
+        return replace(first, reason=f"promoted because {why}", champion_version=champion_version)
+    champion_score = _score(champion, test)
+    better = challenger_score > champion_score + margin
+    verdict = "beats" if better else "does not beat"
+    reason = (
+        f"challenger {challenger.version} {first.metric}={challenger_score:.4f} {verdict} "
+        f"champion {champion_version} {first.metric}={champion_score:.4f} + margin {margin:g} "
+        f"on the same {len(test.y)} held-out rows"
+    )
+    return replace(
+        first,
+        promote=better,
+        reason=reason,
+        champion_version=champion_version,
+        champion_score=champion_score,
+    )
+
+
+def register(
+    bundle_dir: Path,
+    *,
+    registry_root: str,
+    model_name: str,
+    mlflow_run_id: str = "",
+    tracking_uri: str | None = None,
+) -> str:
+    """Store the bundle as a version, make it the champion and move MLflow's ``champion`` alias.
+
+    Returns:
+        The registered version id.
+    """
+    manifest = json.loads((Path(bundle_dir) / "manifest.json").read_text(encoding="utf-8"))
+    if manifest.get("name") != model_name:
+        raise RegistryError(
+            f"bundle {bundle_dir} is named {manifest.get('name')!r}, not {model_name!r}; "
+            "pass the same model name to every step."
+        )
+    registry = Registry(registry_root)
+    version = registry.register(bundle_dir)
+    registry.promote(model_name, version)
+    if mlflow_run_id:
+        from kubeloop.tracking import promote_run
+
+        promote_run(model_name, mlflow_run_id, version=version, tracking_uri=tracking_uri)
+    return version

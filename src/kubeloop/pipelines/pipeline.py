@@ -1,0 +1,137 @@
+"""The training pipeline (KFP v2 DSL) and its compilation to ``pipelines/training_pipeline.yaml``.
+
+validate → features → train → evaluate → gate → ``dsl.If(verdict == "promote")`` → register →
+deploy. The pipeline's output is the gate's decision (JSON), so a local run can report why the
+challenger was or was not promoted.
+
+Caching is off for every task: the data behind a URI and the registry's champion change
+between runs with identical parameters, so a cached result would be wrong.
+
+(No ``from __future__ import annotations`` here: KFP reads the pipeline's annotations.)
+"""
+
+from pathlib import Path
+from typing import Any
+
+from kfp import compiler, dsl
+
+from kubeloop.pipelines.components import DEFAULT_IMAGE, build_components
+
+__all__ = [
+    "CLUSTER_REGISTRY",
+    "PACKAGE_PATH",
+    "PIPELINE_NAME",
+    "build_pipeline",
+    "compile_components",
+    "compile_pipeline",
+]
+
+PIPELINE_NAME = "kubeloop-training"
+CLUSTER_REGISTRY = "s3://kubeloop/registry"
+PACKAGE_PATH = Path("pipelines") / "training_pipeline.yaml"
+
+
+def build_pipeline(image: str | None = None) -> Any:
+    """The training pipeline with every step running in ``image`` (default ``KUBELOOP_IMAGE``)."""
+    c = build_components(image)
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Validate, prepare features, train (XGBoost on Ray), evaluate, gate against "
+        "the champion, register and deploy a tabular model.",
+    )
+    def training_pipeline(
+        data: str,
+        target: str,
+        task: str = "auto",
+        model_name: str = "model",
+        workers: int = 2,
+        num_boost_round: int = 2000,
+        candidates: str = "xgboost,linear,random_forest",
+        seed: int = 0,
+        gate_margin: float = 0.0,
+        registry_root: str = CLUSTER_REGISTRY,
+        mlflow_uri: str = "",
+        inference_service: str = "",
+        namespace: str = "",
+        canary_percent: int = 0,
+        deploy_timeout_seconds: int = 600,
+    ) -> str:
+        validate = c.ingest_validate(data=data, target=target, task=task, seed=seed)
+        validate.set_display_name("validate")
+        splits = validate.outputs["splits"]
+        features = c.prepare_features(splits=splits).set_display_name("features")
+        train = c.train(
+            splits=splits,
+            features=features.outputs["features"],
+            workers=workers,
+            num_boost_round=num_boost_round,
+            seed=seed,
+            candidate_names=candidates,
+        ).set_display_name("train")
+        evaluate = c.evaluate(
+            splits=splits,
+            features=features.outputs["features"],
+            candidates=train.outputs["candidates"],
+            model_name=model_name,
+            data=data,
+            target=target,
+            workers=workers,
+            num_boost_round=num_boost_round,
+            seed=seed,
+            gate_margin=gate_margin,
+            mlflow_uri=mlflow_uri,
+        ).set_display_name("evaluate")
+        gate = c.gate(
+            splits=splits,
+            bundle=evaluate.outputs["bundle"],
+            registry_root=registry_root,
+            model_name=model_name,
+            margin=gate_margin,
+        ).set_display_name("gate")
+        tasks = [validate, features, train, evaluate, gate]
+        with dsl.If(gate.outputs["Output"] == "promote", name="challenger-wins"):
+            register = c.register(
+                bundle=evaluate.outputs["bundle"],
+                registry_root=registry_root,
+                model_name=model_name,
+                mlflow_run_id=evaluate.outputs["Output"],
+                mlflow_uri=mlflow_uri,
+            ).set_display_name("register")
+            deploy = c.deploy(
+                version=register.output,
+                registry_root=registry_root,
+                model_name=model_name,
+                inference_service=inference_service,
+                namespace=namespace,
+                canary_percent=canary_percent,
+                timeout_seconds=deploy_timeout_seconds,
+            ).set_display_name("deploy")
+            tasks += [register, deploy]
+        for task_ in tasks:
+            task_.set_caching_options(enable_caching=False)
+        return gate.outputs["decision"]
+
+    return training_pipeline
+
+
+def compile_pipeline(path: str | Path = PACKAGE_PATH, *, image: str = DEFAULT_IMAGE) -> Path:
+    """Compile the pipeline package (deterministic: same code and image, same bytes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(image), str(path))
+    return path
+
+
+def compile_components(
+    directory: str | Path = "components", *, image: str = DEFAULT_IMAGE
+) -> list[Path]:
+    """Compile every component spec to ``<directory>/<name>.yaml``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, component in build_components(image).items():
+        path = directory / f"{name}.yaml"
+        compiler.Compiler().compile(component, str(path))
+        written.append(path)
+    return written

@@ -1,0 +1,297 @@
+"""Training on a cluster through a KubeRay ``RayJob`` (when no RayCluster address is given).
+
+The train component decides where Ray runs (:func:`ray_mode`): ``RAY_ADDRESS`` set → connect to
+that RayCluster; inside Kubernetes without it → build a ``RayJob`` (an ephemeral RayCluster in
+the project image running ``python -m kubeloop.pipelines.rayjob``), submit it with the
+Kubernetes ``CustomObjectsApi`` and wait; anywhere else → Ray in-process.
+
+The RayJob's entrypoint reads the splits and features from object storage, trains, and writes
+the candidates to a staging URL the component then copies into its output artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from kubeloop.errors import ConfigError, TrainingError
+
+__all__ = [
+    "RAYJOB_GROUP",
+    "RAYJOB_PLURAL",
+    "RAYJOB_VERSION",
+    "RayJobSpec",
+    "build_rayjob",
+    "download_dir",
+    "main",
+    "ray_mode",
+    "storage_url",
+    "submit_rayjob",
+    "upload_dir",
+    "wait_rayjob",
+]
+
+RAYJOB_GROUP, RAYJOB_VERSION, RAYJOB_PLURAL = "ray.io", "v1", "rayjobs"
+_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+_CREDENTIALS_MOUNT = "/var/run/secrets/kubeloop/s3"
+
+
+def ray_mode(environ: Mapping[str, str] | None = None) -> Literal["address", "rayjob", "local"]:
+    """Where the train step runs Ray: a given cluster, a new RayJob, or in-process."""
+    env = os.environ if environ is None else environ
+    if env.get("RAY_ADDRESS"):
+        return "address"
+    if env.get("KUBERNETES_SERVICE_HOST") and env.get("KUBELOOP_RAYJOB", "1") != "0":
+        return "rayjob"
+    return "local"
+
+
+def storage_url(uri: str) -> str:
+    """KFP artifact URI → fsspec URL (KFP's MinIO scheme ``minio://b/k`` is S3 ``s3://b/k``)."""
+    return "s3://" + uri.removeprefix("minio://") if uri.startswith("minio://") else uri
+
+
+@dataclass(frozen=True)
+class RayJobSpec:
+    """What the RayJob needs; everything else is fixed by :func:`build_rayjob`."""
+
+    name: str
+    namespace: str
+    image: str
+    entrypoint: Sequence[str]
+    workers: int = 2
+    ray_version: str = "2.60.0"
+    cpu: str = "1"
+    memory: str = "2Gi"
+    env: Mapping[str, str] = field(default_factory=dict)
+    credentials_secret: str | None = None  # Secret with key `credentials` (AWS shared file)
+    service_account: str | None = None
+    active_deadline_seconds: int = 3600
+    ttl_seconds_after_finished: int = 300
+
+
+def _container(spec: RayJobSpec, name: str) -> dict[str, Any]:
+    env = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
+    container: dict[str, Any] = {
+        "name": name,
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "resources": {
+            "requests": {"cpu": spec.cpu, "memory": spec.memory},
+            "limits": {"cpu": spec.cpu, "memory": spec.memory},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "env": env,
+    }
+    if spec.credentials_secret:
+        env.append(
+            {"name": "AWS_SHARED_CREDENTIALS_FILE", "value": f"{_CREDENTIALS_MOUNT}/credentials"}
+        )
+        container["volumeMounts"] = [
+            {"name": "s3-credentials", "mountPath": _CREDENTIALS_MOUNT, "readOnly": True}
+        ]
+    return container
+
+
+def _pod_template(spec: RayJobSpec, name: str) -> dict[str, Any]:
+    pod: dict[str, Any] = {"containers": [_container(spec, name)]}
+    if spec.service_account:
+        pod["serviceAccountName"] = spec.service_account
+    if spec.credentials_secret:
+        pod["volumes"] = [
+            {"name": "s3-credentials", "secret": {"secretName": spec.credentials_secret}}
+        ]
+    labels = {"app.kubernetes.io/name": "kubeloop", "app.kubernetes.io/component": "train"}
+    return {"metadata": {"labels": labels}, "spec": pod}
+
+
+def build_rayjob(spec: RayJobSpec) -> dict[str, Any]:
+    """The ``ray.io/v1`` RayJob manifest: a head (no tasks) plus ``workers`` worker pods.
+
+    Raises:
+        ConfigError: The name is not a DNS label or ``workers`` is not positive.
+    """
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,45}[a-z0-9])?", spec.name):
+        raise ConfigError(f"RayJob name {spec.name!r} must be a DNS label of at most 47 chars.")
+    if spec.workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {spec.workers}.")
+    return {
+        "apiVersion": f"{RAYJOB_GROUP}/{RAYJOB_VERSION}",
+        "kind": "RayJob",
+        "metadata": {
+            "name": spec.name,
+            "namespace": spec.namespace,
+            "labels": {
+                "app.kubernetes.io/name": "kubeloop",
+                "app.kubernetes.io/component": "train",
+            },
+        },
+        "spec": {
+            "entrypoint": " ".join(_quote(part) for part in spec.entrypoint),
+            "submissionMode": "K8sJobMode",
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
+            "activeDeadlineSeconds": spec.active_deadline_seconds,
+            "backoffLimit": 0,
+            "rayClusterSpec": {
+                "rayVersion": spec.ray_version,
+                "headGroupSpec": {
+                    # the head only coordinates: every training worker gets a whole pod
+                    "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                    "template": _pod_template(spec, "ray-head"),
+                },
+                "workerGroupSpecs": [
+                    {
+                        "groupName": "train",
+                        "replicas": spec.workers,
+                        "minReplicas": spec.workers,
+                        "maxReplicas": spec.workers,
+                        "rayStartParams": {},
+                        "template": _pod_template(spec, "ray-worker"),
+                    }
+                ],
+            },
+        },
+    }
+
+
+def _quote(part: str) -> str:
+    import shlex
+
+    return shlex.quote(part)
+
+
+def _custom_objects(api: Any | None) -> Any:
+    if api is not None:
+        return api
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.CustomObjectsApi()
+
+
+def submit_rayjob(manifest: Mapping[str, Any], *, api: Any | None = None) -> str:
+    """Create the RayJob; returns its name."""
+    metadata = manifest["metadata"]
+    _custom_objects(api).create_namespaced_custom_object(
+        RAYJOB_GROUP, RAYJOB_VERSION, metadata["namespace"], RAYJOB_PLURAL, dict(manifest)
+    )
+    return str(metadata["name"])
+
+
+def wait_rayjob(
+    name: str,
+    namespace: str,
+    *,
+    timeout: float = 3600.0,
+    poll: float = 10.0,
+    api: Any | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> str:
+    """Poll the RayJob until its Ray job is terminal; returns ``"SUCCEEDED"``.
+
+    Raises:
+        TrainingError: The job failed or stopped, or ``timeout`` passed.
+    """
+    objects = _custom_objects(api)
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        obj = objects.get_namespaced_custom_object(
+            RAYJOB_GROUP, RAYJOB_VERSION, namespace, RAYJOB_PLURAL, name
+        )
+        status = obj.get("status") or {}
+        state = str(status.get("jobStatus") or status.get("jobDeploymentStatus") or "PENDING")
+        if state != last and progress is not None:
+            progress(f"RayJob {namespace}/{name}: {state}")
+        last = state
+        if state == "SUCCEEDED":
+            return state
+        if state in _TERMINAL or status.get("jobDeploymentStatus") == "Failed":
+            raise TrainingError(
+                f"RayJob {namespace}/{name} ended {state}: {status.get('message', 'no message')}; "
+                f"see `kubectl -n {namespace} logs -l job-name={name}`."
+            )
+        if time.monotonic() > deadline:
+            raise TrainingError(
+                f"RayJob {namespace}/{name} did not finish within {timeout:.0f}s (last: {state})."
+            )
+        time.sleep(poll)
+
+
+def download_dir(url: str, dest: Path) -> Path:
+    """Copy every file of a storage directory (one level) into ``dest``."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(storage_url(url))
+    dest.mkdir(parents=True, exist_ok=True)
+    for remote in fs.find(root):
+        relative = remote[len(root.rstrip("/")) + 1 :]
+        (dest / relative).parent.mkdir(parents=True, exist_ok=True)
+        (dest / relative).write_bytes(fs.cat_file(remote))
+    return dest
+
+
+def upload_dir(source: Path, url: str) -> None:
+    """Copy every file under ``source`` to the storage directory ``url``."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(storage_url(url))
+    for path in sorted(p for p in Path(source).rglob("*") if p.is_file()):
+        fs.pipe_file(f"{root.rstrip('/')}/{path.relative_to(source).as_posix()}", path.read_bytes())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The RayJob entrypoint: download inputs, train every candidate on the cluster, upload."""
+    from kubeloop.console import Progress
+    from kubeloop.pipelines.stages import train
+    from kubeloop.training import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="python -m kubeloop.pipelines.rayjob")
+    parser.add_argument("--splits", required=True)
+    parser.add_argument("--features", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--num-boost-round", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--candidates", default="xgboost,linear,random_forest")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="kubeloop-rayjob-"))
+    try:
+        config = TrainConfig(
+            workers=args.workers,
+            seed=args.seed,
+            num_boost_round=args.num_boost_round,
+            ray_address="auto",
+            candidates=tuple(args.candidates.split(",")),
+        )
+        train(
+            download_dir(args.splits, work / "splits"),
+            download_dir(args.features, work / "features"),
+            out=work / "candidates",
+            config=config,
+            progress=Progress(prefix="rayjob"),
+        )
+        upload_dir(work / "candidates", args.out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""The pure cores of the first pipeline steps: ingest + validate, feature prep, train.
+
+Each function takes input directories and fills an output directory; the KFP components in
+:mod:`kubeloop.pipelines.components` only hand them artifact paths. Directory contents:
+
+- splits: ``schema.json``, ``meta.json`` (data hash, notes, row counts) and
+  ``{train,validation,test}.parquet`` (the features in schema order plus the encoded target).
+- features: ``preprocessor.json`` and ``x_{part}.npy`` / ``y_{part}.npy`` (after FastTransform).
+- candidates: ``candidates.json`` (name, kind, validation score, params) and one sub-directory
+  per candidate holding its model file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kubeloop.console import ProgressFn, quiet
+from kubeloop.data import Part, Schema, load_dataset, split_dataset
+from kubeloop.features import FastTransform, PreprocessorSpec, fit_preprocessor
+from kubeloop.models import TabularModel, load_model
+from kubeloop.training import TrainConfig, train_candidates
+
+__all__ = [
+    "PARTS",
+    "TrainedCandidate",
+    "ingest",
+    "load_candidates",
+    "load_part",
+    "load_schema",
+    "prepare_features",
+    "train",
+]
+
+PARTS = ("train", "validation", "test")
+_Y = "__kubeloop_target__"
+
+
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy scalars and arrays (training params may hold them)."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _write_json(path: Path, content: Any) -> None:
+    text = json.dumps(content, indent=2, sort_keys=True, default=_plain)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def ingest(
+    data: str, *, target: str, task: str, out: Path, seed: int = 0, progress: ProgressFn = quiet
+) -> str:
+    """Read and validate the data, split it deterministically, and write the splits.
+
+    Returns:
+        A Markdown summary (rows, task, features, notes) for the KFP UI.
+
+    Raises:
+        DataValidationError: The data cannot be trained on; ``out`` is left empty.
+    """
+    dataset = load_dataset(data, target=target, task=task)  # type: ignore[arg-type]
+    splits = split_dataset(dataset, seed=seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for name in PARTS:
+        part: Part = getattr(splits, name)
+        frame = part.X.copy()
+        frame[_Y] = part.y
+        frame.to_parquet(out / f"{name}.parquet", index=False)
+        rows[name] = len(part.y)
+    schema = dataset.schema
+    _write_json(out / "schema.json", schema.to_dict())
+    _write_json(
+        out / "meta.json",
+        {"data": data, "data_hash": dataset.data_hash, "notes": list(dataset.notes), "rows": rows},
+    )
+    for note in dataset.notes:
+        progress(note)
+    lines = [
+        f"# Data: `{data}`",
+        "",
+        f"- task: **{schema.task}**, target `{schema.target}`"
+        + (f", classes {', '.join(schema.classes)}" if schema.classes else ""),
+        f"- features: {len(schema.features)} "
+        f"({len(schema.numeric_features)} numeric, {len(schema.categorical_features)} categorical)",
+        f"- rows: train {rows['train']}, validation {rows['validation']}, test {rows['test']}",
+        f"- sha256: `{dataset.data_hash}`",
+        *(f"- note: {note}" for note in dataset.notes),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def load_schema(splits_dir: Path) -> Schema:
+    """The schema written by :func:`ingest`."""
+    return Schema.from_dict(_read_json(Path(splits_dir) / "schema.json"))
+
+
+def load_part(splits_dir: Path, name: str) -> Part:
+    """One split written by :func:`ingest`, with features exactly as the data stage built them."""
+    frame = pd.read_parquet(Path(splits_dir) / f"{name}.parquet")
+    y = frame.pop(_Y).to_numpy()
+    schema = load_schema(splits_dir)
+    for feature in schema.features:  # parquet keeps None; normalise object columns back to str
+        if not feature.is_numeric:
+            column = frame[feature.name].astype(object)
+            frame[feature.name] = column.where(column.notna(), None)
+    return Part(X=frame[list(schema.feature_names)], y=y)
+
+
+def prepare_features(splits_dir: Path, *, out: Path) -> int:
+    """Fit the preprocessor on the training split and write it and the transformed matrices.
+
+    Returns:
+        The number of model inputs (output columns).
+    """
+    schema = load_schema(splits_dir)
+    train_part = load_part(splits_dir, "train")
+    _, spec = fit_preprocessor(train_part.X, schema)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "preprocessor.json", spec.to_dict())
+    transform = FastTransform(spec)
+    for name in PARTS:
+        part = train_part if name == "train" else load_part(splits_dir, name)
+        np.save(out / f"x_{name}.npy", transform.transform(part.X))
+        np.save(out / f"y_{name}.npy", np.asarray(part.y))
+    return len(spec.output_columns)
+
+
+def load_matrices(features_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of one split written by :func:`prepare_features`."""
+    directory = Path(features_dir)
+    return np.load(directory / f"x_{name}.npy"), np.load(directory / f"y_{name}.npy")
+
+
+def load_preprocessor(features_dir: Path) -> PreprocessorSpec:
+    """The preprocessor spec written by :func:`prepare_features`."""
+    return PreprocessorSpec.from_dict(_read_json(Path(features_dir) / "preprocessor.json"))
+
+
+def train(
+    splits_dir: Path,
+    features_dir: Path,
+    *,
+    out: Path,
+    config: TrainConfig,
+    progress: ProgressFn = quiet,
+) -> list[dict[str, Any]]:
+    """Train every candidate (XGBoost through Ray Train, baselines) and save them.
+
+    Returns:
+        One record per candidate: name, kind, validation score, params.
+    """
+    schema = load_schema(splits_dir)
+    n_classes = len(schema.classes) if schema.task == "classification" else 1
+    candidates = train_candidates(
+        load_matrices(features_dir, "train"),
+        load_matrices(features_dir, "validation"),
+        task=schema.task,
+        n_classes=n_classes,
+        config=config,
+        progress=progress,
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for candidate in candidates:
+        candidate.model.save(_mkdir(out / candidate.name))
+        records.append(
+            {
+                "name": candidate.name,
+                "kind": candidate.model.kind,
+                "validation_score": float(candidate.validation_score),
+                "params": candidate.params,
+            }
+        )
+    _write_json(
+        out / "candidates.json",
+        {"task": schema.task, "n_classes": n_classes, "candidates": records},
+    )
+    return records
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass(frozen=True)
+class TrainedCandidate:
+    """A candidate read back from a candidates directory."""
+
+    name: str
+    model: TabularModel
+    validation_score: float
+    params: dict[str, Any]
+
+
+def load_candidates(candidates_dir: Path) -> list[TrainedCandidate]:
+    """The candidates saved by :func:`train`, in training order."""
+    directory = Path(candidates_dir)
+    index = _read_json(directory / "candidates.json")
+    return [
+        TrainedCandidate(
+            name=record["name"],
+            model=load_model(
+                directory / record["name"],
+                kind=record["kind"],
+                task=index["task"],
+                n_classes=int(index["n_classes"]),
+            ),
+            validation_score=float(record["validation_score"]),
+            params=dict(record["params"]),
+        )
+        for record in index["candidates"]
+    ]

@@ -1,0 +1,114 @@
+"""The train step's core: run :func:`kubeloop.pipelines.stages.train` where Ray is.
+
+Locally (and when ``RAY_ADDRESS`` names a KubeRay RayCluster) training happens in this process
+through Ray Train. Inside Kubernetes without ``RAY_ADDRESS`` a RayJob trains on an ephemeral
+RayCluster: its entrypoint reads this step's inputs from object storage and writes the
+candidates to a staging URL, which this step copies into its output artifact.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from kubeloop.console import ProgressFn, quiet
+from kubeloop.pipelines.rayjob import (
+    RayJobSpec,
+    build_rayjob,
+    download_dir,
+    ray_mode,
+    storage_url,
+    submit_rayjob,
+    wait_rayjob,
+)
+from kubeloop.pipelines.stages import train
+from kubeloop.training import CANDIDATE_NAMES, TrainConfig
+
+__all__ = ["rayjob_spec", "train_anywhere"]
+
+_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+# Object-storage settings the Ray pods need to read the inputs and write the candidates.
+_PASSED_ENV = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "FSSPEC_S3_ENDPOINT_URL")
+
+
+def _namespace() -> str:
+    configured = os.environ.get("KUBELOOP_NAMESPACE")
+    if configured:
+        return configured
+    if _NAMESPACE_FILE.is_file():
+        return _NAMESPACE_FILE.read_text(encoding="utf-8").strip()
+    return "default"
+
+
+def _names(candidates: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in candidates.split(",") if name.strip())
+
+
+def rayjob_spec(
+    uris: tuple[str, str, str],
+    *,
+    workers: int,
+    num_boost_round: int,
+    seed: int,
+    candidates: str = ",".join(CANDIDATE_NAMES),
+) -> RayJobSpec:
+    """The RayJob for one train step (inputs: splits, features and output artifact URIs)."""
+    from kubeloop.pipelines.components import component_image
+
+    splits_uri, features_uri, out_uri = (storage_url(uri) for uri in uris)
+    entrypoint = [
+        "python", "-m", "kubeloop.pipelines.rayjob",
+        "--splits", splits_uri, "--features", features_uri, "--out", f"{out_uri}.rayjob",
+        "--workers", str(workers), "--num-boost-round", str(num_boost_round),
+        "--seed", str(seed), "--candidates", ",".join(_names(candidates)),
+    ]  # fmt: skip
+    return RayJobSpec(
+        name=f"kubeloop-train-{secrets.token_hex(4)}",
+        namespace=_namespace(),
+        image=component_image(),
+        entrypoint=entrypoint,
+        workers=workers,
+        env={k: os.environ[k] for k in _PASSED_ENV if os.environ.get(k)},
+        credentials_secret=os.environ.get("KUBELOOP_S3_CREDENTIALS_SECRET") or None,
+        service_account=os.environ.get("KUBELOOP_RAY_SERVICE_ACCOUNT") or None,
+    )
+
+
+def train_anywhere(
+    splits_dir: Path,
+    features_dir: Path,
+    *,
+    out: Path,
+    uris: tuple[str, str, str],
+    workers: int,
+    num_boost_round: int,
+    seed: int,
+    candidates: str = ",".join(CANDIDATE_NAMES),
+    progress: ProgressFn = quiet,
+) -> str:
+    """Train every candidate into ``out``; returns one summary line.
+
+    Args:
+        splits_dir, features_dir: Local inputs (KFP artifact paths).
+        out: The candidates directory to fill.
+        uris: Storage URIs of (splits, features, out) — used only by the RayJob path.
+        workers, num_boost_round, seed: Training settings.
+        candidates: Comma-separated candidate names (``xgboost,linear,random_forest``).
+        progress: Called with one line per step.
+    """
+    mode = ray_mode()
+    progress(f"ray: {mode}" + (f" ({os.environ['RAY_ADDRESS']})" if mode == "address" else ""))
+    if mode == "rayjob":
+        spec = rayjob_spec(
+            uris, workers=workers, num_boost_round=num_boost_round, seed=seed, candidates=candidates
+        )
+        name = submit_rayjob(build_rayjob(spec))
+        wait_rayjob(name, spec.namespace, progress=progress)
+        download_dir(f"{storage_url(uris[2])}.rayjob", Path(out))
+        return f"trained on RayJob {spec.namespace}/{name}"
+    config = TrainConfig(
+        workers=workers, seed=seed, num_boost_round=num_boost_round, candidates=_names(candidates)
+    )
+    records = train(splits_dir, features_dir, out=Path(out), config=config, progress=progress)
+    return ", ".join(f"{r['name']}={r['validation_score']:.4f}" for r in records)

@@ -1,0 +1,254 @@
+"""The model registry: immutable bundle versions and one ``champion`` pointer per model.
+
+Layout, the same on a local disk and in object storage (``s3://`` on a cluster, any fsspec URL)::
+
+    <root>/<model>/versions/<version>/   a verified bundle, never modified
+    <root>/<model>/champion              {"version": ..., "updated": ..., "previous": ...}
+
+Writers never leave a half-written state a reader could pick up: locally a version is copied
+into a hidden temp sibling and renamed into place, and the pointer is written to a temp file and
+``os.replace``-d; in object storage every bundle file is uploaded before ``manifest.json`` (readers
+verify against the manifest) and the pointer is a single PUT, which object stores apply atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from kubeloop.bundle import MANIFEST, verify_bundle
+from kubeloop.errors import BundleError, RegistryError
+
+__all__ = [
+    "Registry",
+    "default_registry_root",
+    "kubeloop_home",
+    "read_champion",
+]
+
+DEFAULT_HOME = "kubeloop-home"
+_CHAMPION = "champion"
+_VERSIONS = "versions"
+
+
+def kubeloop_home() -> Path:
+    """The embedded default's working directory: ``$KUBELOOP_HOME`` or ``./kubeloop-home``."""
+    return Path(os.environ.get("KUBELOOP_HOME") or DEFAULT_HOME).absolute()
+
+
+def default_registry_root() -> str:
+    """``$KUBELOOP_REGISTRY`` when set, else ``<kubeloop home>/registry``."""
+    return os.environ.get("KUBELOOP_REGISTRY") or str(kubeloop_home() / "registry")
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+class Registry:
+    """Bundle versions and champion pointers under one root (a path or an fsspec URL).
+
+    Args:
+        root: A local directory (created on first write) or a URL such as ``s3://bucket/registry``.
+        storage_options: Passed to the fsspec filesystem (credentials, endpoint URL).
+    """
+
+    def __init__(self, root: str | Path, **storage_options: Any) -> None:
+        self._fs, path = fsspec.core.url_to_fs(str(root), **storage_options)
+        self._local = isinstance(self._fs, LocalFileSystem)
+        self._root = str(Path(path).absolute()) if self._local else path.rstrip("/")
+        self.root = self._root if self._local else self._fs.unstrip_protocol(self._root)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.root!r})"
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def _join(self, *parts: str) -> str:
+        for part in parts:
+            if not part or part in (".", "..") or "/" in part or part.startswith("."):
+                raise RegistryError(f"{part!r} is not a valid registry name (model or version).")
+        return "/".join((self._root, *parts))
+
+    def version_uri(self, model: str, version: str) -> str:
+        """The full location of a version (a path locally, a URL such as ``s3://...`` remotely)."""
+        path = self._join(model, _VERSIONS, version)
+        return path if self._local else self._fs.unstrip_protocol(path)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Names of the models that have at least one version."""
+        if not self._fs.isdir(self._root):
+            return []
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self._fs.ls(self._root, detail=False)]
+        return sorted(n for n in names if not n.startswith(".") and self.versions(n))
+
+    def versions(self, model: str) -> list[str]:
+        """Complete versions of ``model``, oldest first (version ids sort by creation time)."""
+        directory = self._join(model, _VERSIONS)
+        if not self._fs.isdir(directory):
+            return []
+        found = []
+        for entry in self._fs.ls(directory, detail=False):
+            name = entry.rstrip("/").rsplit("/", 1)[-1]
+            if not name.startswith(".") and self._fs.isfile(f"{directory}/{name}/{MANIFEST}"):
+                found.append(name)
+        return sorted(found)
+
+    def manifest(self, model: str, version: str) -> dict[str, Any]:
+        """The manifest of one version (not re-verified; :meth:`fetch` verifies)."""
+        path = f"{self._join(model, _VERSIONS, version)}/{MANIFEST}"
+        if not self._fs.isfile(path):
+            raise RegistryError(
+                f"model {model!r} has no version {version!r} in {self.root}; "
+                f"known versions: {self.versions(model) or 'none'}."
+            )
+        return dict(json.loads(self._fs.cat_file(path)))
+
+    def champion_record(self, model: str) -> dict[str, Any] | None:
+        """The champion pointer's content, or ``None`` when the model has no champion yet."""
+        path = self._join(model, _CHAMPION)
+        if not self._fs.isfile(path):
+            return None
+        try:
+            record = json.loads(self._fs.cat_file(path))
+            str(record["version"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(
+                f"champion pointer {path} is not valid JSON with a 'version'; "
+                f"fix it with `kubeloop registry promote` ({exc})."
+            ) from exc
+        return dict(record)
+
+    def champion(self, model: str) -> str | None:
+        """The champion's version id, or ``None``."""
+        record = self.champion_record(model)
+        return None if record is None else str(record["version"])
+
+    def champion_path(self, model: str) -> Path | None:
+        """A verified local directory holding the champion bundle (downloaded when remote)."""
+        version = self.champion(model)
+        return None if version is None else self.fetch(model, version)
+
+    def fetch(self, model: str, version: str | None = None, dest: Path | None = None) -> Path:
+        """A local, verified copy of a version (the champion when ``version`` is ``None``).
+
+        Local registries return the version directory itself; remote ones download it into
+        ``dest`` (default: a per-user cache directory) once.
+
+        Raises:
+            RegistryError: No such version, no champion, or the stored bundle fails verification.
+        """
+        version = version or self.champion(model)
+        if version is None:
+            raise RegistryError(
+                f"model {model!r} has no champion in {self.root}; run the training pipeline first."
+            )
+        self.manifest(model, version)  # raises RegistryError when absent
+        source = self._join(model, _VERSIONS, version)
+        if self._local:
+            local = Path(source)
+        else:
+            cache = Path(tempfile.gettempdir()) / "kubeloop-registry-cache"
+            local = Path(dest) if dest is not None else cache / model / version
+            if not local.is_dir():
+                temp = local.parent / f".{local.name}.tmp-{secrets.token_hex(4)}"
+                temp.mkdir(parents=True)
+                for remote in self._fs.ls(source, detail=False):
+                    name = remote.rstrip("/").rsplit("/", 1)[-1]
+                    (temp / name).write_bytes(self._fs.cat_file(remote))
+                os.replace(temp, local)
+        try:
+            verify_bundle(local)
+        except BundleError as exc:
+            raise RegistryError(f"registry version {model}/{version} is damaged: {exc}") from exc
+        return local
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def register(self, bundle_dir: str | Path) -> str:
+        """Store a verified bundle as a new version and return its version id.
+
+        Idempotent: when an existing version of the same model has exactly the same files
+        (same sha256 for every file), that version is returned and nothing is written.
+
+        Raises:
+            RegistryError: The bundle fails verification, or its version id is taken by
+                different content.
+        """
+        bundle_dir = Path(bundle_dir)
+        try:
+            manifest = verify_bundle(bundle_dir)
+        except BundleError as exc:
+            raise RegistryError(f"cannot register {bundle_dir}: {exc}") from exc
+        model, version = str(manifest["name"]), str(manifest["version"])
+        for existing in self.versions(model):
+            if self.manifest(model, existing).get("files") == manifest["files"]:
+                return existing
+        target = self._join(model, _VERSIONS, version)
+        if self._fs.exists(target):
+            raise RegistryError(
+                f"version {version!r} of {model!r} already exists in {self.root} with different "
+                "content; bundles are immutable, retrain to get a new version."
+            )
+        if self._local:
+            self._copy_local(bundle_dir, Path(target))
+        else:
+            names = sorted(p.name for p in bundle_dir.iterdir() if p.name != MANIFEST)
+            for name in [*names, MANIFEST]:  # manifest last: readers only see complete versions
+                self._fs.pipe_file(f"{target}/{name}", (bundle_dir / name).read_bytes())
+        return version
+
+    @staticmethod
+    def _copy_local(source: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.parent / f".{target.name}.tmp-{secrets.token_hex(4)}"
+        try:
+            shutil.copytree(source, temp)
+            verify_bundle(temp)
+            os.rename(temp, target)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+
+    def promote(self, model: str, version: str) -> dict[str, Any]:
+        """Make ``version`` the champion of ``model`` (an atomic replace of the pointer).
+
+        Returns:
+            The new pointer record; ``previous`` names the champion it replaced, if any.
+
+        Raises:
+            RegistryError: The version does not exist or fails verification.
+        """
+        self.fetch(model, version)
+        current = self.champion(model)
+        record: dict[str, Any] = {"version": version, "updated": _now()}
+        if current is not None and current != version:
+            record["previous"] = current
+        payload = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+        path = self._join(model, _CHAMPION)
+        if self._local:
+            temp = f"{path}.tmp-{secrets.token_hex(4)}"
+            with open(temp, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        else:
+            self._fs.pipe_file(path, payload)
+        return record
+
+
+def read_champion(root: str | Path, model: str) -> str | None:
+    """The champion version of ``model`` under ``root`` (``None`` when there is none)."""
+    return Registry(root).champion(model)

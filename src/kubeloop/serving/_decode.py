@@ -1,0 +1,248 @@
+"""Turn V1 and V2 request bodies into one numpy column per feature, or refuse them (HTTP 400).
+
+Every refusal is a :class:`RequestError` (a ``kserve.errors.InvalidInput``, so KServe answers
+400 over REST and ``INVALID_ARGUMENT`` over gRPC) whose message names the feature and the fix,
+and whose ``kind`` is the ``reason`` label of ``kubeloop_invalid_requests_total``.
+
+Numeric columns come out as float64 (``null``/NaN = missing, imputed later); categorical columns
+as object arrays of the values sent (``str``, numbers, ``None``): the fast transform normalises
+them with :func:`kubeloop.data.normalize_category`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferRequest
+
+from kubeloop.data import Schema
+
+__all__ = ["Columns", "RequestDecoder", "RequestError"]
+
+Columns = dict[str, np.ndarray]
+
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+_CATEGORY_TYPES = frozenset({str, int, float, bool, type(None)})
+_NUMERIC_DATATYPES = frozenset(
+    {"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16"}
+) | {"UINT8"}
+# Categories may come as numbers too (a 0/1 column read by pandas): normalize_category maps
+# 1 and 1.0 to "1".
+_CATEGORY_DATATYPES = _NUMERIC_DATATYPES | {"BYTES", "BOOL"}
+
+
+class RequestError(InvalidInput):
+    """A client mistake; ``kind`` is the ``reason`` label of the invalid-request counter."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class RequestDecoder:
+    """Validate requests against one bundle's schema.
+
+    Args:
+        schema: The served bundle's schema (feature order and kinds).
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        self._names = schema.feature_names
+        self._name_set = frozenset(self._names)
+        self._numeric = frozenset(schema.numeric_features)
+        self._order = ", ".join(self._names)
+
+    # -- V1 -------------------------------------------------------------------------------
+
+    def from_v1(self, body: Any) -> tuple[Columns, int]:
+        """Decode ``{"instances": [...]}`` (objects by feature name, or lists in schema order)."""
+        if not isinstance(body, dict) or "instances" not in body:
+            raise RequestError(
+                "malformed_request",
+                'A V1 request is a JSON object {"instances": [...]}, one instance per row, each '
+                f"an object by feature name or a list in this order: {self._order}.",
+            )
+        instances = body["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise RequestError(
+                "malformed_request", '"instances" must be a non-empty list with one entry per row.'
+            )
+        if isinstance(instances[0], dict):
+            raw = self._v1_objects(instances)
+        elif isinstance(instances[0], list):
+            raw = self._v1_lists(instances)
+        else:
+            raise RequestError(
+                "malformed_request",
+                f"Instance 0 is {type(instances[0]).__name__}; each instance must be an object "
+                f"{{feature: value}} or a list of values in this order: {self._order}.",
+            )
+        return {name: self._column(name, values) for name, values in raw.items()}, len(instances)
+
+    def _v1_objects(self, instances: list[Any]) -> dict[str, list[Any]]:
+        names = self._name_set
+        for i, instance in enumerate(instances):
+            if type(instance) is not dict:
+                raise RequestError(
+                    "malformed_request",
+                    f"Instance {i} is {type(instance).__name__}; mix no lists and objects: send "
+                    "every instance as an object {feature: value}.",
+                )
+            if instance.keys() != names:
+                missing = [n for n in self._names if n not in instance]
+                if missing:
+                    raise RequestError(
+                        "missing_feature",
+                        f"Instance {i} is missing feature {missing[0]!r}"
+                        f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; send "
+                        "every feature (null for an unknown numeric value).",
+                    )
+                unknown = sorted(k for k in instance if k not in names)
+                raise RequestError(
+                    "unknown_feature",
+                    f"Instance {i} has unknown feature {unknown[0]!r}; the model's features are: "
+                    f"{self._order}.",
+                )
+        return {name: [instance[name] for instance in instances] for name in self._names}
+
+    def _v1_lists(self, instances: list[Any]) -> dict[str, list[Any]]:
+        width = len(self._names)
+        for i, instance in enumerate(instances):
+            if type(instance) is not list or len(instance) != width:
+                size = len(instance) if isinstance(instance, list) else type(instance).__name__
+                raise RequestError(
+                    "wrong_shape",
+                    f"Instance {i} has {size} values; the model takes {width} features in this "
+                    f"order: {self._order}.",
+                )
+        return {name: [row[j] for row in instances] for j, name in enumerate(self._names)}
+
+    # -- V2 -------------------------------------------------------------------------------
+
+    def from_v2(self, request: InferRequest) -> tuple[Columns, int]:
+        """Decode one V2 input tensor per feature (shape ``[N]`` or ``[N, 1]``)."""
+        by_name: dict[str, Any] = {}
+        for tensor in request.inputs:
+            if tensor.name in by_name:
+                raise RequestError(
+                    "malformed_request", f"Input {tensor.name!r} appears twice; send it once."
+                )
+            by_name[tensor.name] = tensor
+        unknown = [name for name in by_name if name not in self._name_set]
+        if unknown:
+            raise RequestError(
+                "unknown_feature",
+                f"Input {unknown[0]!r} is not a feature of this model; send one input per "
+                f"feature: {self._order}.",
+            )
+        missing = [name for name in self._names if name not in by_name]
+        if missing:
+            raise RequestError(
+                "missing_feature",
+                f"Input for feature {missing[0]!r} is missing"
+                f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; send one "
+                "input tensor per feature.",
+            )
+        rows: int | None = None
+        columns: Columns = {}
+        for name in self._names:
+            tensor = by_name[name]
+            count = self._v2_rows(name, tensor.shape)
+            if rows is None:
+                rows = count
+            elif count != rows:
+                raise RequestError(
+                    "wrong_shape",
+                    f"Input {name!r} has {count} rows but {self._names[0]!r} has {rows}; every "
+                    "input needs one value per row.",
+                )
+            columns[name] = self._column(name, self._v2_values(name, tensor, count))
+        if not rows:
+            raise RequestError("wrong_shape", "The request holds no rows; send at least one.")
+        return columns, rows
+
+    def _v2_rows(self, name: str, shape: Sequence[Any]) -> int:
+        dims = list(shape)
+        if (len(dims) == 1 or (len(dims) == 2 and dims[1] == 1)) and all(
+            type(d) is int and d >= 0 for d in dims
+        ):
+            return int(dims[0])
+        raise RequestError(
+            "wrong_shape", f"Input {name!r} has shape {dims}; use [N] (or [N, 1]) for N rows."
+        )
+
+    def _v2_values(self, name: str, tensor: Any, rows: int) -> list[Any]:
+        datatype = str(tensor.datatype).upper()
+        allowed = _NUMERIC_DATATYPES if name in self._numeric else _CATEGORY_DATATYPES
+        if datatype not in allowed:
+            want = "FP64, FP32 or INT64" if name in self._numeric else "BYTES"
+            raise RequestError(
+                "wrong_datatype",
+                f"Input {name!r} has datatype {datatype}; this feature takes {want}.",
+            )
+        data = tensor.data
+        if data is None or (rows and not len(data)):  # binary extension / gRPC raw contents
+            try:
+                values = tensor.as_numpy().reshape(-1).tolist()
+            except (ValueError, TypeError) as exc:
+                raise RequestError(
+                    "wrong_shape", f"Input {name!r} cannot be read as {datatype}: {exc}."
+                ) from None
+        else:
+            values = list(data)
+            if values and type(values[0]) is list:
+                values = [v for row in values for v in (row if type(row) is list else [row])]
+        if len(values) != rows:
+            raise RequestError(
+                "wrong_shape",
+                f"Input {name!r} declares {rows} rows but holds {len(values)} values; make the "
+                "shape match the data.",
+            )
+        if datatype == "BYTES":
+            try:
+                values = [v.decode("utf-8") if type(v) is bytes else v for v in values]
+            except UnicodeDecodeError:
+                raise RequestError(
+                    "wrong_type", f"Input {name!r} holds bytes that are not UTF-8 text."
+                ) from None
+        return values
+
+    # -- both -----------------------------------------------------------------------------
+
+    def _column(self, name: str, values: list[Any]) -> np.ndarray:
+        if name in self._numeric:
+            if not set(map(type, values)) <= _NUMBER_TYPES:
+                bad = next(v for v in values if type(v) not in _NUMBER_TYPES)
+                raise RequestError(
+                    "wrong_type",
+                    f"Feature {name!r} takes a number (or null when unknown); got {_show(bad)} "
+                    f"({type(bad).__name__}).",
+                )
+            column = np.array(values, dtype=np.float64)
+            if np.isinf(column).any():
+                raise RequestError(
+                    "wrong_type",
+                    f"Feature {name!r} is infinite; send a finite number (or null when unknown).",
+                )
+            return column
+        if not set(map(type, values)) <= _CATEGORY_TYPES:
+            bad = next(v for v in values if type(v) not in _CATEGORY_TYPES)
+            raise RequestError(
+                "wrong_type",
+                f"Feature {name!r} takes a category (text, or null when unknown); got "
+                f"{_show(bad)} ({type(bad).__name__}).",
+            )
+        column = np.empty(len(values), dtype=object)
+        column[:] = values
+        if any(type(v) is float and math.isinf(v) for v in values):
+            raise RequestError("wrong_type", f"Feature {name!r} holds an infinite number.")
+        return column

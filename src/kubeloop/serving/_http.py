@@ -1,0 +1,169 @@
+"""HTTP guards added to KServe's FastAPI app: body-size limit (413) and 400 for bad V2 bodies.
+
+KServe answers FastAPI's request-validation errors (a V2 body that is not JSON, or lacks
+``inputs``/``shape``/...) with FastAPI's default 422; the bad-input policy says 400, so a handler
+turns them into 400 with a readable message naming the input. The body limit is enforced before
+any parsing: the declared ``Content-Length`` first, then the bytes actually received.
+
+Every 400/413 is counted once in ``kubeloop_invalid_requests_total``: the model counts the
+mistakes it finds itself (with a precise reason) and marks the request through a context
+variable; the middleware counts the rest as ``malformed_request``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from kubeloop.serving import metrics
+
+__all__ = ["install_http_guards", "mark_rejected"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_REJECTED: contextvars.ContextVar[bool] = contextvars.ContextVar("kubeloop_rejected", default=False)
+
+
+def mark_rejected() -> None:
+    """Note that the current request's refusal was already counted (with its reason)."""
+    _REJECTED.set(True)
+
+
+class _BodyLimit:
+    """Pure ASGI middleware: 413 for bodies over ``limit`` bytes; counts unmarked 400s."""
+
+    def __init__(self, app: ASGIApp, *, limit: int, model: str) -> None:
+        self.app = app
+        self.limit = limit
+        self.model = model
+
+    async def _refuse(self, send: Send, size: str) -> None:
+        metrics.INVALID_REQUESTS.labels(self.model, "too_large").inc()
+        body = orjson.dumps(
+            {
+                "error": f"Request body is {size} bytes; the server accepts at most {self.limit} "
+                "bytes (--max-request-bytes). Split the rows over several requests."
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        _REJECTED.set(False)
+        typed = False
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._refuse(send, value.decode())
+                return
+            typed = typed or key in (b"content-type", b"inference-header-content-length")
+        if not typed and scope["method"] == "POST":
+            # The V2 protocol's body is JSON with or without the header (tritonclient sends
+            # none); without it FastAPI would hand KServe raw bytes and KServe would refuse them.
+            scope = {
+                **scope,
+                "headers": [*scope["headers"], (b"content-type", b"application/json")],
+            }
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # client went away
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.limit:
+                await self._refuse(send, f"more than {self.limit}")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        async def counting_send(message: Message) -> None:
+            if (
+                message["type"] == "http.response.start"
+                and message["status"] == 400
+                and not _REJECTED.get()
+            ):
+                metrics.INVALID_REQUESTS.labels(self.model, "malformed_request").inc()
+            await send(message)
+
+        await self.app(scope, replay, counting_send)
+
+
+def _describe(error: RequestValidationError) -> str:
+    body = error.body if isinstance(error.body, dict) else {}
+    raw_inputs = body.get("inputs")
+    inputs: list[Any] = raw_inputs if isinstance(raw_inputs, list) else []
+    parts = []
+    # FastAPI tries InferenceRequest, then raw bytes; the bytes branch's error says nothing.
+    errors = [e for e in error.errors() if "bytes" not in tuple(e.get("loc", ()))[:2]]
+    for item in (errors or error.errors())[:3]:
+        location = [p for p in item.get("loc", ()) if p not in ("body", "InferenceRequest")]
+        if item.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON ({item.get('msg', '')})")
+            continue
+        if len(location) >= 2 and location[0] == "inputs" and isinstance(location[1], int):
+            index = location[1]
+            named = inputs[index] if index < len(inputs) else None
+            name = named.get("name") if isinstance(named, dict) else None
+            where = f"input {name!r}" if name else f"input #{index}"
+            field = ".".join(str(p) for p in location[2:]) or "the input"
+            parts.append(f"{where}: {field}: {item.get('msg', 'invalid')}")
+        else:
+            where = ".".join(str(p) for p in location) or "request"
+            parts.append(f"{where}: {item.get('msg', 'invalid')}")
+    return (
+        "Invalid V2 inference request: "
+        + "; ".join(parts)
+        + '. Send {"inputs": [{"name", "shape", "datatype", "data"}, ...]}.'
+    )
+
+
+def install_http_guards(app: FastAPI, *, model: str, max_body_bytes: int) -> None:
+    """Add the body limit and the 400 handler to KServe's app (before the server starts).
+
+    Args:
+        app: ``kserve.model_server.app``.
+        model: The served model name (label of the invalid-request counter).
+        max_body_bytes: Largest accepted request body.
+    """
+    if getattr(app.state, "kubeloop_guards", False):
+        return
+    app.state.kubeloop_guards = True
+    app.add_middleware(_BodyLimit, limit=max_body_bytes, model=model)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        metrics.INVALID_REQUESTS.labels(model, "malformed_request").inc()
+        mark_rejected()
+        return JSONResponse(status_code=400, content={"error": _describe(exc)})
+
+    app.add_exception_handler(RequestValidationError, validation_error)

@@ -1,0 +1,190 @@
+"""Assemble and run the model server: one :class:`BundleModel` in ``kserve.ModelServer``.
+
+``kserve.ModelServer`` provides the REST (V1 + V2) and gRPC (V2) endpoints, ``/metrics`` from
+the default Prometheus registry (where :mod:`kubeloop.serving.metrics` registers), and graceful
+shutdown: on SIGTERM uvicorn stops accepting connections and finishes the requests in flight
+(up to ``grace_period`` seconds) before the gRPC server is stopped and the model unloaded.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubeloop.bundle import MANIFEST
+from kubeloop.errors import BundleError, ConfigError
+from kubeloop.serving._http import install_http_guards
+from kubeloop.serving._payload_log import PayloadLogger
+from kubeloop.serving._swap import ChampionWatcher
+from kubeloop.serving.model import BundleModel
+
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "ServeOptions", "build_model", "serve"]
+
+DEFAULT_MAX_REQUEST_BYTES = 10 * 1024 * 1024
+_log = logging.getLogger("kubeloop.serving")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``kubeloop serve`` was asked to do.
+
+    Attributes:
+        model_dir: Serve this one bundle directory ...
+        registry: ... or follow the champion of ``model`` in this registry (path or URL).
+        model: Model name inside the registry (also the endpoint name by default).
+        name: Endpoint name; default: ``model``, else the bundle's own name.
+        http_port: REST port. grpc_port: gRPC port (``enable_grpc`` off: none).
+        workers: Uvicorn worker processes (each loads the bundle and keeps its own metrics).
+        poll_interval: Seconds between reads of the champion pointer.
+        max_request_bytes: Larger request bodies are refused with 413.
+        drift_counters: Count request values into the reference bins.
+        payload_log: JSON Lines file of sampled requests, or ``None``.
+        payload_sample_rate: Share of requests logged.
+        payload_max_bytes: Size at which the payload log rotates.
+        grace_period: Seconds in-flight requests get at shutdown.
+    """
+
+    model_dir: Path | None = None
+    registry: str | None = None
+    model: str | None = None
+    name: str | None = None
+    http_port: int = 8080
+    grpc_port: int = 8081
+    enable_grpc: bool = True
+    workers: int = 1
+    poll_interval: float = 2.0
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    drift_counters: bool = True
+    payload_log: Path | None = None
+    payload_sample_rate: float = 1.0
+    payload_max_bytes: int = 100 * 1024 * 1024
+    grace_period: int = 30
+
+    def __post_init__(self) -> None:
+        if (self.model_dir is None) == (self.registry is None):
+            raise ConfigError("Pass exactly one of --model-dir DIR or --registry DIR --model NAME.")
+        if self.registry is not None and not self.model:
+            raise ConfigError("--registry needs --model NAME (the model inside the registry).")
+        if self.poll_interval <= 0:
+            raise ConfigError(f"--poll-interval must be positive; got {self.poll_interval}.")
+        if self.max_request_bytes <= 0:
+            raise ConfigError(
+                f"--max-request-bytes must be positive; got {self.max_request_bytes}."
+            )
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1; got {self.workers}.")
+
+
+def _bundle_name(model_dir: Path) -> str:
+    try:
+        return str(json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))["name"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BundleError(
+            f"{model_dir} is not a kubeloop bundle (no readable {MANIFEST} with a name): {exc}; "
+            "point --model-dir at a directory written by `kubeloop train`."
+        ) from exc
+
+
+def build_model(options: ServeOptions) -> BundleModel:
+    """Create the (not yet loaded) model with its watcher and payload log wired in."""
+    payload_log = None
+    if options.payload_log is not None:
+        path = options.payload_log
+        if options.workers > 1:  # one file per process: no interleaved lines, no rotation races
+            path = path.with_name(f"{path.name}.{os.getpid()}")
+        payload_log = PayloadLogger(
+            path, sample_rate=options.payload_sample_rate, max_bytes=options.payload_max_bytes
+        )
+    if options.model_dir is not None:
+        model_dir = Path(options.model_dir)
+        name = options.name or _bundle_name(model_dir)
+        model = BundleModel(
+            name,
+            lambda: model_dir,
+            drift_counters=options.drift_counters,
+            payload_log=payload_log,
+        )
+    else:
+        assert options.registry is not None and options.model is not None
+        model = _registry_model(options, payload_log)
+    model.rebuild = (_rebuild, (options,))
+    return model
+
+
+def _registry_model(options: ServeOptions, payload_log: PayloadLogger | None) -> BundleModel:
+    holder: list[ChampionWatcher] = []
+    model = BundleModel(
+        options.name or str(options.model),
+        lambda: holder[0].champion_path(),
+        drift_counters=options.drift_counters,
+        payload_log=payload_log,
+    )
+    watcher = ChampionWatcher(
+        model, str(options.registry), str(options.model), interval=options.poll_interval
+    )
+    holder.append(watcher)
+    model.on_start = watcher.start
+    model.on_stop = watcher.stop
+    return model
+
+
+def _rebuild(options: ServeOptions) -> BundleModel:
+    """Unpickling hook: a ``--workers`` process builds, loads and starts its own model."""
+    from kserve.model_server import app
+
+    model = build_model(options)
+    model.load()
+    install_http_guards(app, model=model.name, max_body_bytes=options.max_request_bytes)
+    model.start()
+    return model
+
+
+def _share_kserve_logging() -> None:
+    """Send kubeloop's log lines (swaps, refused bundles) where KServe sends its own."""
+    kserve_logger = logging.getLogger("kserve")
+    ours = logging.getLogger("kubeloop")
+    if kserve_logger.handlers and not ours.handlers:
+        for handler in kserve_logger.handlers:
+            ours.addHandler(handler)
+        ours.setLevel(kserve_logger.level or logging.INFO)
+        ours.propagate = False
+
+
+def serve(options: ServeOptions) -> int:
+    """Load the bundle and run the server until SIGTERM/SIGINT.
+
+    Raises:
+        BundleError: the bundle fails verification.
+        RegistryError: the registry has no champion for the model.
+    """
+    import kserve
+    from kserve.model_server import app
+
+    model = build_model(options)
+    model.load()
+    install_http_guards(app, model=model.name, max_body_bytes=options.max_request_bytes)
+    server = kserve.ModelServer(
+        http_port=options.http_port,
+        grpc_port=options.grpc_port,
+        enable_grpc=options.enable_grpc,
+        workers=options.workers,
+        grace_period=options.grace_period,
+    )
+    _share_kserve_logging()
+    _log.info(
+        "kubeloop serve: model %s version %s on http :%d%s",
+        model.name,
+        model.served.version if model.served else "?",
+        options.http_port,
+        f", grpc :{options.grpc_port}" if options.enable_grpc else "",
+    )
+    # Everything loaded so far lives for the whole process: keep it out of every future garbage
+    # collection (a full collection over KServe, pandas and XGBoost objects costs milliseconds).
+    gc.collect()
+    gc.freeze()
+    server.start([model])
+    return 0

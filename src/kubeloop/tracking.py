@@ -1,0 +1,205 @@
+"""MLflow tracking: one MLflow run per pipeline run, and the ``champion`` alias of the model.
+
+Every training run logs its parameters, held-out metrics (the chosen model's and every
+candidate's), the plots and the whole bundle. The registered model's ``champion`` alias is moved
+only by :func:`promote_run`, which the pipeline calls after the gate passed, so MLflow and the
+kubeloop registry name the same champion.
+
+Embedded default: a sqlite store under the kubeloop home (``<home>/mlflow/mlflow.db``, artifacts in
+``<home>/mlflow/artifacts``). On a cluster ``MLFLOW_TRACKING_URI`` points at the MLflow server.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kubeloop.errors import ConfigError
+from kubeloop.registry import kubeloop_home
+
+__all__ = [
+    "CHAMPION_ALIAS",
+    "DEFAULT_EXPERIMENT",
+    "champion_model_version",
+    "default_tracking_uri",
+    "flatten_metrics",
+    "log_training_run",
+    "promote_run",
+]
+
+CHAMPION_ALIAS = "champion"
+DEFAULT_EXPERIMENT = "kubeloop"
+_BUNDLE_ARTIFACTS = "bundle"
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else a sqlite store under the kubeloop home."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if configured:
+        return configured
+    return f"sqlite:///{kubeloop_home() / 'mlflow' / 'mlflow.db'}"
+
+
+def _client(tracking_uri: str | None) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _experiment_id(client: Any, name: str, tracking_uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = None
+    if tracking_uri.startswith("sqlite:///"):  # keep artifacts beside the store, not in ./mlruns
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        location = (db.parent / "artifacts").as_uri()
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Finite numbers of a (nested) metrics document as ``{"a.b": value}`` MLflow metrics.
+
+    Lists (confusion matrices, curves) and ``None`` values are left out.
+    """
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_metrics(value, f"{name}."))
+        elif (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(float(value))
+        ):
+            flat[name] = float(value)
+    return flat
+
+
+def log_training_run(
+    bundle_dir: str | Path,
+    *,
+    params: Mapping[str, Any],
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Log one training run: parameters, the bundle's metrics, plots and the bundle itself.
+
+    Args:
+        bundle_dir: The written bundle (its ``manifest.json`` and ``metrics.json`` are read).
+        params: Pipeline parameters (data URI, target, workers, margin...).
+        tracking_uri: The MLflow store; default :func:`default_tracking_uri`.
+        experiment: Experiment name (created on first use).
+        run_name: Shown in the MLflow UI; default the bundle version.
+        tags: Extra run tags.
+
+    Returns:
+        The MLflow run id.
+    """
+    import json
+
+    bundle_dir = Path(bundle_dir)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text(encoding="utf-8"))
+    metrics = json.loads((bundle_dir / "metrics.json").read_text(encoding="utf-8"))
+    uri = tracking_uri or default_tracking_uri()
+    client = _client(uri)
+    run = client.create_run(
+        _experiment_id(client, experiment, uri),
+        run_name=run_name or str(manifest["version"]),
+        tags={
+            "kubeloop.model": str(manifest["name"]),
+            "kubeloop.version": str(manifest["version"]),
+            "kubeloop.task": str(manifest["task"]),
+            "kubeloop.data_hash": str(manifest["data_hash"]),
+            **dict(tags or {}),
+        },
+    )
+    run_id = str(run.info.run_id)
+    try:
+        for key, value in {**manifest.get("params", {}), **params}.items():
+            client.log_param(run_id, key, str(value)[:500])
+        for key, value in flatten_metrics(metrics).items():
+            client.log_metric(run_id, key, value)
+        for plot in sorted(bundle_dir.glob("*.png")):
+            client.log_artifact(run_id, str(plot), artifact_path="plots")
+        client.log_artifacts(run_id, str(bundle_dir), artifact_path=_BUNDLE_ARTIFACTS)
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+def promote_run(
+    model_name: str,
+    run_id: str,
+    *,
+    version: str,
+    tracking_uri: str | None = None,
+) -> str:
+    """Register the run's bundle as a model version and point the ``champion`` alias at it.
+
+    Args:
+        model_name: The registered model (created on first use).
+        run_id: The MLflow run logged by :func:`log_training_run`.
+        version: The kubeloop bundle version (stored as a model-version tag).
+        tracking_uri: The MLflow store; default :func:`default_tracking_uri`.
+
+    Returns:
+        The MLflow model version number that now carries the alias.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        raise ConfigError("promote_run needs the MLflow run id logged for this bundle.")
+    client = _client(tracking_uri)
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        client.create_registered_model(model_name)
+    for existing in client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'"):
+        model_version = str(existing.version)
+        break
+    else:
+        run = client.get_run(run_id)
+        created = client.create_model_version(
+            model_name,
+            source=f"{run.info.artifact_uri}/{_BUNDLE_ARTIFACTS}",
+            run_id=run_id,
+            tags={"kubeloop.version": version},
+        )
+        model_version = str(created.version)
+    client.set_registered_model_alias(model_name, CHAMPION_ALIAS, model_version)
+    client.set_tag(run_id, "kubeloop.promoted", "true")
+    return model_version
+
+
+def champion_model_version(model_name: str, *, tracking_uri: str | None = None) -> dict[str, str]:
+    """The model version the ``champion`` alias points at: ``{"version", "run_id", "kubeloop"}``.
+
+    Raises:
+        ConfigError: The model has no ``champion`` alias in this store.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        found = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+    except MlflowException as exc:
+        raise ConfigError(
+            f"MLflow model {model_name!r} has no '{CHAMPION_ALIAS}' alias in "
+            f"{tracking_uri or default_tracking_uri()}; no run passed the gate yet."
+        ) from exc
+    return {
+        "version": str(found.version),
+        "run_id": str(found.run_id),
+        "kubeloop": str(found.tags.get("kubeloop.version", "")),
+    }

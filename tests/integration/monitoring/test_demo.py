@@ -1,0 +1,49 @@
+"""``kubeloop demo`` end to end: the loop closes and the report says so."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from kubeloop.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_closes_the_loop(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the demo's temp dir goes
+    report = tmp_path / "report.json"
+    code = main(
+        [
+            "demo",
+            "--rows",
+            "2500",
+            "--traffic-rows",
+            "1200",
+            "--num-boost-round",
+            "60",
+            "--report",
+            str(report),
+        ]
+    )
+    out = capfd.readouterr().out
+    assert code == 0, out
+    result = json.loads(report.read_text())
+    assert result["closed"] is True
+    assert result["drift_detected"] and result["retrain_started"] and result["promoted"]
+    assert result["version_after"] != result["version_before"]
+    assert result["served_version_before"] == result["version_before"]
+    assert result["served_version_after"] == result["version_after"]
+    assert result["healthy_drift_share"] < 0.3 <= result["drift_share"]
+    assert result["psi"]["payment_method"] >= 0.2 > result["healthy_psi"]["payment_method"]
+    assert result["decision"]["reasons"] == ["drift", "performance"]
+    assert result["challenger_score"] > result["champion_score"]
+    assert result["workdir"] is None and list(scratch.iterdir()) == []  # all cleaned up
+    assert "loop CLOSED" in out and "6/6" in out

@@ -1,0 +1,250 @@
+"""The monitor against a real model server: no drift, drift with cooldown and de-duplication,
+a server that is down, a real Prometheus, the KFP component, and a worse challenger."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubeloop._demo_support import free_port, send_traffic
+from kubeloop.monitoring import compare_profile
+from kubeloop.monitoring.decision import MonitorState, TriggerPolicy, load_state, save_state
+from kubeloop.monitoring.metrics import REGISTRY
+from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult, run_forever, run_once
+from kubeloop.monitoring.sources import PrometheusAPI
+from kubeloop.pipelines.runs import RunOutcome
+from kubeloop.registry import Registry
+from kubeloop.synth import generate_churn
+
+from .conftest import MODEL, TARGET, Served
+
+pytestmark = pytest.mark.integration
+
+
+class _Recorder:
+    """Stands in for the pipeline where only the trigger is under test; counts the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, data: str, **kwargs: Any) -> RunOutcome:
+        self.calls.append({"data": data, **kwargs})
+        return RunOutcome(
+            run_id=f"local-{len(self.calls)}",
+            where="local",
+            state="SUCCEEDED",
+            promoted=False,
+            reason="recorded",
+        )
+
+
+def _config(served: Served, state: Path, **overrides: Any) -> MonitorConfig:
+    settings: dict[str, Any] = {
+        "model": MODEL,
+        "state_file": state,
+        "registry": str(served.registry),
+        "metrics_url": f"{served.server.url}/metrics",
+        "retrain_data": str(served.reference),
+        "target": TARGET,
+        "policy": TriggerPolicy(drift_share=0.3, cooldown_s=3600),
+    }
+    settings.update(overrides)
+    return MonitorConfig(**settings)
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"model": MODEL, **labels}) or 0.0
+
+
+def test_no_drift_no_retrain(served: Served, tmp_path: Path) -> None:
+    send_traffic(
+        served.server.url,
+        MODEL,
+        generate_churn(1000, seed=1),
+        served.bundle.schema,
+        prefix="healthy",
+    )
+    recorder = _Recorder()
+    result = run_once(_config(served, tmp_path / "state.json"), start_run=recorder)
+    assert result.error is None and result.report is not None
+    assert result.served_version == served.bundle.version
+    assert result.report.rows >= 1000 and result.report.drifted_features == ()
+    assert result.decision is not None and not result.decision.retrain
+    assert recorder.calls == []
+    psi = result.report.psi_by_feature()["tenure_months"]
+    assert _sample("kubeloop_feature_psi", feature="tenure_months") == pytest.approx(psi)
+    assert _sample("kubeloop_drift_share") == 0.0
+    assert _sample("kubeloop_monitor_last_run_timestamp_seconds") > time.time() - 60
+
+
+def test_drift_starts_exactly_one_retrain(served: Served, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    recorder = _Recorder()
+    config = _config(served, state)
+    run_once(config, start_run=recorder)  # baseline scrape: the window starts here
+    before = _sample("kubeloop_retrain_total", reason="drift")
+    decisions = []
+    for i in range(3):
+        drifted = generate_churn(400, seed=10 + i, covariate_shift=1.0)
+        send_traffic(served.server.url, MODEL, drifted, served.bundle.schema, prefix=f"d{i}")
+        result = run_once(config, start_run=recorder)
+        assert result.report is not None and result.report.drift_share >= 0.3
+        decisions.append(result.decision)
+    assert len(recorder.calls) == 1
+    assert recorder.calls[0]["model_name"] == MODEL and recorder.calls[0]["target"] == TARGET
+    assert [d.retrain for d in decisions if d] == [True, False, False]
+    assert [d.blocked_by for d in decisions if d][1:] == ["cooldown", "cooldown"]
+    assert _sample("kubeloop_retrain_total", reason="drift") == before + 1
+    assert load_state(state).active_run is None and len(load_state(state).retrain_starts) == 1
+
+    # Another monitor's run is in progress (a live process holds it): never a second run.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        busy = tmp_path / "busy.json"
+        save_state(
+            busy, MonitorState(active_run={"run_id": "r0", "where": "local", "pid": other.pid})
+        )
+        run_once(_config(served, busy), start_run=recorder)
+        send_traffic(
+            served.server.url,
+            MODEL,
+            generate_churn(400, seed=20, covariate_shift=1.0),
+            served.bundle.schema,
+            prefix="busy",
+        )
+        blocked = run_once(_config(served, busy), start_run=recorder)
+        assert blocked.decision is not None and blocked.decision.blocked_by == "active_run"
+        assert len(recorder.calls) == 1
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_monitor_survives_the_server_being_down(served: Served, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    down = _config(served, state, metrics_url=f"http://127.0.0.1:{free_port()}/metrics", retries=1)
+    errors = _sample("kubeloop_monitor_errors_total", source="metrics")
+    for expected in (1, 2):
+        result = run_once(down)
+        assert result.error is not None and "Could not read" in result.error
+        assert load_state(state).errors == expected
+    assert _sample("kubeloop_monitor_errors_total", source="metrics") == errors + 2
+    recovered = run_once(_config(served, state))
+    assert recovered.error is None and recovered.report is not None
+    cli = subprocess.run(
+        [sys.executable, "-c", "import sys; from kubeloop.cli import main; sys.exit(main())",
+         "monitor", "--once", "--model", MODEL, "--registry", str(served.registry),
+         "--metrics-url", down.metrics_url or "", "--state-file", str(tmp_path / "cli.json")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 1, cli.stderr
+    assert "source unavailable" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_run_forever_repeats_until_stopped(served: Served, tmp_path: Path) -> None:
+    results: list[MonitorResult] = []
+    run_forever(
+        _config(served, tmp_path / "state.json", policy=TriggerPolicy(drift_share=1.0)),
+        interval=0.2,
+        stop=lambda: len(results) >= 2,
+        on_result=results.append,
+        start_run=_Recorder(),
+    )
+    assert len(results) == 2 and [r.error for r in results] == [None, None]
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus not installed")
+def test_real_prometheus_scraping_the_server(served: Served, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    target = served.server.url.removeprefix("http://")
+    config.write_text(
+        "global: {scrape_interval: 1s}\n"
+        f"scrape_configs: [{{job_name: kubeloop, static_configs: [{{targets: ['{target}']}}]}}]\n"
+    )
+    process = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        api = PrometheusAPI(f"http://127.0.0.1:{port}", MODEL, window="5m", retries=0)
+        deadline = time.monotonic() + 60
+        sent = False
+        report = None
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            try:
+                scrape = api.scrape()
+            except Exception:
+                continue
+            if not sent and scrape.version:  # the first samples are in: now drift
+                drifted = generate_churn(1500, seed=30, covariate_shift=1.0)
+                send_traffic(served.server.url, MODEL, drifted, served.bundle.schema, prefix="p")
+                sent = True
+                continue
+            if sent and sum(scrape.counts.get("payment_method", {}).values()) > 500:
+                report = compare_profile(served.bundle.reference_profile, scrape.counts)
+                break
+        assert report is not None, "Prometheus never reported the counters"
+        assert scrape.version == served.bundle.version
+        assert "payment_method" in report.drifted_features
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_kfp_monitoring_component_reads_the_payload_log(served: Served, tmp_path: Path) -> None:
+    from kfp import local
+
+    from kubeloop.monitoring.component import build_monitor_component
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    component = build_monitor_component()
+    task = component(
+        model=MODEL,
+        state_file=str(tmp_path / "state.json"),
+        registry=str(served.registry),
+        payload_log=str(served.payload_log),
+        window="1h",
+        dry_run=True,
+    )
+    assert task.outputs["drift_share"] > 0.0  # the drifted traffic sent above is in the log
+    assert task.outputs["retrain"] is True  # dry run: wanted, not started
+    report = Path(task.outputs["report"].path).read_text()
+    assert served.bundle.version in report and "payment_method" in report
+
+
+def test_worse_challenger_is_not_promoted_and_the_server_keeps_serving(
+    served: Served, tmp_path: Path
+) -> None:
+    from kubeloop.pipelines.runs import start_training_run
+
+    noise = generate_churn(1500, seed=40)
+    noise[TARGET] = noise[TARGET].sample(frac=1.0, random_state=0).to_numpy()  # no signal left
+    path = tmp_path / "noise.csv"
+    noise.to_csv(path, index=False)
+    outcome = start_training_run(
+        str(path),
+        target=TARGET,
+        model_name=MODEL,
+        registry_root=str(served.registry),
+        workers=1,
+        num_boost_round=30,
+    )
+    assert outcome.promoted is False
+    registry = Registry(str(served.registry))
+    assert registry.champion(MODEL) == served.bundle.version
+    assert len(registry.versions(MODEL)) >= 1
+    time.sleep(3)  # > the server's champion poll interval
+    assert served.server.served_version() == served.bundle.version
+    sent = send_traffic(
+        served.server.url, MODEL, generate_churn(50, seed=41), served.bundle.schema, prefix="after"
+    )
+    assert sum(rows for _, rows in sent) == 50  # still answering, with the old champion

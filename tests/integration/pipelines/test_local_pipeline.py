@@ -1,0 +1,129 @@
+"""The whole training pipeline through kfp.local (real subprocess steps, real Ray, MLflow sqlite).
+
+One module-scoped first run promotes a champion; the next tests try to replace it with a worse
+challenger and with bad data, and check that neither touches the registry or MLflow's alias.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kubeloop.cli import main
+from kubeloop.pipelines.runs import RunOutcome, start_training_run
+from kubeloop.registry import Registry
+from kubeloop.tracking import champion_model_version, default_tracking_uri
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+FAST = {"workers": 1, "num_boost_round": 60, "candidates": "xgboost,linear"}
+
+
+def _mlflow_runs(model: str) -> list[object]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=default_tracking_uri())
+    experiment = client.get_experiment_by_name("kubeloop")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], f"tags.`kubeloop.model` = '{model}'")
+    return list(runs)
+
+
+@pytest.fixture(scope="module")
+def first_run(loop_home: Path, churn_csv: Path) -> RunOutcome:
+    return start_training_run(str(churn_csv), target="churned", model_name="churn", **FAST)
+
+
+def test_first_run_promotes_and_is_tracked(first_run: RunOutcome, loop_home: Path) -> None:
+    assert first_run.state == "SUCCEEDED" and first_run.promoted is True
+    assert "no champion yet" in first_run.reason
+    version = first_run.challenger_version
+    assert version is not None and first_run.champion_version == version
+    registry = Registry(loop_home / "registry")
+    assert registry.versions("churn") == [version]
+    assert registry.champion("churn") == version
+    assert first_run.challenger_score is not None and first_run.challenger_score > 0.7
+
+    (run,) = _mlflow_runs("churn")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["kubeloop.version"] == version
+    assert run.data.tags["kubeloop.promoted"] == "true"
+    assert run.data.metrics["roc_auc"] == pytest.approx(first_run.challenger_score)
+    assert {"candidates.linear.roc_auc", "f1", "log_loss"} <= set(run.data.metrics)
+    assert run.data.params["target"] == "churned"
+    champion = champion_model_version("churn")
+    assert champion["kubeloop"] == version and champion["run_id"] == run.info.run_id
+
+    from mlflow.tracking import MlflowClient
+
+    artifacts = MlflowClient(tracking_uri=default_tracking_uri()).list_artifacts(
+        run.info.run_id, "bundle"
+    )
+    assert "bundle/manifest.json" in {a.path for a in artifacts}
+
+
+def test_kfp_outputs_feed_the_ui(first_run: RunOutcome, loop_home: Path) -> None:
+    (run_dir,) = (loop_home / "kfp-local").glob("kubeloop-training-*")
+    output = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())
+    artifacts = {name: value["artifacts"][0] for name, value in output["artifacts"].items()}
+    assert artifacts["metrics"]["metadata"]["roc_auc"] == pytest.approx(first_run.challenger_score)
+    classification = artifacts["classification"]["metadata"]
+    assert len(classification["confidenceMetrics"]) > 10  # the ROC curve
+    matrix = classification["confusionMatrix"]
+    assert [c["displayName"] for c in matrix["annotationSpecs"]] == ["No", "Yes"]
+    assert sum(map(sum, (row["row"] for row in matrix["rows"]))) == 300  # the test split
+    assert "<img" in (run_dir / "evaluate" / "plots").read_text()
+    assert "(chosen)" in (run_dir / "evaluate" / "report").read_text()
+    assert artifacts["bundle"]["metadata"]["version"] == first_run.challenger_version
+
+
+def test_worse_challenger_is_not_promoted(
+    first_run: RunOutcome, churn_csv: Path, loop_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    champion = first_run.champion_version
+    argv = ["pipeline", "run", "--local", "--data", str(churn_csv), "--target", "churned",
+            "--model", "churn", "--workers", "1", "--num-boost-round", "1",
+            "--candidates", "xgboost"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "NOT promoted" in out and "does not beat" in out, out[-2000:]
+    assert f"Champion now: {champion}" in out
+
+    registry = Registry(loop_home / "registry")
+    assert registry.champion("churn") == champion
+    assert registry.versions("churn") == [champion]  # the loser is not registered
+    runs = _mlflow_runs("churn")
+    assert len(runs) == 2  # ... but it is tracked
+    loser = next(r for r in runs if r.data.tags["kubeloop.version"] != champion)
+    assert "kubeloop.promoted" not in loser.data.tags
+    assert champion_model_version("churn")["kubeloop"] == champion
+
+
+def test_missing_target_fails_at_validate_and_changes_nothing(
+    first_run: RunOutcome, churn_csv: Path, loop_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = Registry(loop_home / "registry")
+    before = (registry.champion_record("churn"), registry.versions("churn"))
+    runs_before = len(_mlflow_runs("churn"))
+    argv = ["pipeline", "run", "--local", "--data", str(churn_csv), "--target", "no_such_column",
+            "--model", "churn", "--workers", "1"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "no_such_column" in err
+    assert "pipeline step 'ingest-validate'" in err
+    assert (registry.champion_record("churn"), registry.versions("churn")) == before
+    assert len(_mlflow_runs("churn")) == runs_before
+
+
+def test_telco_churn(loop_home: Path, telco_csv: Path) -> None:
+    outcome = start_training_run(
+        str(telco_csv), target="Churn", model_name="telco", workers=1, num_boost_round=80,
+        candidates="xgboost",
+    )  # fmt: skip
+    assert outcome.promoted is True
+    assert Registry(loop_home / "registry").champion("telco") == outcome.challenger_version
+    assert outcome.challenger_score is not None and outcome.challenger_score > 0.8
+    (run,) = _mlflow_runs("telco")
+    assert run.data.metrics["roc_auc"] > 0.8

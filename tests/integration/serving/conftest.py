@@ -1,0 +1,160 @@
+"""Serving fixtures: small real bundles (no Ray needed) and a real ``kubeloop serve`` process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+KUBELOOP = Path(sys.executable).with_name("kubeloop")
+
+
+def build_bundle(
+    destination: Path,
+    *,
+    seed: int = 0,
+    rows: int = 600,
+    trees: int = 20,
+    name: str = "churn",
+    task: str = "classification",
+) -> Path:
+    """Train a small XGBoost model on generated data and write it as a real bundle."""
+    import xgboost
+
+    from kubeloop.bundle import write_bundle
+    from kubeloop.data import build_dataset
+    from kubeloop.features import FastTransform, fit_preprocessor
+    from kubeloop.models import XGBoostModel
+    from kubeloop.profile import build_reference_profile
+    from kubeloop.synth import generate_churn, generate_regression
+
+    if task == "classification":
+        frame, target = generate_churn(rows, seed=seed), "churned"
+        params: dict[str, object] = {"objective": "binary:logistic"}
+    elif task == "multiclass":
+        frame, target = generate_churn(rows, seed=seed), "contract"
+        params = {"objective": "multi:softprob", "num_class": 3}
+    else:
+        frame, target = generate_regression(rows, seed=seed), "target"
+        params = {"objective": "reg:squarederror"}
+    dataset = build_dataset(frame, target=target)
+    _, spec = fit_preprocessor(dataset.X, dataset.schema)
+    matrix = FastTransform(spec).transform(dataset.X)
+    booster = xgboost.train(
+        {**params, "max_depth": 3, "eta": 0.2, "nthread": 1, "seed": seed},
+        xgboost.DMatrix(matrix, label=dataset.y),
+        num_boost_round=trees,
+    )
+    n_classes = len(dataset.schema.classes) or 1
+    model = XGBoostModel(booster, task=dataset.schema.task, n_classes=n_classes)
+    profile = build_reference_profile(dataset.X, dataset.schema, model.predict(matrix))
+    return write_bundle(
+        destination,
+        name=name,
+        schema=dataset.schema,
+        preprocessor=spec,
+        model=model,
+        reference_profile=profile,
+        metrics={},
+        data_hash=dataset.data_hash,
+    )
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running ``kubeloop serve`` process."""
+
+    process: subprocess.Popen[bytes]
+    http_port: int
+    grpc_port: int
+    name: str
+    log: Path
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        return int(self.process.returncode)
+
+
+def start_server(args: list[str], *, name: str, log: Path, timeout: float = 90) -> Server:
+    """Start ``kubeloop serve ARGS`` on free ports and wait until the model is ready."""
+    http_port, grpc_port = free_port(), free_port()
+    command = [str(KUBELOOP) if KUBELOOP.exists() else shutil.which("kubeloop") or "kubeloop"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    handle = log.open("wb")
+    process = subprocess.Popen(
+        [*command, "serve", *args, "--http-port", str(http_port), "--grpc-port", str(grpc_port)],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    server = Server(process, http_port, grpc_port, name, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{server.url}/v2/models/{name}/ready", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise AssertionError(f"server not ready after {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small binary-classification bundle named ``churn`` (read-only)."""
+    return build_bundle(tmp_path_factory.mktemp("serving") / "churn", seed=0)
+
+
+@pytest.fixture(scope="module")
+def server(small_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``kubeloop serve --model-dir`` on the small bundle, with a payload log."""
+    directory = tmp_path_factory.mktemp("server")
+    payload = directory / "payload.jsonl"
+    running = start_server(
+        ["--model-dir", str(small_bundle), "--payload-log", str(payload)],
+        name="churn",
+        log=directory / "server.log",
+    )
+    running.extra["payload_log"] = payload
+    yield running
+    running.stop()

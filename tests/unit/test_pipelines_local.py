@@ -1,0 +1,70 @@
+"""Pieces of the local runner and the gate that need no pipeline run."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubeloop.errors import DataValidationError, TrainingError
+from kubeloop.pipelines.gating import GateDecision
+from kubeloop.pipelines.local import step_error
+from kubeloop.pipelines.runs import RunOutcome, pipeline_arguments
+
+STEP_OUTPUT = (
+    "18:33:45.253 - INFO - Executing task \x1b[96m'ingest-validate'\x1b[0m\n"
+    "    Traceback (most recent call last):\n"
+    '      File "ephemeral_component.py", line 12, in ingest_validate\n'
+    "    kubeloop.errors.DataValidationError: Target column 'nope' is not in the data; "
+    "columns: a, b.\n\n"
+    "18:33:50.055 - ERROR - Task \x1b[96m'ingest-validate'\x1b[0m finished with status "
+    "\x1b[91mFAILURE\x1b[0m\n"
+)
+
+
+def test_step_error_rebuilds_the_kubeloop_error() -> None:
+    error = step_error(STEP_OUTPUT)
+    assert isinstance(error, DataValidationError)
+    assert str(error) == (
+        "Target column 'nope' is not in the data; columns: a, b. (pipeline step 'ingest-validate')"
+    )
+
+
+@pytest.mark.parametrize(
+    "output",
+    ["", "ValueError: not ours\n", "SomethingError: unknown class\n", "all fine\n"],
+)
+def test_step_error_ignores_other_failures(output: str) -> None:
+    assert step_error(output) is None
+
+
+def test_step_error_takes_the_last_error() -> None:
+    text = "kubeloop.errors.ConfigError: early\nkubeloop.errors.TrainingError: Ray died\n"
+    error = step_error(text)
+    assert isinstance(error, TrainingError) and str(error) == "Ray died"
+
+
+def test_gate_decision_round_trips_as_json() -> None:
+    decision = GateDecision(
+        promote=False, reason="worse", metric="roc_auc", margin=0.01,
+        challenger_version="v2", challenger_score=0.7, champion_version="v1", champion_score=0.8,
+    )  # fmt: skip
+    assert GateDecision.from_json(decision.to_json()) == decision
+
+
+def test_pipeline_arguments_leave_out_unset_options() -> None:
+    arguments = pipeline_arguments(
+        "d.csv", target="y", model_name="m", task="auto", workers=2, gate_margin=0.0,
+        num_boost_round=10, registry_root="/r", mlflow_uri="", inference_service="",
+        canary_percent=None, candidates="xgboost",
+    )  # fmt: skip
+    assert arguments["candidates"] == "xgboost"
+    assert "inference_service" not in arguments and "canary_percent" not in arguments
+
+
+def test_outcome_summary() -> None:
+    outcome = RunOutcome(
+        run_id="local-v2", where="local", state="SUCCEEDED", promoted=False,
+        champion_version="v1", reason="challenger v2 does not beat champion v1",
+    )  # fmt: skip
+    assert outcome.summary() == (
+        "NOT promoted: challenger v2 does not beat champion v1. Champion now: v1"
+    )
