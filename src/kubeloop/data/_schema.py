@@ -1,0 +1,156 @@
+"""The schema types of :mod:`kubeloop.data` and the one rule for categorical values."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import numpy as np
+import pandas as pd
+
+from kubeloop.errors import BundleError
+
+Task = Literal["classification", "regression"]
+ColumnKind = Literal["numeric", "categorical", "binary"]
+
+SCHEMA_FORMAT = 1
+
+
+def normalize_category(value: Any) -> str | None:
+    """Return the one string form of a categorical value used everywhere in kubeloop.
+
+    ``None``/NaN/NA -> ``None``; whole-number floats -> their integer text (``1.0`` -> ``"1"``);
+    anything else -> ``str(value).strip()``; an empty result -> ``None``.
+
+    Args:
+        value: Any scalar read from a table or a request.
+
+    Returns:
+        The normalized string, or ``None`` for a missing value.
+    """
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            return None
+        if math.isfinite(value) and float(value).is_integer():
+            return str(int(value))
+    text = str(value).strip()
+    return text or None
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One model input column as observed in the training data."""
+
+    name: str
+    kind: ColumnKind
+    categories: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def is_numeric(self) -> bool:
+        """Whether the feature is numeric (binary and categorical features are one-hot encoded)."""
+        return self.kind == "numeric"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready form used in ``schema.json``."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "categories": list(self.categories),
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+        }
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Input features in model order, the target and the task (the content of ``schema.json``)."""
+
+    features: tuple[FeatureInfo, ...]
+    target: str
+    task: Task
+    classes: tuple[str, ...] = ()
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """All feature names in model input order."""
+        return tuple(f.name for f in self.features)
+
+    @property
+    def numeric_features(self) -> tuple[str, ...]:
+        """Names of the numeric features, in model order."""
+        return tuple(f.name for f in self.features if f.is_numeric)
+
+    @property
+    def categorical_features(self) -> tuple[str, ...]:
+        """Names of the categorical and binary features, in model order."""
+        return tuple(f.name for f in self.features if not f.is_numeric)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready form written as ``schema.json``."""
+        return {
+            "format": SCHEMA_FORMAT,
+            "target": self.target,
+            "task": self.task,
+            "classes": list(self.classes),
+            "features": [f.to_dict() for f in self.features],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Schema:
+        """Rebuild a schema from :meth:`to_dict` output.
+
+        Raises:
+            BundleError: The dictionary is not a valid schema.
+        """
+        try:
+            task = data["task"]
+            if task not in get_args(Task):
+                raise BundleError(f"schema.json: task {task!r} is not one of {get_args(Task)}.")
+            features = []
+            for item in data["features"]:
+                kind = item["kind"]
+                if kind not in get_args(ColumnKind):
+                    raise BundleError(
+                        f"schema.json: feature {item['name']!r} has kind {kind!r}, "
+                        f"expected one of {get_args(ColumnKind)}."
+                    )
+                features.append(
+                    FeatureInfo(
+                        name=str(item["name"]),
+                        kind=kind,
+                        categories=tuple(str(c) for c in item.get("categories") or ()),
+                        minimum=_optional_float(item.get("minimum")),
+                        maximum=_optional_float(item.get("maximum")),
+                    )
+                )
+            return cls(
+                features=tuple(features),
+                target=str(data["target"]),
+                task=task,
+                classes=tuple(str(c) for c in data.get("classes") or ()),
+            )
+        except (KeyError, TypeError) as exc:
+            raise BundleError(
+                f"schema.json is malformed ({type(exc).__name__}: {exc}); "
+                "rebuild the bundle with `kubeloop train`."
+            ) from exc
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Validated features and labels, ready for splitting and feature prep."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    schema: Schema
+    notes: tuple[str, ...] = ()
+    data_hash: str = ""

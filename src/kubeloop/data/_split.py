@@ -1,0 +1,97 @@
+"""Deterministic, stratified train / validation / test splitting of a :class:`Dataset`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from kubeloop.data._schema import Dataset, Schema
+from kubeloop.errors import ConfigError, DataValidationError
+
+
+@dataclass(frozen=True)
+class Part:
+    """One split: features in schema order and labels."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train, validation and test parts of one :class:`Dataset`."""
+
+    train: Part
+    validation: Part
+    test: Part
+    schema: Schema
+
+
+def split_dataset(
+    ds: Dataset,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.2,
+) -> Splits:
+    """Split a dataset into train / validation / test parts, deterministically.
+
+    Fractions are of the whole dataset (defaults: 60 / 20 / 20). Classification splits are
+    stratified by class. Rows keep their original order inside each part.
+
+    Args:
+        ds: The dataset to split.
+        seed: Random seed; the same seed gives the same parts.
+        test_fraction: Share of rows in the test part.
+        validation_fraction: Share of rows in the validation part.
+
+    Returns:
+        The three parts and the schema.
+
+    Raises:
+        ConfigError: Fractions outside (0, 1) or summing to 1 or more.
+        DataValidationError: A class has too few rows to appear in every part.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not (0 < test_fraction < 1 and 0 < validation_fraction < 1):
+        raise ConfigError("test_fraction and validation_fraction must each be between 0 and 1.")
+    if test_fraction + validation_fraction >= 1:
+        raise ConfigError("test_fraction + validation_fraction must be below 1 (rows to train).")
+    index = np.arange(len(ds.y))
+    stratify = ds.schema.task == "classification"
+    if stratify:
+        smallest = min(test_fraction, validation_fraction, 1 - test_fraction - validation_fraction)
+        needed = max(3, math.ceil(1 / smallest))
+        counts = np.bincount(ds.y, minlength=len(ds.schema.classes))
+        rare = [(ds.schema.classes[i], int(n)) for i, n in enumerate(counts) if n < needed]
+        if rare:
+            shown = ", ".join(f"{c!r} ({n} rows)" for c, n in rare)
+            raise DataValidationError(
+                f"Target '{ds.schema.target}' has classes with too few rows to split: {shown}; "
+                f"each class needs at least {needed} rows. Add rows or merge rare classes."
+            )
+    try:
+        rest, test = train_test_split(
+            index, test_size=test_fraction, random_state=seed, stratify=ds.y if stratify else None
+        )
+        train, validation = train_test_split(
+            rest,
+            test_size=validation_fraction / (1 - test_fraction),
+            random_state=seed,
+            stratify=ds.y[rest] if stratify else None,
+        )
+    except ValueError as exc:
+        raise DataValidationError(
+            f"Cannot split {len(index)} rows into train/validation/test: {exc}. "
+            "Add rows or change the fractions."
+        ) from exc
+
+    def part(rows: np.ndarray) -> Part:
+        rows = np.sort(rows)
+        return Part(X=ds.X.iloc[rows].reset_index(drop=True), y=ds.y[rows])
+
+    return Splits(part(train), part(validation), part(test), ds.schema)

@@ -1,0 +1,135 @@
+"""Building and fitting the scikit-learn ``ColumnTransformer`` (scikit-learn imported lazily)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kubeloop.errors import DataValidationError
+from kubeloop.features._spec import (
+    CategoricalStep,
+    NumericStep,
+    PreprocessorSpec,
+    _one_hot_name,
+    _output_columns,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+
+    from kubeloop.data import Schema
+
+
+def _missing_as_nan(X: Any) -> np.ndarray:
+    # SimpleImputer only treats NaN as missing in object columns, but categorical cells are
+    # None when missing (kubeloop.data's contract): map every missing marker to NaN first.
+    import pandas as pd
+
+    block = np.array(X, dtype=object)
+    block[pd.isna(block)] = np.nan
+    return block
+
+
+def _split_features(schema: Schema) -> tuple[list[str], list[str]]:
+    numeric = [f.name for f in schema.features if f.is_numeric]
+    categorical = [f.name for f in schema.features if not f.is_numeric]
+    return numeric, categorical
+
+
+def build_column_transformer(schema: Schema) -> ColumnTransformer:
+    """Return the unfitted scikit-learn transformer for ``schema`` (dense float64 output)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+    numeric, categorical = _split_features(schema)
+    transformers: list[tuple[str, Pipeline, list[str]]] = []
+    if numeric:
+        steps = [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+        transformers.append(("numeric", Pipeline(steps), numeric))
+    if categorical:
+        encoder = OneHotEncoder(
+            handle_unknown="ignore",
+            sparse_output=False,
+            dtype=np.float64,
+            feature_name_combiner=_one_hot_name,
+        )
+        steps = [
+            ("missing", FunctionTransformer(_missing_as_nan, feature_names_out="one-to-one")),
+            ("impute", SimpleImputer(strategy="most_frequent")),
+            ("encode", encoder),
+        ]
+        transformers.append(("categorical", Pipeline(steps), categorical))
+    return ColumnTransformer(
+        transformers, remainder="drop", sparse_threshold=0.0, verbose_feature_names_out=False
+    )
+
+
+def _check_training_frame(X: pd.DataFrame, schema: Schema) -> None:
+    missing = [name for name in schema.feature_names if name not in X.columns]
+    if missing:
+        raise DataValidationError(
+            f"Training data lacks feature column(s) {missing}; pass the frame the schema was "
+            "built from (kubeloop.data.load_dataset)."
+        )
+    for feature in schema.features:
+        column = X[feature.name]
+        if column.isna().all():
+            raise DataValidationError(
+                f"Column {feature.name!r} has no values in the training rows; drop it or "
+                "provide data for it."
+            )
+        if feature.is_numeric and np.isinf(column.to_numpy(dtype=np.float64)).any():
+            raise DataValidationError(
+                f"Column {feature.name!r} holds infinite values; replace them with numbers "
+                "or leave them empty (missing)."
+            )
+
+
+def fit_preprocessor(X: pd.DataFrame, schema: Schema) -> tuple[ColumnTransformer, PreprocessorSpec]:
+    """Fit the transformer on training features and export it as a spec.
+
+    Args:
+        X: training features in the layout of :class:`kubeloop.data.Dataset` (numerics float64
+            with NaN, categorical/binary object columns of str or None).
+        schema: the dataset's schema; fixes which features are numeric and their order.
+
+    Returns:
+        The fitted ``ColumnTransformer`` and the equivalent :class:`PreprocessorSpec`.
+
+    Raises:
+        DataValidationError: a feature column is absent, entirely missing, or infinite.
+    """
+    _check_training_frame(X, schema)
+    transformer = build_column_transformer(schema)
+    transformer.fit(X)
+    numeric_names, categorical_names = _split_features(schema)
+    numeric: tuple[NumericStep, ...] = ()
+    categorical: tuple[CategoricalStep, ...] = ()
+    if numeric_names:
+        pipe = transformer.named_transformers_["numeric"]
+        imputer, scaler = pipe.named_steps["impute"], pipe.named_steps["scale"]
+        numeric = tuple(
+            NumericStep(name, float(median), float(mean), float(scale))
+            for name, median, mean, scale in zip(
+                numeric_names, imputer.statistics_, scaler.mean_, scaler.scale_, strict=True
+            )
+        )
+    if categorical_names:
+        pipe = transformer.named_transformers_["categorical"]
+        imputer, encoder = pipe.named_steps["impute"], pipe.named_steps["encode"]
+        categorical = tuple(
+            CategoricalStep(name, str(fill), tuple(str(c) for c in categories))
+            for name, fill, categories in zip(
+                categorical_names, imputer.statistics_, encoder.categories_, strict=True
+            )
+        )
+    spec = PreprocessorSpec(
+        numeric=numeric,
+        categorical=categorical,
+        output_columns=_output_columns(numeric, categorical),
+    )
+    return transformer, spec
