@@ -41,8 +41,9 @@ def ray_session() -> Iterator[None]:
     """Start Ray once for the whole test run (2 CPUs, no dashboard) and stop it at the end."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from kubeloop.training import ensure_ray
+
+    ensure_ray(num_cpus=2)
     yield
     ray.shutdown()
 

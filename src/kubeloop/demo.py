@@ -86,7 +86,7 @@ def _home(path: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _shared_ray() -> Iterator[None]:
+def _shared_ray(log: Path) -> Iterator[None]:
     """Start Ray once and let both pipeline runs' train steps join it (``RAY_ADDRESS``).
 
     Saves a Ray start per run; an existing ``RAY_ADDRESS`` is used as is.
@@ -98,7 +98,10 @@ def _shared_ray() -> Iterator[None]:
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=max(os.cpu_count() or 2, 2), include_dashboard=False, log_to_driver=False)
+        with quiet_output(log):  # Ray's start-up banner and warnings go to the log file
+            ray.init(
+                num_cpus=max(os.cpu_count() or 2, 2), include_dashboard=False, log_to_driver=False
+            )
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     try:
         yield
@@ -282,7 +285,7 @@ def run_demo(
     try:
         with _home(work / "home"):
             say("starting Ray (shared by both training runs)")
-            with _shared_ray():
+            with _shared_ray(work / "ray.log"):
                 result = _loop(config, work, say)
     finally:
         if not config.keep and config.workdir is None:

@@ -11,6 +11,7 @@ Embedded default: a sqlite store under the kubeloop home (``<home>/mlflow/mlflow
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -104,8 +105,6 @@ def log_training_run(
     Returns:
         The MLflow run id.
     """
-    import json
-
     bundle_dir = Path(bundle_dir)
     manifest = json.loads((bundle_dir / "manifest.json").read_text(encoding="utf-8"))
     metrics = json.loads((bundle_dir / "metrics.json").read_text(encoding="utf-8"))

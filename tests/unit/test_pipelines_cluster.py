@@ -375,10 +375,13 @@ def test_version_uris_name_the_registry_layout() -> None:
 
 
 def test_cli_submits_and_schedules(
-    kfp_api: tuple[str, list[Any]], capsys: pytest.CaptureFixture[str]
+    kfp_api: tuple[str, list[Any]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from kubeloop.cli import main
 
+    monkeypatch.delenv("KUBELOOP_REGISTRY", raising=False)
     host, calls = kfp_api
     common = ["--data", "s3://kubeloop/data/churn.csv", "--target", "churned", "--model", "churn"]
     assert main(["pipeline", "run", "--host", host, *common, "--gate-margin", "0.01"]) == 0
@@ -387,7 +390,34 @@ def test_cli_submits_and_schedules(
     parameters = run["runtime_config"]["parameters"]
     assert parameters["registry_root"] == "s3://kubeloop/registry"
     assert parameters["gate_margin"] == 0.01 and parameters["model_name"] == "churn"
+    monkeypatch.setenv("KUBELOOP_REGISTRY", "s3://mlpipeline/kubeloop/registry")
     assert main(["pipeline", "schedule", "--host", host, "--cron", "15 3 * * *", *common]) == 0
     assert "recurring run rec-1" in capsys.readouterr().out
     recurring = next(b for m, p, b in calls if p == "/apis/v2beta1/recurringruns")
     assert recurring["trigger"]["cron_schedule"]["cron"] == "0 15 3 * * *"
+    scheduled = recurring["runtime_config"]["parameters"]
+    assert scheduled["registry_root"] == "s3://mlpipeline/kubeloop/registry"
+
+
+def test_s3_access_is_compiled_in_from_the_submitter_env(
+    kfp_api: tuple[str, list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBELOOP_S3_CREDENTIALS_SECRET", "minio-creds")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.kubeflow:9000")
+    monkeypatch.setenv("KUBELOOP_IMAGE", "registry.local/kubeloop-components:dev")
+    host, calls = kfp_api
+    submit_run(host, {"data": "s3://kubeloop/d.csv", "target": "y"})
+    run = next(b for m, p, b in calls if p == "/apis/v2beta1/runs")
+    _strict(run, "V2beta1Run")
+    # with a platform spec the client sends {"pipeline_spec": ..., "platform_spec": ...}
+    executors = run["pipeline_spec"]["pipeline_spec"]["deploymentSpec"]["executors"]
+    platform = run["pipeline_spec"]["platform_spec"]
+    mounted = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(mounted) == set(executors)  # every step gets the credentials
+    for name, executor in executors.items():
+        container = executor["container"]
+        assert container["image"] == "registry.local/kubeloop-components:dev"
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["AWS_ENDPOINT_URL"] == "http://minio.kubeflow:9000"
+        assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/var/run/secrets/kubeloop/s3/credentials"
+        assert mounted[name]["secretAsVolume"][0]["secretName"] == "minio-creds"

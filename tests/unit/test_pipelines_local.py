@@ -68,3 +68,32 @@ def test_outcome_summary() -> None:
     assert outcome.summary() == (
         "NOT promoted: challenger v2 does not beat champion v1. Champion now: v1"
     )
+
+
+def test_flatten_metrics_keeps_finite_numbers_only() -> None:
+    from kubeloop.tracking import flatten_metrics
+
+    metrics = {
+        "roc_auc": 0.8,
+        "r2": None,
+        "confusion_matrix": [[1, 2], [3, 4]],
+        "model": "xgboost",
+        "ok": True,
+        "bad": float("nan"),
+        "candidates": {"linear": {"roc_auc": 0.7, "f1": 0.5}},
+    }
+    assert flatten_metrics(metrics) == {
+        "roc_auc": 0.8,
+        "candidates.linear.roc_auc": 0.7,
+        "candidates.linear.f1": 0.5,
+    }
+
+
+def test_default_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubeloop.tracking import default_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("KUBELOOP_HOME", "/srv/loop")
+    assert default_tracking_uri() == "sqlite:////srv/loop/mlflow/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert default_tracking_uri() == "http://mlflow:5000"

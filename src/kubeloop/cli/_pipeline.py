@@ -37,7 +37,8 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="split and training seed")
     parser.add_argument(
         "--registry", default=None,
-        help="registry root (local default: $KUBELOOP_HOME/registry; cluster: s3://kubeloop/registry)",
+        help="registry root (default $KUBELOOP_REGISTRY, else local $KUBELOOP_HOME/registry, "
+        "cluster s3://kubeloop/registry)",
     )  # fmt: skip
     parser.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI")
     parser.add_argument("--experiment", default="kubeloop", help="KFP experiment (cluster)")
@@ -117,13 +118,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _schedule(args: argparse.Namespace) -> int:
     from kubeloop.pipelines.cluster import schedule_runs
-    from kubeloop.pipelines.pipeline import CLUSTER_REGISTRY
-    from kubeloop.pipelines.runs import pipeline_arguments
+    from kubeloop.pipelines.runs import cluster_registry, pipeline_arguments
 
     arguments = pipeline_arguments(
         args.data, target=args.target, model_name=args.model, task=args.task,
         workers=args.workers, gate_margin=args.gate_margin,
-        num_boost_round=args.num_boost_round, registry_root=args.registry or CLUSTER_REGISTRY,
+        num_boost_round=args.num_boost_round, registry_root=args.registry or cluster_registry(),
         mlflow_uri=args.mlflow_uri or "", **_extra(args),
     )  # fmt: skip
     recurring = schedule_runs(

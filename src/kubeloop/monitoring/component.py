@@ -10,12 +10,20 @@ storage shared by successive runs).
 (No ``from __future__ import annotations`` here: KFP reads the annotations at decoration time.)
 """
 
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from kfp import dsl
+from kfp import compiler, dsl
 from kfp.dsl import Artifact, Metrics, Output
 
-__all__ = ["build_monitor_component", "monitor_drift"]
+__all__ = [
+    "COMPONENT_PATH",
+    "build_monitor_component",
+    "compile_monitor_component",
+    "monitor_drift",
+]
+
+COMPONENT_PATH = Path("components") / "monitor_drift.yaml"
 
 
 def monitor_drift(
@@ -83,3 +91,22 @@ def build_monitor_component(image: str | None = None) -> Any:
     return dsl.component(
         func=monitor_drift, base_image=image or component_image(), install_kfp_package=False
     )
+
+
+def compile_monitor_component(
+    path: str | Path = COMPONENT_PATH, *, image: str | None = None
+) -> Path:
+    """Compile the component spec (deterministic) to ``path``, by default the checked-in one.
+
+    Regenerate after editing this module: ``python -m kubeloop.monitoring.component``.
+    """
+    from kubeloop.pipelines.components import DEFAULT_IMAGE
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_monitor_component(image or DEFAULT_IMAGE), str(path))
+    return path
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(compile_monitor_component())

@@ -233,7 +233,7 @@ def run_once(
     payload = None
     if config.payload_log and Path(config.payload_log).exists():
         payload = read_payload_log(
-            config.payload_log, model=None, since=now - parse_window(config.window)
+            config.payload_log, model=config.model, since=now - parse_window(config.window)
         )
     source = (
         "metrics" if config.metrics_url else "prometheus" if config.prometheus_url else "payload"

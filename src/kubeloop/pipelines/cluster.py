@@ -7,6 +7,7 @@ is compiled on the fly from the same code as ``pipelines/training_pipeline.yaml`
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,12 +50,17 @@ def _client(host: str, client: Any | None) -> Any:
 
 
 def _package(directory: str) -> str:
+    """Compile for this cluster: ``KUBELOOP_IMAGE``, and S3 access from the submitter's env."""
     from kubeloop.pipelines.components import component_image
     from kubeloop.pipelines.pipeline import compile_pipeline
 
-    return str(
-        compile_pipeline(Path(directory) / "training_pipeline.yaml", image=component_image())
+    path = compile_pipeline(
+        Path(directory) / "training_pipeline.yaml",
+        image=component_image(),
+        s3_secret=os.environ.get("KUBELOOP_S3_CREDENTIALS_SECRET") or None,
+        s3_endpoint=os.environ.get("AWS_ENDPOINT_URL") or None,
     )
+    return str(path)
 
 
 def submit_run(

@@ -20,7 +20,7 @@ import numpy as np
 from kubeloop.bundle import Bundle, load_bundle, write_bundle
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.data import Part, Schema
-from kubeloop.errors import RegistryError
+from kubeloop.errors import KubeloopError, RegistryError
 from kubeloop.evaluation import evaluate, validation_score, write_plots
 from kubeloop.features import FastTransform
 from kubeloop.pipelines.stages import (
@@ -214,7 +214,14 @@ def gate(
     why = _incomparable(champion, schema)
     if why is not None:
         return replace(first, reason=f"promoted because {why}", champion_version=champion_version)
-    champion_score = _score(champion, test)
+    try:
+        champion_score = _score(champion, test)
+    except (KubeloopError, ValueError, TypeError, KeyError) as exc:  # e.g. a column changed kind
+        return replace(
+            first,
+            reason=f"promoted because the champion cannot score this data ({exc})",
+            champion_version=champion_version,
+        )
     better = challenger_score > champion_score + margin
     verdict = "beats" if better else "does not beat"
     reason = (

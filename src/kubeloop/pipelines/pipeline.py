@@ -29,10 +29,32 @@ __all__ = [
 PIPELINE_NAME = "kubeloop-training"
 CLUSTER_REGISTRY = "s3://kubeloop/registry"
 PACKAGE_PATH = Path("pipelines") / "training_pipeline.yaml"
+S3_CREDENTIALS_MOUNT = "/var/run/secrets/kubeloop/s3"
 
 
-def build_pipeline(image: str | None = None) -> Any:
-    """The training pipeline with every step running in ``image`` (default ``KUBELOOP_IMAGE``)."""
+def _object_storage(task: Any, secret: str | None, endpoint: str | None) -> None:
+    """Give a step S3 access: the credentials Secret as a file, the endpoint as a variable."""
+    if secret:
+        from kfp import kubernetes
+
+        kubernetes.use_secret_as_volume(task, secret_name=secret, mount_path=S3_CREDENTIALS_MOUNT)
+        task.set_env_variable("AWS_SHARED_CREDENTIALS_FILE", f"{S3_CREDENTIALS_MOUNT}/credentials")
+        task.set_env_variable("KUBELOOP_S3_CREDENTIALS_SECRET", secret)  # for RayJob pods
+    if endpoint:
+        task.set_env_variable("AWS_ENDPOINT_URL", endpoint)
+
+
+def build_pipeline(
+    image: str | None = None, *, s3_secret: str | None = None, s3_endpoint: str | None = None
+) -> Any:
+    """The training pipeline with every step running in ``image`` (default ``KUBELOOP_IMAGE``).
+
+    Args:
+        image: The project image of every step.
+        s3_secret: A Secret with key ``credentials`` (an AWS shared-credentials file) mounted
+            into every step, for ``s3://`` data and registry (cluster only).
+        s3_endpoint: ``AWS_ENDPOINT_URL`` of every step (MinIO).
+    """
     c = build_components(image)
 
     @dsl.pipeline(
@@ -110,16 +132,24 @@ def build_pipeline(image: str | None = None) -> Any:
             tasks += [register, deploy]
         for task_ in tasks:
             task_.set_caching_options(enable_caching=False)
+            _object_storage(task_, s3_secret, s3_endpoint)
         return gate.outputs["decision"]
 
     return training_pipeline
 
 
-def compile_pipeline(path: str | Path = PACKAGE_PATH, *, image: str = DEFAULT_IMAGE) -> Path:
-    """Compile the pipeline package (deterministic: same code and image, same bytes)."""
+def compile_pipeline(
+    path: str | Path = PACKAGE_PATH,
+    *,
+    image: str = DEFAULT_IMAGE,
+    s3_secret: str | None = None,
+    s3_endpoint: str | None = None,
+) -> Path:
+    """Compile the pipeline package (deterministic: same code and settings, same bytes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(image), str(path))
+    pipeline = build_pipeline(image, s3_secret=s3_secret, s3_endpoint=s3_endpoint)
+    compiler.Compiler().compile(pipeline, str(path))
     return path
 
 

@@ -15,7 +15,13 @@ from kubeloop.pipelines.gating import GateDecision
 from kubeloop.pipelines.pipeline import CLUSTER_REGISTRY
 from kubeloop.registry import Registry, default_registry_root, kubeloop_home
 
-__all__ = ["RunOutcome", "pipeline_arguments", "run_state", "start_training_run"]
+__all__ = [
+    "RunOutcome",
+    "cluster_registry",
+    "pipeline_arguments",
+    "run_state",
+    "start_training_run",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,11 @@ def pipeline_arguments(
     return arguments
 
 
+def cluster_registry() -> str:
+    """Registry root for cluster runs: ``$KUBELOOP_REGISTRY`` or ``s3://kubeloop/registry``."""
+    return os.environ.get("KUBELOOP_REGISTRY") or CLUSTER_REGISTRY
+
+
 def _local_data(data: str) -> str:
     """Absolute path for local files (the steps may run from another directory)."""
     return data if "://" in data else os.path.abspath(data)
@@ -104,8 +115,8 @@ def start_training_run(
         workers: Ray Train workers for XGBoost.
         gate_margin: How much better (validation-score units) the challenger must be.
         num_boost_round: Maximum XGBoost rounds (early stopping applies).
-        registry_root: Local default ``<kubeloop home>/registry``; cluster default
-            ``s3://kubeloop/registry``.
+        registry_root: Local default ``$KUBELOOP_REGISTRY`` or ``<kubeloop home>/registry``;
+            cluster default ``$KUBELOOP_REGISTRY`` or ``s3://kubeloop/registry``.
         mlflow_uri: Tracking store; local default sqlite under the kubeloop home, cluster
             default ``$MLFLOW_TRACKING_URI`` as seen by the steps.
         run_name: KFP run name (cluster only).
@@ -126,7 +137,7 @@ def start_training_run(
         arguments = pipeline_arguments(
             data, target=target, model_name=model_name, task=task, workers=workers,
             gate_margin=gate_margin, num_boost_round=num_boost_round,
-            registry_root=registry_root or CLUSTER_REGISTRY, mlflow_uri=mlflow_uri or "",
+            registry_root=registry_root or cluster_registry(), mlflow_uri=mlflow_uri or "",
             **cluster_options,
         )  # fmt: skip
         run_id = submit_run(host, arguments, experiment=experiment, run_name=run_name)

@@ -207,7 +207,7 @@ class RequestDecoder:
                 f"Input {name!r} declares {rows} rows but holds {len(values)} values; make the "
                 "shape match the data.",
             )
-        if datatype == "BYTES":
+        if datatype == "BYTES" and bytes in set(map(type, values)):
             try:
                 values = [v.decode("utf-8") if type(v) is bytes else v for v in values]
             except UnicodeDecodeError:
@@ -219,8 +219,9 @@ class RequestDecoder:
     # -- both -----------------------------------------------------------------------------
 
     def _column(self, name: str, values: list[Any]) -> np.ndarray:
+        types = set(map(type, values))
         if name in self._numeric:
-            if not set(map(type, values)) <= _NUMBER_TYPES:
+            if not types <= _NUMBER_TYPES:
                 bad = next(v for v in values if type(v) not in _NUMBER_TYPES)
                 raise RequestError(
                     "wrong_type",
@@ -234,15 +235,15 @@ class RequestDecoder:
                     f"Feature {name!r} is infinite; send a finite number (or null when unknown).",
                 )
             return column
-        if not set(map(type, values)) <= _CATEGORY_TYPES:
+        if not types <= _CATEGORY_TYPES:
             bad = next(v for v in values if type(v) not in _CATEGORY_TYPES)
             raise RequestError(
                 "wrong_type",
                 f"Feature {name!r} takes a category (text, or null when unknown); got "
                 f"{_show(bad)} ({type(bad).__name__}).",
             )
+        if float in types and any(type(v) is float and math.isinf(v) for v in values):
+            raise RequestError("wrong_type", f"Feature {name!r} holds an infinite number.")
         column = np.empty(len(values), dtype=object)
         column[:] = values
-        if any(type(v) is float and math.isinf(v) for v in values):
-            raise RequestError("wrong_type", f"Feature {name!r} holds an infinite number.")
         return column

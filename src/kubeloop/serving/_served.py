@@ -15,6 +15,7 @@ from kubeloop.features import FastTransform
 from kubeloop.models import TabularModel, XGBoostModel
 from kubeloop.serving._decode import Columns, RequestDecoder
 from kubeloop.serving._observe import Observer
+from kubeloop.serving._xgb_fast import Predicts, fast_predictor
 
 __all__ = ["Served"]
 
@@ -30,7 +31,7 @@ class Served:
     transform: FastTransform
     observer: Observer
     classes: np.ndarray  # object array of class labels; empty for regression
-    small_model: TabularModel  # the same model, single-threaded, for small requests
+    small_model: Predicts  # the same model, single-threaded, for small requests
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Predict with the single-threaded copy for small batches, else the bundle's model."""
@@ -70,15 +71,17 @@ class Served:
         return served
 
 
-def _single_threaded(model: TabularModel) -> TabularModel:
+def _single_threaded(model: TabularModel) -> Predicts:
     """A copy of an XGBoost model that predicts on one thread (other models are returned as is).
 
     XGBoost predicts on all cores by default; for a few rows, starting and joining the OpenMP
     threads costs far more than the work, and on a busy machine a row can wait tens of
-    milliseconds for a core.
+    milliseconds for a core. The copy also skips XGBoost's per-call proxy set-up
+    (:mod:`._xgb_fast`) when that is proven to give identical output.
     """
     if not isinstance(model, XGBoostModel):
         return model
     booster = model.booster.copy()
     booster.set_param({"nthread": 1})
-    return XGBoostModel(booster, kind=model.kind, task=model.task, n_classes=model.n_classes)
+    copy = XGBoostModel(booster, kind=model.kind, task=model.task, n_classes=model.n_classes)
+    return fast_predictor(copy)

@@ -17,6 +17,7 @@ from typing import Any
 
 import kserve
 import numpy as np
+import orjson
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from kubeloop.bundle import load_bundle
@@ -236,7 +237,7 @@ class BundleModel(kserve.Model):
         served: Served,
         outputs: dict[str, Any],
         request_id: str | None,
-    ) -> dict[str, Any] | InferResponse:
+    ) -> bytes | InferResponse:
         response_id = request.id or request_id or uuid.uuid4().hex
         tensors = {
             name: (
@@ -263,19 +264,23 @@ class BundleModel(kserve.Model):
                 use_binary_outputs=request.use_binary_outputs,
                 requested_outputs=request.request_outputs,
             )
-        # Plain JSON: build the dict directly (``tolist`` is ~50x faster than KServe's per-item
-        # conversion, which matters for 10,000-row requests).
-        return {
-            "id": response_id,
-            "model_name": self.name,
-            "model_version": served.version,
-            "outputs": [
-                {
-                    "name": name,
-                    "shape": shape,
-                    "datatype": datatype,
-                    "data": values.reshape(-1).tolist(),
-                }
-                for name, (datatype, shape, values) in tensors.items()
-            ],
-        }
+        # Plain JSON: serialise here with orjson. KServe would convert every value to a Python
+        # object and FastAPI would walk them again (jsonable_encoder): ~100x slower for 10,000
+        # rows. KServe sends bytes as they are; the HTTP guard adds the JSON content type.
+        return orjson.dumps(
+            {
+                "id": response_id,
+                "model_name": self.name,
+                "model_version": served.version,
+                "outputs": [
+                    {
+                        "name": name,
+                        "shape": shape,
+                        "datatype": datatype,
+                        "data": values.reshape(-1).tolist() if datatype == "BYTES" else values,
+                    }
+                    for name, (datatype, shape, values) in tensors.items()
+                ],
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )

@@ -12,6 +12,7 @@ from kserve.protocol.infer_type import InferInput, InferRequest
 
 from kubeloop.bundle import load_bundle
 from kubeloop.errors import BundleError
+from kubeloop.features import FastTransform
 from kubeloop.serving import BundleModel
 
 from .conftest import build_bundle
@@ -81,3 +82,18 @@ def test_failed_swap_keeps_the_old_bundle(small_bundle: Path, tmp_path: Path) ->
     rows = _v1_rows(small_bundle, 1)
     assert model.predict({"instances": rows})["model_version"] == before.version
     assert np.isfinite(model.predict({"instances": rows})["predictions"][0]["probability"])
+
+
+def test_serves_a_bundle_from_the_training_workflow(churn_bundle: Path) -> None:
+    bundle = load_bundle(churn_bundle)
+    model = _model(churn_bundle, "churn-trained")
+    rows = _v1_rows(churn_bundle, 5)
+    predictions = model.predict({"instances": rows})["predictions"]
+    columns = {
+        f.name: np.array([r[f.name] for r in rows], dtype=np.float64 if f.is_numeric else object)
+        for f in bundle.schema.features
+    }
+    transform = FastTransform(bundle.preprocessor)
+    expected = bundle.model.predict(transform.transform_columns(columns).matrix)
+    assert [p["probability"] for p in predictions] == pytest.approx(expected.tolist())
+    assert {p["label"] for p in predictions} <= set(bundle.schema.classes)
