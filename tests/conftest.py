@@ -62,7 +62,6 @@ def churn_bundle(
 ) -> Path:
     """A bundle trained once per test run on generated churn data (read-only: do not modify)."""
     from kubeloop.training import TrainConfig
-
     from kubeloop.workflow import run_training
 
     out = tmp_path_factory.mktemp("bundles") / "churn"

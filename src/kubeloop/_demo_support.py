@@ -35,6 +35,7 @@ __all__ = [
     "heartbeat",
     "quiet_output",
     "send_traffic",
+    "write_labels",
 ]
 
 _TASK_DONE = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
@@ -211,3 +212,14 @@ def drift_frame(frame: pd.DataFrame, target: str, *, seed: int = 0) -> pd.DataFr
                 swap = {classes[0]: classes[1], classes[1]: classes[0]}
                 out.loc[group, target] = y[group].map(swap)
     return out
+
+
+def write_labels(path: Path, sent: list[tuple[str, int]], labels: pd.Series) -> None:
+    """Append the labels of the rows sent (``request_id``, ``row``, ``label``) to ``path``."""
+    rows, offset = [], 0
+    for request_id, count in sent:
+        for row in range(count):
+            rows.append({"request_id": request_id, "row": row, "label": labels.iloc[offset + row]})
+        offset += count
+    frame = pd.DataFrame(rows)  # appended: labels keep arriving
+    frame.to_csv(path, mode="a", header=not path.exists(), index=False)

@@ -30,11 +30,12 @@ from kubeloop._demo_support import (
     heartbeat,
     quiet_output,
     send_traffic,
+    write_labels,
 )
 from kubeloop.bundle import load_bundle
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.errors import KubeloopError
-from kubeloop.monitoring.decision import TriggerPolicy
+from kubeloop.monitoring.decision import TriggerPolicy, load_state
 from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult, run_once
 from kubeloop.monitoring.report import DriftConfig
 from kubeloop.registry import Registry
@@ -158,13 +159,15 @@ def _psi_line(result: MonitorResult) -> str:
     return f"drift share {result.report.drift_share:.2f}; PSI " + " ".join(parts)
 
 
-def _write_labels(path: Path, sent: list[tuple[str, int]], labels: pd.Series) -> None:
-    rows, offset = [], 0
-    for request_id, count in sent:
-        for row in range(count):
-            rows.append({"request_id": request_id, "row": row, "label": labels.iloc[offset + row]})
-        offset += count
-    pd.DataFrame(rows).to_csv(path, index=False)
+def _say_check(check: MonitorResult, alarm: MonitorResult, say: ProgressFn) -> None:
+    if check.performance and alarm.performance:
+        say(
+            f"   new model, live {check.performance.metric} on new-regime traffic: "
+            f"{check.performance.current:.3f} (old model: {alarm.performance.current:.3f})"
+        )
+    if check.decision:
+        blocked = f" ({check.decision.blocked_by})" if check.decision.blocked_by else ""
+        say(f"   monitor again: retrain {check.decision.retrain}{blocked}")
 
 
 def _loop(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, Any]:
@@ -208,7 +211,7 @@ def _loop(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, Any]:
         )
         say("4/6 drifted traffic: covariate shift + concept change")
         sent = send_traffic(server.url, config.model, drifted, bundle.schema, prefix="drifted")
-        _write_labels(work / "labels.csv", sent, drifted[target].reset_index(drop=True))
+        write_labels(work / "labels.csv", sent, drifted[target].reset_index(drop=True))
         say(f"   {len(drifted)} drifted rows sent; their labels arrived in labels.csv")
         say("5/6 monitor: drift check, then retraining through the pipeline and the gate")
         log = logs / "pipeline-2.log"
@@ -223,11 +226,13 @@ def _loop(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, Any]:
         after = registry.champion(config.model)
         if outcome is not None:
             say(f"   gate: {'PROMOTE' if promoted else 'KEEP'} -- {outcome.reason}")
-            say(
-                f"   challenger score {outcome.challenger_score} vs champion "
-                f"{outcome.champion_score} on the same held-out rows"
-            )
         served = _wait_swap(server, after, before, config.swap_timeout, say)
+        check = None
+        if served == after and after != before:  # the new model on new-regime traffic
+            sent = send_traffic(server.url, config.model, drifted, bundle.schema, prefix="after")
+            write_labels(work / "labels.csv", sent, drifted[target].reset_index(drop=True))
+            check = run_once(monitor, progress=quiet)
+            _say_check(check, alarm, say)
     finally:
         server.stop()
     return {
@@ -246,6 +251,9 @@ def _loop(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, Any]:
                                   .metrics) if after else None,
         "challenger_score": getattr(outcome, "challenger_score", None),
         "champion_score": getattr(outcome, "champion_score", None),
+        "live_metric_before": alarm.performance.current if alarm.performance else None,
+        "live_metric_after": check.performance.current if check and check.performance else None,
+        "retrain_runs": len(load_state(monitor.state_file).retrain_starts),
         "error": alarm.error,
     }  # fmt: skip
 

@@ -2,33 +2,55 @@
 
 Every stage is one call into its module; this file only sequences them. Nothing is written until
 every stage has succeeded, and then the bundle is written atomically by :mod:`kubeloop.bundle`.
+
+The steps after the data stage are shared with the pipeline: :func:`prepare_inputs` (preprocessor
++ matrices), :func:`train_all` (candidates), :func:`finish_bundle` (test metrics, choice,
+``metrics.json``, profile, plots, bundle). :func:`run_training` chains them in memory; the KFP
+steps (:mod:`kubeloop.pipelines.stages`, :mod:`~kubeloop.pipelines.reports`) keep results on disk.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kubeloop.bundle import Bundle, load_bundle, write_bundle
 from kubeloop.console import ProgressFn, quiet
-from kubeloop.data import Dataset, Task, build_dataset, load_dataset, split_dataset
-from kubeloop.errors import ConfigError
+from kubeloop.data import Dataset, Part, Schema, Task, build_dataset, load_dataset, split_dataset
+from kubeloop.errors import ConfigError, TrainingError
 from kubeloop.evaluation import evaluate, write_plots
-from kubeloop.features import FastTransform, fit_preprocessor
+from kubeloop.features import FastTransform, PreprocessorSpec, fit_preprocessor
 from kubeloop.profile import build_reference_profile
 from kubeloop.training import Candidate, TrainConfig, train_candidates
 
-__all__ = ["SUMMARY_METRICS", "TrainResult", "candidate_rows", "run_training"]
+__all__ = [
+    "PARTS",
+    "SUMMARY_METRICS",
+    "Matrix",
+    "Packaged",
+    "TrainResult",
+    "candidate_rows",
+    "class_count",
+    "finish_bundle",
+    "prepare_inputs",
+    "run_training",
+    "train_all",
+]
 
-# The metrics every candidate is compared on, per task (the CLI's table shows these).
+PARTS = ("train", "validation", "test")
+# The metrics every candidate is compared on, per task (the CLI's and the KFP UI's tables).
 SUMMARY_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("roc_auc", "pr_auc", "f1", "accuracy", "precision", "recall", "log_loss"),
     "regression": ("rmse", "mae", "r2"),
 }
+
+Matrix = tuple[np.ndarray, np.ndarray]  # (model inputs after FastTransform, encoded target)
 
 
 @dataclass(frozen=True)
@@ -46,6 +68,145 @@ class TrainResult:
     chosen: str
     candidates: dict[str, dict[str, Any]]
     notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """What :func:`finish_bundle` produced.
+
+    Attributes:
+        bundle: The written, verified bundle.
+        chosen: The candidate that became the bundle's model.
+        candidates: Test metrics of every candidate, by name (training order).
+        test_prediction: The chosen model's prediction on the test matrix.
+    """
+
+    bundle: Bundle
+    chosen: Candidate
+    candidates: dict[str, dict[str, Any]]
+    test_prediction: np.ndarray
+
+
+def class_count(schema: Schema) -> int:
+    """The models' number of classes: the schema's classes, 1 for regression."""
+    return len(schema.classes) if schema.task == "classification" else 1
+
+
+def prepare_inputs(
+    schema: Schema, parts: Mapping[str, Part]
+) -> tuple[PreprocessorSpec, dict[str, Matrix]]:
+    """Fit the preprocessor on ``parts["train"]`` and turn every part into ``(x, y)``.
+
+    Args:
+        schema: The data's schema.
+        parts: Split name -> rows; must hold ``"train"``.
+
+    Returns:
+        The preprocessor spec and, per part name, its model-input matrix and target.
+    """
+    _, spec = fit_preprocessor(parts["train"].X, schema)
+    transform = FastTransform(spec)
+    return spec, {
+        name: (transform.transform(part.X), np.asarray(part.y)) for name, part in parts.items()
+    }
+
+
+def train_all(
+    schema: Schema,
+    matrices: Mapping[str, Matrix],
+    *,
+    config: TrainConfig,
+    progress: ProgressFn | None = None,
+) -> list[Candidate]:
+    """Train every candidate of ``config`` on ``matrices["train"]``, scored on ``"validation"``."""
+    return train_candidates(
+        matrices["train"],
+        matrices["validation"],
+        task=schema.task,
+        n_classes=class_count(schema),
+        config=config,
+        progress=progress,
+    )
+
+
+def finish_bundle(
+    candidates: Sequence[Candidate],
+    *,
+    schema: Schema,
+    preprocessor: PreprocessorSpec,
+    train_features: pd.DataFrame,
+    matrices: Mapping[str, Matrix],
+    out: Path,
+    name: str,
+    params: Mapping[str, Any],
+    data_hash: str,
+    progress: ProgressFn | None = None,
+) -> Packaged:
+    """Test every candidate, keep the best by validation score and write it as a bundle.
+
+    ``metrics.json`` holds the chosen model's test metrics at the top level, plus ``model``,
+    ``split``, ``validation_scores`` and every candidate's test metrics under ``candidates``.
+
+    Args:
+        candidates: The trained candidates.
+        schema: The data's schema.
+        preprocessor: The spec the matrices were built with.
+        train_features: The training rows' features (the reference profile's data).
+        matrices: Split name -> ``(x, y)``; must hold ``"train"`` and ``"test"``.
+        out: The bundle directory to create (must not exist).
+        name: The model name recorded in the bundle.
+        params: Recorded in the manifest, over the chosen candidate's own params.
+        data_hash: The source data's sha256.
+        progress: Called with one line per step.
+
+    Returns:
+        The written and verified bundle, the chosen candidate and every candidate's test metrics.
+
+    Raises:
+        TrainingError: ``candidates`` is empty.
+    """
+    say = progress or quiet
+    if not candidates:
+        raise TrainingError("No candidates were trained; name at least one candidate.")
+    x_test, y_test = matrices["test"]
+    chosen = max(candidates, key=lambda c: c.validation_score)
+    predictions = {c.name: c.model.predict(x_test) for c in candidates}
+    tested = {
+        c.name: evaluate(schema.task, y_test, predictions[c.name], classes=schema.classes)
+        for c in candidates
+    }
+    say(f"chosen: {chosen.name} (best validation score {chosen.validation_score:.4f})")
+    metrics = {
+        **tested[chosen.name],
+        "model": chosen.name,
+        "split": "test",
+        "validation_scores": {c.name: float(c.validation_score) for c in candidates},
+        "candidates": tested,
+    }
+    x_train, _ = matrices["train"]
+    profile = build_reference_profile(train_features, schema, chosen.model.predict(x_train))
+    with tempfile.TemporaryDirectory(prefix="kubeloop-plots-") as plot_dir:
+        plots = write_plots(
+            Path(plot_dir),
+            task=schema.task,
+            y_true=y_test,
+            prediction=predictions[chosen.name],
+            importance=chosen.model.feature_importance(preprocessor.output_columns),
+            classes=schema.classes,
+        )
+        path = write_bundle(
+            Path(out),
+            name=name,
+            schema=schema,
+            preprocessor=preprocessor,
+            model=chosen.model,
+            reference_profile=profile,
+            metrics=metrics,
+            plots=plots,
+            params={**chosen.params, **params},
+            data_hash=data_hash,
+        )
+    return Packaged(load_bundle(path), chosen, tested, predictions[chosen.name])
 
 
 def _load(data: str | Path | pd.DataFrame, *, target: str, task: Task | str) -> Dataset:
@@ -96,77 +257,35 @@ def run_training(
     for note in dataset.notes:
         say(note)
     splits = split_dataset(dataset, seed=config.seed)
+    parts: dict[str, Part] = {part: getattr(splits, part) for part in PARTS}
     say(
-        f"{schema.task}: {len(schema.features)} features; rows train {len(splits.train.y)}, "
-        f"validation {len(splits.validation.y)}, test {len(splits.test.y)}"
+        f"{schema.task}: {len(schema.features)} features; rows "
+        + ", ".join(f"{part} {len(rows.y)}" for part, rows in parts.items())
     )
 
-    _, spec = fit_preprocessor(splits.train.X, schema)
-    transform = FastTransform(spec)
-    x_train, x_val, x_test = (
-        transform.transform(part.X) for part in (splits.train, splits.validation, splits.test)
-    )
-    say(f"features prepared: {x_train.shape[1]} model inputs")
-
-    n_classes = len(schema.classes) if schema.task == "classification" else 1
-    candidates = train_candidates(
-        (x_train, splits.train.y),
-        (x_val, splits.validation.y),
-        task=schema.task,
-        n_classes=n_classes,
-        config=config,
+    spec, matrices = prepare_inputs(schema, parts)
+    say(f"features prepared: {matrices['train'][0].shape[1]} model inputs")
+    candidates = train_all(schema, matrices, config=config, progress=say)
+    packaged = finish_bundle(
+        candidates,
+        schema=schema,
+        preprocessor=spec,
+        train_features=splits.train.X,
+        matrices=matrices,
+        out=out,
+        name=name,
+        params={"seed": config.seed, "workers": config.workers},
+        data_hash=dataset.data_hash,
         progress=say,
     )
-    chosen = max(candidates, key=lambda c: c.validation_score)
-    test_metrics = {
-        c.name: evaluate(
-            schema.task, splits.test.y, c.model.predict(x_test), classes=schema.classes
-        )
-        for c in candidates
-    }
-    say(f"chosen: {chosen.name} (best validation score {chosen.validation_score:.4f})")
-
-    metrics = _metrics_document(chosen, candidates, test_metrics)
-    profile = build_reference_profile(splits.train.X, schema, chosen.model.predict(x_train))
-    with tempfile.TemporaryDirectory(prefix="kubeloop-plots-") as plot_dir:
-        plots = write_plots(
-            Path(plot_dir),
-            task=schema.task,
-            y_true=splits.test.y,
-            prediction=chosen.model.predict(x_test),
-            importance=chosen.model.feature_importance(spec.output_columns),
-            classes=schema.classes,
-        )
-        path = write_bundle(
-            out,
-            name=name,
-            schema=schema,
-            preprocessor=spec,
-            model=chosen.model,
-            reference_profile=profile,
-            metrics=metrics,
-            plots=plots,
-            params={**chosen.params, "seed": config.seed, "workers": config.workers},
-            data_hash=dataset.data_hash,
-        )
-    bundle = load_bundle(path)
-    say(f"bundle written: {path} (version {bundle.version})")
+    bundle = packaged.bundle
+    say(f"bundle written: {bundle.path} (version {bundle.version})")
     return TrainResult(
-        bundle=bundle, chosen=chosen.name, candidates=test_metrics, notes=dataset.notes
+        bundle=bundle,
+        chosen=packaged.chosen.name,
+        candidates=packaged.candidates,
+        notes=dataset.notes,
     )
-
-
-def _metrics_document(
-    chosen: Candidate, candidates: list[Candidate], test_metrics: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
-    """metrics.json: the chosen model's test metrics at the top level, every candidate below."""
-    return {
-        **test_metrics[chosen.name],
-        "model": chosen.name,
-        "split": "test",
-        "validation_scores": {c.name: float(c.validation_score) for c in candidates},
-        "candidates": test_metrics,
-    }
 
 
 def candidate_rows(result: TrainResult) -> list[dict[str, Any]]:

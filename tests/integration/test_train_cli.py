@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from kubeloop.bundle import load_bundle
 
+from kubeloop.bundle import load_bundle
 from kubeloop.cli import main
 
 CLASSIFICATION_KEYS = ("roc_auc", "pr_auc", "f1", "accuracy", "precision", "recall", "log_loss")

@@ -57,8 +57,13 @@ def _run(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     print("\nPSI per feature (threshold 0.2):")
     print(format_table(rows, ("feature", "psi healthy", "psi drifted", "drift")))
-    print(f"\nmetrics before: {json.dumps(result['metrics_before'])}")
-    print(f"metrics after:  {json.dumps(result['metrics_after'])}")
+    print(f"\nold champion, its test split:      {json.dumps(result['metrics_before'])}")
+    print(f"new champion, retraining test split: {json.dumps(result['metrics_after'])}")
+    if result["challenger_score"] is not None and result["champion_score"] is not None:
+        print(
+            f"gate, same held-out rows: new {result['challenger_score']:.4f} vs old "
+            f"{result['champion_score']:.4f}"
+        )
     print(
         f"versions: {result['version_before']} -> {result['version_after']}; "
         f"served now: {result['served_version_after']}"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeloop.errors import ConfigError, KubeloopError
+from kubeloop.pipelines._k8s import custom_objects_api
 
 __all__ = [
     "ISVC_GROUP",
@@ -102,18 +103,6 @@ def is_ready(isvc: Mapping[str, Any]) -> bool:
     )
 
 
-def _api(api: Any | None) -> Any:
-    if api is not None:
-        return api
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.CustomObjectsApi()
-
-
 def deploy_inference_service(
     name: str,
     namespace: str,
@@ -134,7 +123,7 @@ def deploy_inference_service(
         ConfigError: The InferenceService cannot be patched this way.
         DeployTimeoutError: It was not Ready within ``timeout`` seconds.
     """
-    objects = _api(api)
+    objects = custom_objects_api(api)
     args = (ISVC_GROUP, ISVC_VERSION, namespace, ISVC_PLURAL, name)
     patch = build_storage_patch(
         objects.get_namespaced_custom_object(*args), storage_uri, canary_percent=canary_percent

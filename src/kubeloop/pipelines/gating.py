@@ -1,4 +1,4 @@
-"""The pure cores of the last pipeline steps: evaluate (and bundle), gate, register.
+"""The pure cores of the gate and register pipeline steps.
 
 The gate scores the challenger and the current champion on the *same* held-out rows (the test
 split of this run) with the one ranking rule of :func:`kubeloop.evaluation.validation_score`, and
@@ -9,31 +9,18 @@ champion that cannot score this data (other task, classes or features), the chal
 from __future__ import annotations
 
 import json
-import tempfile
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from kubeloop.bundle import Bundle, load_bundle, write_bundle
-from kubeloop.console import ProgressFn, quiet
+from kubeloop.bundle import Bundle, load_bundle
 from kubeloop.data import Part, Schema
 from kubeloop.errors import KubeloopError, RegistryError
-from kubeloop.evaluation import evaluate, validation_score, write_plots
+from kubeloop.evaluation import validation_score
 from kubeloop.features import FastTransform
-from kubeloop.pipelines.stages import (
-    load_candidates,
-    load_matrices,
-    load_part,
-    load_preprocessor,
-    load_schema,
-)
-from kubeloop.profile import build_reference_profile
+from kubeloop.pipelines.stages import load_part, load_schema
 from kubeloop.registry import Registry
 
-__all__ = ["Evaluation", "GateDecision", "evaluate_candidates", "gate", "register", "score_name"]
+__all__ = ["GateDecision", "gate", "register", "score_name"]
 
 
 def score_name(schema: Schema) -> str:
@@ -41,109 +28,6 @@ def score_name(schema: Schema) -> str:
     if schema.task == "regression":
         return "neg_rmse"
     return "roc_auc" if len(schema.classes) <= 2 else "neg_log_loss"
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """What the evaluate step produced: the bundle and the numbers the KFP UI shows."""
-
-    bundle: Path
-    version: str
-    chosen: str
-    task: str
-    classes: tuple[str, ...]
-    metrics: dict[str, Any]  # the chosen model's test metrics
-    candidates: dict[str, dict[str, Any]]  # every candidate's test metrics
-    roc: dict[str, list[float]] | None  # binary only: fpr, tpr, thresholds (<= 101 points)
-
-
-def _roc_points(y: np.ndarray, p: np.ndarray) -> dict[str, list[float]] | None:
-    from sklearn.metrics import roc_curve
-
-    if p.ndim != 1 or len(np.unique(y)) != 2:
-        return None
-    fpr, tpr, thresholds = roc_curve(y, p)
-    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 101)).astype(int))
-    thresholds = np.clip(thresholds, 0.0, 1.0)  # the first threshold is +inf
-    return {
-        "fpr": [float(v) for v in fpr[keep]],
-        "tpr": [float(v) for v in tpr[keep]],
-        "thresholds": [float(v) for v in thresholds[keep]],
-    }
-
-
-def evaluate_candidates(
-    splits_dir: Path,
-    features_dir: Path,
-    candidates_dir: Path,
-    *,
-    out: Path,
-    model_name: str,
-    params: Mapping[str, Any],
-    progress: ProgressFn = quiet,
-) -> Evaluation:
-    """Score every candidate on the test split, pick the best by validation score, write the bundle.
-
-    Args:
-        splits_dir, features_dir, candidates_dir: Outputs of the earlier steps.
-        out: The bundle directory to create (must not exist).
-        model_name: The model name recorded in the bundle.
-        params: Extra training parameters recorded in the manifest (seed, workers...).
-    """
-    schema = load_schema(splits_dir)
-    spec = load_preprocessor(features_dir)
-    x_train, _ = load_matrices(features_dir, "train")
-    x_test, y_test = load_matrices(features_dir, "test")
-    candidates = load_candidates(candidates_dir)
-    chosen = max(candidates, key=lambda c: c.validation_score)
-    tested = {
-        c.name: evaluate(schema.task, y_test, c.model.predict(x_test), classes=schema.classes)
-        for c in candidates
-    }
-    progress(f"chosen: {chosen.name} (best validation score {chosen.validation_score:.4f})")
-    metrics = {
-        **tested[chosen.name],
-        "model": chosen.name,
-        "split": "test",
-        "validation_scores": {c.name: c.validation_score for c in candidates},
-        "candidates": tested,
-    }
-    prediction = chosen.model.predict(x_test)
-    train_part = load_part(splits_dir, "train")
-    profile = build_reference_profile(train_part.X, schema, chosen.model.predict(x_train))
-    meta = json.loads((Path(splits_dir) / "meta.json").read_text(encoding="utf-8"))
-    with tempfile.TemporaryDirectory(prefix="kubeloop-plots-") as plot_dir:
-        plots = write_plots(
-            Path(plot_dir),
-            task=schema.task,
-            y_true=y_test,
-            prediction=prediction,
-            importance=chosen.model.feature_importance(spec.output_columns),
-            classes=schema.classes,
-        )
-        write_bundle(
-            Path(out),
-            name=model_name,
-            schema=schema,
-            preprocessor=spec,
-            model=chosen.model,
-            reference_profile=profile,
-            metrics=metrics,
-            plots=plots,
-            params={**chosen.params, **params},
-            data_hash=str(meta["data_hash"]),
-        )
-    bundle = load_bundle(Path(out))
-    return Evaluation(
-        bundle=Path(out),
-        version=bundle.version,
-        chosen=chosen.name,
-        task=schema.task,
-        classes=tuple(schema.classes),
-        metrics=tested[chosen.name],
-        candidates=tested,
-        roc=_roc_points(y_test, prediction) if schema.task == "classification" else None,
-    )
 
 
 @dataclass(frozen=True)

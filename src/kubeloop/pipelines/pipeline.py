@@ -80,59 +80,61 @@ def build_pipeline(
         deploy_timeout_seconds: int = 600,
     ) -> str:
         validate = c.ingest_validate(data=data, target=target, task=task, seed=seed)
-        validate.set_display_name("validate")
         splits = validate.outputs["splits"]
-        features = c.prepare_features(splits=splits).set_display_name("features")
-        train = c.train(
-            splits=splits,
-            features=features.outputs["features"],
-            workers=workers,
-            num_boost_round=num_boost_round,
-            seed=seed,
-            candidate_names=candidates,
-        ).set_display_name("train")
+        features = c.prepare_features(splits=splits)
+        # What train trains on and with, and evaluate records in the manifest and MLflow.
+        training = {
+            "splits": splits,
+            "features": features.outputs["features"],
+            "workers": workers,
+            "num_boost_round": num_boost_round,
+            "seed": seed,
+        }
+        train = c.train(**training, candidate_names=candidates)
         evaluate = c.evaluate(
-            splits=splits,
-            features=features.outputs["features"],
+            **training,
             candidates=train.outputs["candidates"],
             model_name=model_name,
             data=data,
             target=target,
-            workers=workers,
-            num_boost_round=num_boost_round,
-            seed=seed,
             gate_margin=gate_margin,
             mlflow_uri=mlflow_uri,
-        ).set_display_name("evaluate")
+        )
         gate = c.gate(
             splits=splits,
             bundle=evaluate.outputs["bundle"],
             registry_root=registry_root,
             model_name=model_name,
             margin=gate_margin,
-        ).set_display_name("gate")
-        tasks = [validate, features, train, evaluate, gate]
+        )
+        steps = {
+            "validate": validate,
+            "features": features,
+            "train": train,
+            "evaluate": evaluate,
+            "gate": gate,
+        }
         with dsl.If(gate.outputs["Output"] == "promote", name="challenger-wins"):
-            register = c.register(
+            steps["register"] = c.register(
                 bundle=evaluate.outputs["bundle"],
                 registry_root=registry_root,
                 model_name=model_name,
                 mlflow_run_id=evaluate.outputs["Output"],
                 mlflow_uri=mlflow_uri,
-            ).set_display_name("register")
-            deploy = c.deploy(
-                version=register.output,
+            )
+            steps["deploy"] = c.deploy(
+                version=steps["register"].output,
                 registry_root=registry_root,
                 model_name=model_name,
                 inference_service=inference_service,
                 namespace=namespace,
                 canary_percent=canary_percent,
                 timeout_seconds=deploy_timeout_seconds,
-            ).set_display_name("deploy")
-            tasks += [register, deploy]
-        for task_ in tasks:
-            task_.set_caching_options(enable_caching=False)
-            _object_storage(task_, s3_secret, s3_endpoint)
+            )
+        for name, step in steps.items():
+            step.set_display_name(name)
+            step.set_caching_options(enable_caching=False)
+            _object_storage(step, s3_secret, s3_endpoint)
         return gate.outputs["decision"]
 
     return training_pipeline

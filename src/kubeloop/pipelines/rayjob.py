@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kubeloop.errors import ConfigError, TrainingError
+from kubeloop.pipelines._k8s import custom_objects_api
 
 __all__ = [
     "RAYJOB_GROUP",
@@ -173,22 +174,10 @@ def _quote(part: str) -> str:
     return shlex.quote(part)
 
 
-def _custom_objects(api: Any | None) -> Any:
-    if api is not None:
-        return api
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.CustomObjectsApi()
-
-
 def submit_rayjob(manifest: Mapping[str, Any], *, api: Any | None = None) -> str:
     """Create the RayJob; returns its name."""
     metadata = manifest["metadata"]
-    _custom_objects(api).create_namespaced_custom_object(
+    custom_objects_api(api).create_namespaced_custom_object(
         RAYJOB_GROUP, RAYJOB_VERSION, metadata["namespace"], RAYJOB_PLURAL, dict(manifest)
     )
     return str(metadata["name"])
@@ -208,7 +197,7 @@ def wait_rayjob(
     Raises:
         TrainingError: The job failed or stopped, or ``timeout`` passed.
     """
-    objects = _custom_objects(api)
+    objects = custom_objects_api(api)
     deadline = time.monotonic() + timeout
     last = ""
     while True:

@@ -1,5 +1,8 @@
 """The evaluate step's core: bundle + what the KFP UI and MLflow show about it.
 
+The bundle is made by :func:`kubeloop.workflow.finish_bundle`, the same function that ends
+``kubeloop train``, from the splits, features and candidates the earlier steps wrote.
+
 KFP shows scalar ``Metrics``, a ``ClassificationMetrics`` ROC curve and confusion matrix, an
 ``HTML`` page with the bundle's plots and a ``Markdown`` table of every candidate; MLflow gets
 the same numbers, the plots and the bundle (:func:`kubeloop.tracking.log_training_run`).
@@ -14,16 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kubeloop.console import ProgressFn, quiet
-from kubeloop.pipelines.gating import Evaluation, evaluate_candidates
+from kubeloop.pipelines.stages import (
+    load_candidates,
+    load_matrices,
+    load_meta,
+    load_part,
+    load_preprocessor,
+    load_schema,
+)
 from kubeloop.tracking import flatten_metrics, log_training_run
+from kubeloop.workflow import SUMMARY_METRICS, Packaged, finish_bundle
 
 __all__ = ["EvaluationReport", "candidates_markdown", "evaluate_and_report", "plots_html"]
 
-_TABLE = {
-    "classification": ("roc_auc", "pr_auc", "f1", "accuracy", "log_loss"),
-    "regression": ("rmse", "mae", "r2"),
-}
+# The pipeline parameters recorded in the bundle's manifest (all of them go to MLflow).
+_MANIFEST_PARAMS = ("seed", "workers", "num_boost_round")
 
 
 @dataclass(frozen=True)
@@ -60,17 +71,32 @@ def _cell(value: Any) -> str:
     return "–" if value is None else f"{float(value):.4f}"
 
 
-def candidates_markdown(evaluation: Evaluation) -> str:
+def _roc_points(y: np.ndarray, p: np.ndarray) -> dict[str, list[float]] | None:
+    from sklearn.metrics import roc_curve
+
+    if p.ndim != 1 or len(np.unique(y)) != 2:
+        return None
+    fpr, tpr, thresholds = roc_curve(y, p)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), 101)).astype(int))
+    thresholds = np.clip(thresholds, 0.0, 1.0)  # the first threshold is +inf
+    return {
+        "fpr": [float(v) for v in fpr[keep]],
+        "tpr": [float(v) for v in tpr[keep]],
+        "thresholds": [float(v) for v in thresholds[keep]],
+    }
+
+
+def candidates_markdown(packaged: Packaged) -> str:
     """A Markdown table: one row per candidate, the chosen one in bold."""
-    columns = _TABLE[evaluation.task]
+    columns = SUMMARY_METRICS[packaged.bundle.schema.task]
     lines = [
-        f"# Candidates (test split) — bundle `{evaluation.version}`",
+        f"# Candidates (test split) — bundle `{packaged.bundle.version}`",
         "",
         "| candidate | " + " | ".join(columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
-    for name, values in evaluation.candidates.items():
-        label = f"**{name}** (chosen)" if name == evaluation.chosen else name
+    for name, values in packaged.candidates.items():
+        label = f"**{name}** (chosen)" if name == packaged.chosen.name else name
         lines.append(f"| {label} | " + " | ".join(_cell(values.get(c)) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
@@ -86,46 +112,53 @@ def evaluate_and_report(
     mlflow_uri: str = "",
     progress: ProgressFn = quiet,
 ) -> EvaluationReport:
-    """Evaluate, write the bundle at ``out``, log the MLflow run, and shape the KFP outputs.
+    """Score the candidates, write the bundle at ``out``, log the MLflow run, shape the outputs.
 
     Args:
         splits_dir, features_dir, candidates_dir: Outputs of the earlier steps.
-        out: The bundle directory to create.
+        out: The bundle directory to create (must not exist).
         model_name: The model name recorded in the bundle.
-        params: Pipeline parameters, recorded in the manifest and in MLflow.
+        params: Pipeline parameters, recorded in MLflow (seed, workers and boosting rounds also
+            in the manifest).
         mlflow_uri: The tracking store; empty means :func:`kubeloop.tracking.default_tracking_uri`.
         progress: Called with one line per step.
     """
-    evaluation = evaluate_candidates(
-        splits_dir,
-        features_dir,
-        candidates_dir,
-        out=out,
-        model_name=model_name,
-        params={k: v for k, v in params.items() if k in ("seed", "workers", "num_boost_round")},
+    schema = load_schema(splits_dir)
+    matrices = {name: load_matrices(features_dir, name) for name in ("train", "test")}
+    packaged = finish_bundle(
+        load_candidates(candidates_dir),
+        schema=schema,
+        preprocessor=load_preprocessor(features_dir),
+        train_features=load_part(splits_dir, "train").X,
+        matrices=matrices,
+        out=Path(out),
+        name=model_name,
+        params={k: v for k, v in params.items() if k in _MANIFEST_PARAMS},
+        data_hash=str(load_meta(splits_dir)["data_hash"]),
         progress=progress,
     )
-    progress(f"bundle {evaluation.version} written")
+    version = packaged.bundle.version
+    progress(f"bundle {version} written")
     run_id = log_training_run(
         out,
         params=params,
         tracking_uri=mlflow_uri or None,
-        tags={"kubeloop.chosen": evaluation.chosen},
+        tags={"kubeloop.chosen": packaged.chosen.name},
     )
     progress(f"MLflow run {run_id} logged")
-    scalars = {
-        key: value
-        for key, value in flatten_metrics(evaluation.metrics).items()
-        if key != "threshold"
-    }
-    confusion = evaluation.metrics.get("confusion_matrix")
+    chosen = packaged.candidates[packaged.chosen.name]
+    scalars = {k: v for k, v in flatten_metrics(chosen).items() if k != "threshold"}
+    confusion = chosen.get("confusion_matrix")
+    roc = None
+    if schema.task == "classification":
+        roc = _roc_points(matrices["test"][1], packaged.test_prediction)
     return EvaluationReport(
-        version=evaluation.version,
+        version=version,
         scalars=scalars,
-        roc=evaluation.roc,
+        roc=roc,
         confusion=[[int(v) for v in row] for row in confusion] if confusion else None,
-        classes=evaluation.classes,
-        html=plots_html(out, title=f"{model_name} {evaluation.version}"),
-        markdown=candidates_markdown(evaluation),
+        classes=tuple(schema.classes),
+        html=plots_html(out, title=f"{model_name} {version}"),
+        markdown=candidates_markdown(packaged),
         mlflow_run_id=run_id,
     )

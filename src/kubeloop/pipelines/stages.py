@@ -13,7 +13,6 @@ Each function takes input directories and fills an output directory; the KFP com
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +21,24 @@ import pandas as pd
 
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.data import Part, Schema, load_dataset, split_dataset
-from kubeloop.features import FastTransform, PreprocessorSpec, fit_preprocessor
-from kubeloop.models import TabularModel, load_model
-from kubeloop.training import TrainConfig, train_candidates
+from kubeloop.features import PreprocessorSpec
+from kubeloop.models import load_model
+from kubeloop.training import Candidate, TrainConfig
+from kubeloop.workflow import PARTS, class_count, prepare_inputs, train_all
 
 __all__ = [
     "PARTS",
-    "TrainedCandidate",
     "ingest",
     "load_candidates",
+    "load_matrices",
+    "load_meta",
     "load_part",
+    "load_preprocessor",
     "load_schema",
     "prepare_features",
     "train",
 ]
 
-PARTS = ("train", "validation", "test")
 _Y = "__kubeloop_target__"
 
 
@@ -99,6 +100,11 @@ def ingest(
     return "\n".join(lines) + "\n"
 
 
+def load_meta(splits_dir: Path) -> dict[str, Any]:
+    """The ``meta.json`` written by :func:`ingest`: data, data hash, notes, row counts."""
+    return dict(_read_json(Path(splits_dir) / "meta.json"))
+
+
 def load_schema(splits_dir: Path) -> Schema:
     """The schema written by :func:`ingest`."""
     return Schema.from_dict(_read_json(Path(splits_dir) / "schema.json"))
@@ -122,17 +128,14 @@ def prepare_features(splits_dir: Path, *, out: Path) -> int:
     Returns:
         The number of model inputs (output columns).
     """
-    schema = load_schema(splits_dir)
-    train_part = load_part(splits_dir, "train")
-    _, spec = fit_preprocessor(train_part.X, schema)
+    parts = {name: load_part(splits_dir, name) for name in PARTS}
+    spec, matrices = prepare_inputs(load_schema(splits_dir), parts)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "preprocessor.json", spec.to_dict())
-    transform = FastTransform(spec)
-    for name in PARTS:
-        part = train_part if name == "train" else load_part(splits_dir, name)
-        np.save(out / f"x_{name}.npy", transform.transform(part.X))
-        np.save(out / f"y_{name}.npy", np.asarray(part.y))
+    for name, (x, y) in matrices.items():
+        np.save(out / f"x_{name}.npy", x)
+        np.save(out / f"y_{name}.npy", y)
     return len(spec.output_columns)
 
 
@@ -161,15 +164,8 @@ def train(
         One record per candidate: name, kind, validation score, params.
     """
     schema = load_schema(splits_dir)
-    n_classes = len(schema.classes) if schema.task == "classification" else 1
-    candidates = train_candidates(
-        load_matrices(features_dir, "train"),
-        load_matrices(features_dir, "validation"),
-        task=schema.task,
-        n_classes=n_classes,
-        config=config,
-        progress=progress,
-    )
+    matrices = {name: load_matrices(features_dir, name) for name in ("train", "validation")}
+    candidates = train_all(schema, matrices, config=config, progress=progress)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -185,7 +181,7 @@ def train(
         )
     _write_json(
         out / "candidates.json",
-        {"task": schema.task, "n_classes": n_classes, "candidates": records},
+        {"task": schema.task, "n_classes": class_count(schema), "candidates": records},
     )
     return records
 
@@ -195,22 +191,12 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class TrainedCandidate:
-    """A candidate read back from a candidates directory."""
-
-    name: str
-    model: TabularModel
-    validation_score: float
-    params: dict[str, Any]
-
-
-def load_candidates(candidates_dir: Path) -> list[TrainedCandidate]:
+def load_candidates(candidates_dir: Path) -> list[Candidate]:
     """The candidates saved by :func:`train`, in training order."""
     directory = Path(candidates_dir)
     index = _read_json(directory / "candidates.json")
     return [
-        TrainedCandidate(
+        Candidate(
             name=record["name"],
             model=load_model(
                 directory / record["name"],

@@ -31,6 +31,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+_JSON = (b"content-type", b"application/json")
 _REJECTED: contextvars.ContextVar[bool] = contextvars.ContextVar("kubeloop_rejected", default=False)
 
 
@@ -97,6 +98,17 @@ class _BodyLimit:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        infer = scope["path"].endswith("/infer")
+        if infer and scope["method"] == "POST" and _plain_v2_json(scope["headers"], body):
+            # Well-formed V2 JSON goes to KServe's orjson reader (the binary-extension entry
+            # with an empty binary part) instead of FastAPI's json.loads + pydantic: 5-7x faster
+            # for large requests. Anything else keeps FastAPI's validation and its 400 answers.
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            headers += [
+                (b"content-type", b"application/octet-stream"),
+                (b"inference-header-content-length", str(len(body)).encode()),
+            ]
+            scope = {**scope, "headers": headers}
         replayed = False
 
         async def replay() -> Message:
@@ -107,15 +119,50 @@ class _BodyLimit:
             return await receive()
 
         async def counting_send(message: Message) -> None:
-            if (
-                message["type"] == "http.response.start"
-                and message["status"] == 400
-                and not _REJECTED.get()
-            ):
-                metrics.INVALID_REQUESTS.labels(self.model, "malformed_request").inc()
+            if message["type"] == "http.response.start":
+                if message["status"] == 400 and not _REJECTED.get():
+                    metrics.INVALID_REQUESTS.labels(self.model, "malformed_request").inc()
+                headers = list(message.get("headers", []))
+                names = {key.lower() for key, _ in headers}
+                if infer and not names & {b"content-type", b"inference-header-content-length"}:
+                    # V2 JSON answers are serialised by the model and sent by KServe as bytes
+                    message = {**message, "headers": [*headers, _JSON]}
             await send(message)
 
         await self.app(scope, replay, counting_send)
+
+
+def _plain_v2_json(headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+    """Whether ``body`` is a V2 JSON request whose every field KServe's byte reader can take."""
+    for key, value in headers:
+        if key == b"inference-header-content-length":
+            return False
+        if key == b"content-type" and not value.startswith(b"application/json"):
+            return False
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
+        return False
+    if not isinstance(request.get("id", ""), str):
+        return False
+    if not isinstance(request.get("parameters", {}), dict):
+        return False
+    outputs = request.get("outputs", [])
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
+        return False
+    return all(
+        isinstance(i, dict)
+        and isinstance(i.get("name"), str)
+        and isinstance(i.get("shape"), list)
+        and isinstance(i.get("datatype"), str)
+        and isinstance(i.get("data"), list)
+        and isinstance(i.get("parameters", {}), dict)
+        for i in request["inputs"]
+    )
 
 
 def _describe(error: RequestValidationError) -> str:

@@ -157,7 +157,7 @@ class BundleModel(kserve.Model):
 
     def predict(
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
-    ) -> dict[str, Any] | InferResponse:
+    ) -> dict[str, Any] | bytes | InferResponse:
         """Predict a V1 body or a V2 request; client mistakes raise ``InvalidInput`` (400)."""
         served = self._served
         if served is None:
@@ -277,7 +277,11 @@ class BundleModel(kserve.Model):
                         "name": name,
                         "shape": shape,
                         "datatype": datatype,
-                        "data": values.reshape(-1).tolist() if datatype == "BYTES" else values,
+                        "data": (
+                            values.reshape(-1).tolist()
+                            if datatype == "BYTES"
+                            else np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
+                        ),
                     }
                     for name, (datatype, shape, values) in tensors.items()
                 ],

@@ -45,5 +45,7 @@ def test_demo_closes_the_loop(
     assert result["psi"]["payment_method"] >= 0.2 > result["healthy_psi"]["payment_method"]
     assert result["decision"]["reasons"] == ["drift", "performance"]
     assert result["challenger_score"] > result["champion_score"]
+    assert result["live_metric_after"] > result["live_metric_before"]  # better on the new regime
+    assert result["retrain_runs"] == 1  # the monitor ran again after the swap: no second run
     assert result["workdir"] is None and list(scratch.iterdir()) == []  # all cleaned up
     assert "loop CLOSED" in out and "6/6" in out

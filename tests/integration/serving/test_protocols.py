@@ -105,6 +105,7 @@ def test_v2_rest_with_httpx(server: Server, small_bundle: Any, numeric: set[str]
         f"{server.url}/v2/models/churn/infer", json=v2_body(ROWS, numeric), timeout=10
     )
     assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
     body = response.json()
     assert body["id"] == "req-1"
     assert body["model_version"] == load_bundle(small_bundle).version
