@@ -50,8 +50,11 @@ def build_serve_parser() -> argparse.ArgumentParser:
     source.add_argument("--model-dir", type=Path, help="serve this bundle directory")
     source.add_argument("--registry", help="registry root (path or URL); follow the champion")
     ours.add_argument("--model", help="model name inside the registry (needs --registry)")
-    ours.add_argument("--http-port", dest="http_port", type=int, help="same as --http_port")
-    ours.add_argument("--grpc-port", dest="grpc_port", type=int, help="same as --grpc_port")
+    # Aliases of KServe's --http_port/--grpc_port (whose defaults, 8080/8081, apply).
+    for alias, dest in (("--http-port", "http_port"), ("--grpc-port", "grpc_port")):
+        ours.add_argument(
+            alias, dest=dest, type=int, default=argparse.SUPPRESS, help=f"same as --{dest}"
+        )
     ours.add_argument(
         "--poll-interval", type=float, default=2.0, help="seconds between champion checks"
     )
