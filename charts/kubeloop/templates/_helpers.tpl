@@ -196,6 +196,45 @@ S3 access for the registry: endpoint and the shared-credentials file (never env 
 {{- end }}
 {{- end }}
 
+{{/*
+Environment of everything that submits pipeline runs (the schedule Job, the monitor): the
+image the steps run in, and the S3 access the package compiled at submission gives every step
+(`kubeloop.pipelines.cluster`: the credentials Secret, which must also exist in the runs'
+namespace, is mounted into each step; the endpoint is set for MinIO).
+*/}}
+{{- define "kubeloop.runSubmitEnv" -}}
+- name: KUBELOOP_IMAGE
+  value: {{ include "kubeloop.image" (dict "ctx" . "image" .Values.images.components) | quote }}
+{{- with .Values.storage.s3.credentialsSecret }}
+- name: KUBELOOP_S3_CREDENTIALS_SECRET
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+In-cluster URL of the chart's MLflow tracking server.
+*/}}
+{{- define "kubeloop.mlflowUri" -}}
+{{- printf "http://%s-mlflow.%s.svc.cluster.local:%v" (include "kubeloop.fullname" .) .Release.Namespace .Values.mlflow.port }}
+{{- end }}
+
+{{/*
+Pipeline-run arguments shared by the schedule Job and the monitor's retraining runs: the
+InferenceService the deploy step patches on promotion, and MLflow.
+*/}}
+{{- define "kubeloop.deployArgs" -}}
+{{- if .Values.inferenceService.enabled }}
+- --inference-service={{ include "kubeloop.isvcName" . }}
+- --namespace={{ .Release.Namespace }}
+{{- if and (eq .Values.inferenceService.deploymentMode "Knative") (not (kindIs "invalid" .Values.inferenceService.canaryTrafficPercent)) }}
+- --canary-percent={{ .Values.inferenceService.canaryTrafficPercent }}
+{{- end }}
+{{- end }}
+{{- if .Values.mlflow.enabled }}
+- --mlflow-uri={{ include "kubeloop.mlflowUri" . }}
+{{- end }}
+{{- end }}
+
 {{- define "kubeloop.s3Volume" -}}
 {{- if .Values.storage.s3.credentialsSecret }}
 - name: s3-credentials

@@ -42,6 +42,7 @@ containers:
       - --kfp-host={{ .Values.pipelines.host }}
       - --data={{ .Values.model.dataUri }}
       - --target={{ .Values.model.target }}
+      {{- with include "kubeloop.deployArgs" . }}{{ . | nindent 6 }}{{- end }}
       {{- else }}
       - --dry-run
       {{- end }}
@@ -64,9 +65,7 @@ containers:
       periodSeconds: 30
     {{- end }}
     env:
-      # The image every pipeline step runs in (retraining runs are compiled with it).
-      - name: KUBELOOP_IMAGE
-        value: {{ include "kubeloop.image" (dict "ctx" . "image" .Values.images.components) | quote }}
+      {{- include "kubeloop.runSubmitEnv" . | nindent 6 }}
       {{- include "kubeloop.s3Env" . | nindent 6 }}
     resources:
       {{- toYaml $m.resources | nindent 6 }}

@@ -64,6 +64,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--kfp-host", help="KFP API host (default: kfp.local in this process)")
     parser.add_argument("--workers", type=int, default=2, help="Ray workers for retraining")
     parser.add_argument("--gate-margin", type=float, default=0.0, help="promotion margin")
+    parser.add_argument("--mlflow-uri", help="MLflow tracking URI of retraining runs")
+    parser.add_argument(
+        "--inference-service",
+        metavar="NAME",
+        help="InferenceService a promoted retrained model is deployed to (cluster runs)",
+    )
+    parser.add_argument(
+        "--namespace", metavar="NS", help="namespace of --inference-service (default: default)"
+    )
+    parser.add_argument(
+        "--canary-percent", type=int, metavar="P", help="Knative canary traffic 0-100 on deploy"
+    )
     parser.add_argument("--dry-run", action="store_true", help="decide, never start a run")
     parser.add_argument("--metrics-port", type=int, help="serve monitor metrics on this port")
     parser.add_argument("--metrics-file", type=Path, help="write monitor metrics (textfile)")
@@ -152,6 +164,10 @@ def _run(args: argparse.Namespace) -> int:
         kfp_host=args.kfp_host,
         workers=args.workers,
         gate_margin=args.gate_margin,
+        mlflow_uri=args.mlflow_uri,
+        inference_service=args.inference_service,
+        namespace=args.namespace,
+        canary_percent=args.canary_percent,
         dry_run=args.dry_run,
     )
     progress = Progress(prefix="monitor")

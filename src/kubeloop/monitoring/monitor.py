@@ -72,6 +72,11 @@ class MonitorConfig:
         workers: Ray workers for the training step.
         num_boost_round: Most XGBoost rounds of the retraining run.
         gate_margin: How much better the challenger must score to be promoted.
+        mlflow_uri: MLflow tracking URI of the retraining run (``None``: the run's default).
+        inference_service: InferenceService the retraining run's deploy step patches when the
+            gate promotes (``None``: no cluster deploy; a local run's server hot-swaps).
+        namespace: Namespace of ``inference_service``.
+        canary_percent: Knative canary traffic for the promoted model (``None``: all).
         dry_run: Decide and report, never start a run.
     """
 
@@ -92,6 +97,10 @@ class MonitorConfig:
     workers: int = 2
     num_boost_round: int = 400
     gate_margin: float = 0.0
+    mlflow_uri: str | None = None
+    inference_service: str | None = None
+    namespace: str | None = None
+    canary_percent: int | None = None
     dry_run: bool = False
     retries: int = 2
 
@@ -102,6 +111,8 @@ class MonitorConfig:
             raise ConfigError("Pass --metrics-url, --prometheus-url or --payload-log.")
         if self.retrain_data and not self.target:
             raise ConfigError("--data needs --target COL to retrain.")
+        if self.namespace and not self.inference_service:
+            raise ConfigError("--namespace needs --inference-service NAME.")
         parse_window(self.window)
 
 
@@ -183,6 +194,13 @@ def _start(
             out=config.state_file.parent / f"{run_name}.csv",
         )
         say(f"retraining on {data} ({added} labelled recent rows + reference) as {run_name}")
+        # The run's deploy step redeploys the served model when the gate promotes.
+        deploy = {
+            "mlflow_uri": config.mlflow_uri,
+            "inference_service": config.inference_service,
+            "namespace": config.namespace,
+            "canary_percent": config.canary_percent,
+        }
         outcome = start_run(
             data,
             target=config.target,
@@ -194,6 +212,7 @@ def _start(
             registry_root=config.registry,
             run_name=run_name,
             progress=say,
+            **{key: value for key, value in deploy.items() if value not in (None, "")},
         )
     except Exception as error:  # a failed run never crashes the monitor; it is counted
         m.RETRAIN_FAILURES.labels(model=config.model).inc()

@@ -16,8 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = pytest.mark.integration
-
 KUBELOOP = Path(sys.executable).with_name("kubeloop")
 
 
