@@ -123,8 +123,10 @@ def _calls_in_source() -> dict[str, set[str]]:
     for path in sorted(SRC.rglob("*.py")):
         module = str(path.relative_to(SRC))
         text = path.read_text()
-        # Only modules that use a cluster client (MLflow's client has look-alike methods).
-        if not any(f"{w} {m}" in text for w in ("import", "from") for m in ("kfp", "kubernetes")):
+        # Only modules that use a cluster client (MLflow's client has look-alike methods):
+        # kfp, kubernetes, or the project's Kubernetes client factory (pipelines/_k8s.py).
+        clients = ("kfp", "kubernetes", "kubeloop.pipelines._k8s")
+        if not any(f"{w} {m}" in text for w in ("import", "from") for m in clients):
             continue
         tree = ast.parse(text, filename=str(path))
         for func in ast.walk(tree):

@@ -195,7 +195,7 @@ def _start(
         )
         say(f"retraining on {data} ({added} labelled recent rows + reference) as {run_name}")
         # The run's deploy step redeploys the served model when the gate promotes.
-        deploy = {
+        deploy: dict[str, Any] = {
             "mlflow_uri": config.mlflow_uri,
             "inference_service": config.inference_service,
             "namespace": config.namespace,
