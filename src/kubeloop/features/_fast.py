@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ class FastTransform:
         self._medians = np.array([s.median for s in spec.numeric], dtype=np.float64)
         self._means = np.array([s.mean for s in spec.numeric], dtype=np.float64)
         self._scales = np.array([s.scale for s in spec.numeric], dtype=np.float64)
+        self._numeric_steps = [(s.name, s.median, s.mean, s.scale) for s in spec.numeric]
         # Per categorical feature: category -> absolute output column, and the fill's column.
         self._categorical: list[tuple[str, dict[str, int], int]] = []
         offset = len(spec.numeric)
@@ -117,6 +119,10 @@ class FastTransform:
                 column holds text or infinity.
         """
         rows = self._row_count(columns)
+        if rows == 1:
+            single = self._one_row(columns)
+            if single is not None:
+                return single
         matrix = np.zeros((rows, self._width), dtype=np.float64)
         imputed: dict[str, int] = {}
         unknown: dict[str, int] = {}
@@ -140,6 +146,35 @@ class FastTransform:
                 matrix[np.broadcast_to(row_index, codes.shape)[known], codes[known]] = 1.0
             else:
                 matrix[row_index, codes] = 1.0
+        return TransformResult(matrix=matrix, imputed=imputed, unknown=unknown)
+
+    def _one_row(self, columns: Mapping[str, Any]) -> TransformResult | None:
+        """One row with Python floats (the same IEEE operations as the vectorised path, with a
+        tenth of its numpy calls); ``None`` when a value needs the general path's error."""
+        row: list[float] = []
+        imputed: dict[str, int] = {}
+        unknown: dict[str, int] = {}
+        for name, median, mean, scale in self._numeric_steps:
+            try:
+                value = float(columns[name][0])
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return None
+            if value != value:
+                value = median
+                imputed[name] = 1
+            elif value in (math.inf, -math.inf):
+                return None
+            row.append((value - mean) / scale)
+        matrix = np.zeros((1, self._width), dtype=np.float64)
+        matrix[0, : len(row)] = row
+        if self._categorical:
+            try:
+                codes = self._category_codes(columns, imputed, unknown)
+            except DataValidationError:
+                return None
+            for (code,) in codes:
+                if code >= 0:
+                    matrix[0, code] = 1.0
         return TransformResult(matrix=matrix, imputed=imputed, unknown=unknown)
 
     def _category_codes(

@@ -219,6 +219,18 @@ class RequestDecoder:
     # -- both -----------------------------------------------------------------------------
 
     def _column(self, name: str, values: list[Any]) -> np.ndarray:
+        if len(values) == 1:  # a single-row request: plain type checks, one small array
+            value = values[0]
+            kind = type(value)
+            if name in self._numeric:
+                if value is None or (
+                    (kind is float or kind is int) and value not in (math.inf, -math.inf)
+                ):
+                    return np.array(values, dtype=np.float64)
+            elif kind is str or value is None:
+                column = np.empty(1, dtype=object)
+                column[0] = value
+                return column
         types = set(map(type, values))
         if name in self._numeric:
             if not types <= _NUMBER_TYPES:
