@@ -81,10 +81,22 @@ class CompiledForest:
             raise ValueError(f"objective {objective!r} is not supported")
         if len(roots) % n_groups:
             raise ValueError(f"{len(roots)} trees do not split evenly into {n_groups} groups")
-        self._feature = feature
-        self._threshold = threshold
-        self._children = children
-        self._leaf_value = leaf_value
+        # One int64 record per slot, [column, split condition or leaf value, child], so the
+        # walk reads one or two cache lines per visited node instead of one per array (the
+        # arrays below are strided views of it). Split conditions are float32 widened to
+        # float64 and compared with float32 values widened too: the same order as in float32.
+        # A leaf's slot holds its value: the walk ends on leaves (they point to themselves).
+        leaf = np.asarray(children) == np.arange(len(children)) // 2 * 2
+        records = np.empty((len(children), 3), dtype=np.int64)
+        records[:, 0] = feature
+        records[:, 1] = np.where(
+            leaf, np.asarray(leaf_value, dtype=np.float64), np.asarray(threshold, np.float64)
+        ).view(np.int64)
+        records[:, 2] = children
+        self._records = records
+        self._feature = records[:, 0]
+        self._threshold = records[:, 1].view(np.float64)
+        self._children = records[:, 2]
         self._roots = roots
         self._depth = depth
         self.cost = len(roots) * max(depth, 1)
@@ -158,6 +170,9 @@ class CompiledForest:
         x = np.asarray(X)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected a (rows, {self.n_features}) matrix; got {x.shape}")
+        if x.shape[0] == 1:  # one row: fewer, cheaper numpy calls (the same values)
+            row = x.astype(np.float32).reshape(-1)
+            return np.concatenate((np.fmax(row, _LOW), np.fmin(row, _HIGH))).reshape(1, -1)
         out = np.empty((x.shape[0], 2 * self.n_features), dtype=np.float32)
         # fmax/fmin return the other operand for NaN: NaN -> -inf / +inf, numbers unchanged
         np.fmax(x, _LOW, out=out[:, : self.n_features], casting="same_kind")
@@ -168,14 +183,14 @@ class CompiledForest:
         """Leaf value of every (row, tree) pair, ``(n * T,)``: row i's trees at i*T .. i*T+T-1."""
         rows = self._extended(X)
         n, width = rows.shape
-        flat = rows.reshape(-1)
+        flat = rows.reshape(-1).astype(np.float64)  # exact: compares as in float32
         node = self._roots if n == 1 else np.tile(self._roots, n)
         offsets = None if n == 1 else np.repeat(np.arange(0, n * width, width), len(self._roots))
         feature, threshold, children = self._feature, self._threshold, self._children
         for _ in range(self._depth):
             column = feature[node] if offsets is None else feature[node] + offsets
             node = children[node + (flat[column] >= threshold[node])]
-        return np.asarray(self._leaf_value.take(node))
+        return np.asarray(self._threshold[node])  # leaves: their values
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         """Raw scores ``(n, K)`` before the objective's transform (``base_score`` included)."""

@@ -162,6 +162,21 @@ def test_single_row_of_one_element_arrays(fitted: tuple[object, PreprocessorSpec
     assert result.unknown == {"region": 1}
 
 
+def test_rows_one_at_a_time_equal_the_batch(fitted: tuple[object, PreprocessorSpec]) -> None:
+    _, spec = fitted
+    fast = FastTransform(spec)
+    X = _frame(60, seed=8, unseen=True)
+    columns = {n: X[n].to_numpy() for n in X.columns}
+    batch = fast.transform_columns(columns)
+    for i in range(len(X)):
+        one = fast.transform_row({n: column[i] for n, column in columns.items()})
+        assert one is not None and np.array_equal(one.matrix, batch.matrix[i : i + 1])
+    # codes are kept only for features whose every value was a trained category as is
+    assert "plan" not in batch.codes and "region" not in batch.codes
+    clean = fast.transform_columns({**columns, "region": np.array(["east"] * 60, dtype=object)})
+    assert clean.codes["region"].tolist() == [spec.output_columns.index("region=east")] * 60
+
+
 def test_unnormalised_categories_are_normalised(fitted: tuple[object, PreprocessorSpec]) -> None:
     _, spec = fitted
     fast = FastTransform(spec)

@@ -29,6 +29,25 @@ def decoder() -> RequestDecoder:
     return RequestDecoder(SCHEMA)
 
 
+def test_v1_single_row_fast_path(decoder: RequestDecoder) -> None:
+    row = decoder.v1_row({"instances": [{**ROW, "tenure": None}]})
+    assert row is not None and row["contract"] == "Month" and np.isnan(row["tenure"])
+    assert decoder.v1_row({"instances": [list(ROW.values())]}) == {**ROW, "tenure": 3.0}
+    # anything else goes to the general path (which decodes it or names the mistake)
+    for body in (
+        {"instances": [ROW, ROW]},
+        {"instances": [{**ROW, "tenure": True}]},
+        {"instances": [{**ROW, "tenure": "3"}]},
+        {"instances": [{**ROW, "tenure": float("inf")}]},
+        {"instances": [{**ROW, "contract": 1}]},
+        {"instances": [{"tenure": 3, "contract": "Month"}]},
+        {"instances": [{**ROW, "extra": 1}]},
+        {"instances": [[3, "Month"]]},
+        [ROW],
+    ):
+        assert decoder.v1_row(body) is None, body
+
+
 def test_v1_objects_and_lists_give_the_same_columns(decoder: RequestDecoder) -> None:
     by_name, rows = decoder.from_v1({"instances": [ROW, {**ROW, "tenure": None}]})
     by_order, _ = decoder.from_v1({"instances": [list(ROW.values()), [None, "Month", "1"]]})

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kubeloop.errors import ConfigError
 from kubeloop.profile import count_values, numeric_profile
@@ -55,6 +56,22 @@ def test_drift_counters_can_be_switched_off() -> None:
     observer = Observer("unit-off", "v1", PROFILE, (), drift_counters=False)
     observer.inputs({"x": np.array([1.0]), "c": np.array(["a"], dtype=object)}, 1)
     assert _bins("unit-off", "x") == {}
+
+
+def test_block_counter_is_a_counter_summed_over_blocks() -> None:
+    registry = CollectorRegistry()
+    counter = metrics.BlockCounter("blk", "b", ["m", "bin"], registry=registry)
+    first = counter.block([("a", "0"), ("a", "1")])
+    second = counter.block([("a", "1")])  # e.g. the same bin of the next bundle version
+    first.add_each([0, 1, 1])
+    first.add_counts(np.array([2, 0]))
+    second.add_each([0])
+    (family,) = text_string_to_metric_families(generate_latest(registry).decode())
+    assert (family.name, family.type) == ("blk", "counter")
+    assert {s.name for s in family.samples} == {"blk_total"}
+    assert {s.labels["bin"]: s.value for s in family.samples} == {"0": 3.0, "1": 3.0}
+    with pytest.raises(ValueError, match="labels"):
+        counter.block([("a",)])
 
 
 def test_bulk_histogram_equals_prometheus_histogram() -> None:

@@ -33,6 +33,7 @@ _NUMERIC_DATATYPES = frozenset(
 # Categories may come as numbers too (a 0/1 column read by pandas): normalize_category maps
 # 1 and 1.0 to "1".
 _CATEGORY_DATATYPES = _NUMERIC_DATATYPES | {"BYTES", "BOOL"}
+_MAX_EXACT_INT = 2**53
 
 
 class RequestError(InvalidInput):
@@ -60,6 +61,7 @@ class RequestDecoder:
         self._name_set = frozenset(self._names)
         self._numeric = frozenset(schema.numeric_features)
         self._order = ", ".join(self._names)
+        self._kinds = [(name, name in self._numeric) for name in self._names]
 
     # -- V1 -------------------------------------------------------------------------------
 
@@ -87,6 +89,47 @@ class RequestDecoder:
                 f"{{feature: value}} or a list of values in this order: {self._order}.",
             )
         return {name: self._column(name, values) for name, values in raw.items()}, len(instances)
+
+    def v1_row(self, body: Any) -> dict[str, Any] | None:
+        """A one-instance V1 body as ``{feature: value}`` with Python scalars, or ``None``.
+
+        The single-row fast path: no numpy column per feature. Numeric values come out as
+        ``float`` (NaN for ``null``), categorical values as sent (``str`` or ``None``). Anything
+        else (several rows, a value of another type, infinity, a missing or unknown feature)
+        gives ``None``, and :meth:`from_v1` then decodes the body or names the mistake.
+        """
+        if type(body) is not dict:
+            return None
+        instances = body.get("instances")
+        if type(instances) is not list or len(instances) != 1:
+            return None
+        instance = instances[0]
+        if type(instance) is list:
+            if len(instance) != len(self._names):
+                return None
+            instance = dict(zip(self._names, instance, strict=True))
+        elif type(instance) is not dict or instance.keys() != self._name_set:
+            return None
+        row: dict[str, Any] = {}
+        for name, numeric in self._kinds:
+            value = instance[name]
+            kind = type(value)
+            if numeric:
+                if kind is float:
+                    if value in (math.inf, -math.inf):
+                        return None
+                elif kind is int:
+                    if not -_MAX_EXACT_INT <= value <= _MAX_EXACT_INT:
+                        return None  # a huge integer: the general path decides
+                    value = float(value)
+                elif value is None:
+                    value = math.nan
+                else:
+                    return None
+            elif kind is not str and value is not None:
+                return None
+            row[name] = value
+        return row
 
     def _v1_objects(self, instances: list[Any]) -> dict[str, list[Any]]:
         names = self._name_set
@@ -165,7 +208,8 @@ class RequestDecoder:
                     f"Input {name!r} has {count} rows but {self._names[0]!r} has {rows}; every "
                     "input needs one value per row.",
                 )
-            columns[name] = self._column(name, self._v2_values(name, tensor, count))
+            values, types = self._v2_values(name, tensor, count)
+            columns[name] = self._column(name, values, types)
         if not rows:
             raise RequestError("wrong_shape", "The request holds no rows; send at least one.")
         return columns, rows
@@ -180,7 +224,8 @@ class RequestDecoder:
             "wrong_shape", f"Input {name!r} has shape {dims}; use [N] (or [N, 1]) for N rows."
         )
 
-    def _v2_values(self, name: str, tensor: Any, rows: int) -> list[Any]:
+    def _v2_values(self, name: str, tensor: Any, rows: int) -> tuple[list[Any], set[type] | None]:
+        """The tensor's values as a flat list, and their types when already computed."""
         datatype = str(tensor.datatype).upper()
         allowed = _NUMERIC_DATATYPES if name in self._numeric else _CATEGORY_DATATYPES
         if datatype not in allowed:
@@ -207,18 +252,20 @@ class RequestDecoder:
                 f"Input {name!r} declares {rows} rows but holds {len(values)} values; make the "
                 "shape match the data.",
             )
-        if datatype == "BYTES" and bytes in set(map(type, values)):
+        types = set(map(type, values)) if datatype == "BYTES" else None
+        if types is not None and bytes in types:
             try:
                 values = [v.decode("utf-8") if type(v) is bytes else v for v in values]
             except UnicodeDecodeError:
                 raise RequestError(
                     "wrong_type", f"Input {name!r} holds bytes that are not UTF-8 text."
                 ) from None
-        return values
+            types = None
+        return values, types
 
     # -- both -----------------------------------------------------------------------------
 
-    def _column(self, name: str, values: list[Any]) -> np.ndarray:
+    def _column(self, name: str, values: list[Any], types: set[type] | None = None) -> np.ndarray:
         if len(values) == 1:  # a single-row request: plain type checks, one small array
             value = values[0]
             kind = type(value)
@@ -231,7 +278,8 @@ class RequestDecoder:
                 column = np.empty(1, dtype=object)
                 column[0] = value
                 return column
-        types = set(map(type, values))
+        if types is None:
+            types = set(map(type, values))
         if name in self._numeric:
             if not types <= _NUMBER_TYPES:
                 bad = next(v for v in values if type(v) not in _NUMBER_TYPES)

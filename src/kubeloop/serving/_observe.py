@@ -1,9 +1,11 @@
 """Record one request's inputs and predictions into the metrics, cheaply.
 
-Label children are resolved once per bundle (``Counter.labels`` is a dict lookup under a lock,
-too slow to repeat per value). Batches are counted with ``numpy.bincount`` and one ``inc(n)``
-per non-empty bin; single rows take a ``bisect`` per feature instead of numpy calls, which
-costs less than a microsecond each.
+Drift bins are the slots of one :class:`~kubeloop.serving.metrics.CounterBlock` per bundle
+(features x bins, read by the registry at scrape time): a single row adds 1 to one slot per
+feature (a ``bisect`` or a dict lookup each) under one lock, a batch adds one ``numpy.bincount``
+per feature, instead of one ``prometheus_client`` ``inc`` (a lock each) per feature. Other label
+children are resolved once per bundle (``Counter.labels`` is a dict lookup under a lock, too
+slow to repeat per value).
 """
 
 from __future__ import annotations
@@ -23,54 +25,55 @@ __all__ = ["Observer"]
 
 
 class _NumericBins:
-    def __init__(self, model: str, name: str, profile: Mapping[str, Any]) -> None:
+    """Slots ``base .. base+k-1`` are the bins, ``base+k`` counts missing values."""
+
+    def __init__(self, base: int, profile: Mapping[str, Any]) -> None:
         self.edges = np.asarray(profile["edges"], dtype=np.float64)
         self.edge_list = [float(e) for e in profile["edges"]]
-        self.children = [
-            metrics.FEATURE_BINS.labels(model, name, b) for b in bin_labels(dict(profile))
-        ]
-        self.missing = metrics.FEATURE_BINS.labels(model, name, MISSING_BIN)
+        self.labels = [*bin_labels(dict(profile)), MISSING_BIN]
+        self.base = base
+        self.missing = base + len(self.labels) - 1
 
-    def one(self, value: float) -> None:
+    def one(self, value: float) -> int:
         if value != value:  # NaN
-            self.missing.inc()
-        else:
-            self.children[bisect.bisect_left(self.edge_list, value)].inc()
+            return self.missing
+        return self.base + bisect.bisect_left(self.edge_list, value)
 
-    def many(self, column: np.ndarray) -> None:
+    def many(self, column: np.ndarray, out: np.ndarray) -> None:
         absent = np.isnan(column)
-        n_missing = int(absent.sum())
-        if n_missing:
-            self.missing.inc(n_missing)
-            column = column[~absent]
-        counts = np.bincount(assign_bins(self.edges, column), minlength=len(self.children))
-        for index in np.flatnonzero(counts).tolist():
-            self.children[index].inc(int(counts[index]))
+        bins = assign_bins(self.edges, column)
+        bins[absent] = len(self.labels) - 1  # NaN sorts last: move it to the missing slot
+        out[self.base : self.missing + 1] += np.bincount(bins, minlength=len(self.labels))
 
 
 class _CategoricalBins:
-    def __init__(self, model: str, name: str, profile: Mapping[str, Any]) -> None:
-        self.children = {
-            label: metrics.FEATURE_BINS.labels(model, name, label)
-            for label in bin_labels(dict(profile))
-        }
-        self.unknown = self.children[UNKNOWN_BIN]
-        self.missing = metrics.FEATURE_BINS.labels(model, name, MISSING_BIN)
-        del self.children[UNKNOWN_BIN]  # a category literally named "__unknown__" stays unknown
+    """One slot per category, then ``__unknown__``, then missing."""
 
-    def _child(self, value: Any) -> Any:
-        child = self.children.get(value) if type(value) is str else None
-        if child is not None:
-            return child
+    def __init__(self, base: int, profile: Mapping[str, Any]) -> None:
+        self.labels = [*bin_labels(dict(profile)), MISSING_BIN]
+        self.slots = {label: base + i for i, label in enumerate(self.labels)}
+        self.unknown = self.slots.pop(UNKNOWN_BIN)  # a category named "__unknown__" is unknown
+        self.missing = self.slots.pop(MISSING_BIN)
+
+    def one(self, value: Any) -> int:
+        slot = self.slots.get(value) if type(value) is str else None
+        if slot is not None:
+            return slot
         key = normalize_category(value)
-        return self.missing if key is None else self.children.get(key, self.unknown)
+        return self.missing if key is None else self.slots.get(key, self.unknown)
 
-    def one(self, value: Any) -> None:
-        self._child(value).inc()
-
-    def many(self, column: np.ndarray) -> None:
+    def many(self, column: np.ndarray, out: np.ndarray) -> None:
         for value, count in Tally(column.tolist()).items():
-            self._child(value).inc(count)
+            out[self.one(value)] += count
+
+    def from_codes(self, columns: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        """For counting from the transform's output columns (``category -> column``): the
+        columns and the slot of each (that category's bin, or ``__unknown__``)."""
+        pairs = sorted((column, self.one(category)) for category, column in columns.items())
+        return (
+            np.array([c for c, _ in pairs], dtype=np.intp),
+            np.array([slot for _, slot in pairs], dtype=np.intp),
+        )
 
 
 class Observer:
@@ -92,27 +95,70 @@ class Observer:
         classes: Sequence[str],
         *,
         drift_counters: bool = True,
+        category_columns: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
         self._labels = (model, version)
         self._bins: list[tuple[str, _NumericBins | _CategoricalBins]] = []
+        series: list[tuple[str, str, str]] = []
         if drift_counters:
             for name, feature in profile.get("features", {}).items():
                 kind = _NumericBins if feature["kind"] == "numeric" else _CategoricalBins
-                self._bins.append((name, kind(model, name, feature)))
+                bins = kind(len(series), feature)
+                self._bins.append((name, bins))
+                series.extend((model, name, label) for label in bins.labels)
+        self._slots = len(series)
+        # Categorical features whose transform codes (output columns) can be counted directly.
+        self._by_code: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        known_columns = category_columns or {}
+        for name, bins in self._bins:
+            if isinstance(bins, _CategoricalBins) and known_columns.get(name):
+                self._by_code[name] = bins.from_codes(known_columns[name])
+        self._block = metrics.FEATURE_BINS.block(series) if series else None
         names = list(classes) or ["value"]
         self._predicted = [metrics.PREDICTIONS.labels(model, version, c) for c in names]
         self._model = model
         self._imputed: dict[str, Any] = {}
         self._unknown: dict[str, Any] = {}
 
-    def inputs(self, columns: Mapping[str, np.ndarray], rows: int) -> None:
-        """Count every feature value of the request into its reference bin."""
+    def inputs(
+        self,
+        columns: Mapping[str, np.ndarray],
+        rows: int,
+        codes: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """Count every feature value of the request into its reference bin.
+
+        ``codes``: the transform's output column per row of the categorical features whose
+        every value was a trained category as is (``TransformResult.codes``); those features
+        are counted with one ``bincount`` instead of a pass over their values.
+        """
+        block = self._block
+        if block is None:
+            return
         if rows == 1:
-            for name, bins in self._bins:
-                bins.one(columns[name][0])
-        else:
-            for name, bins in self._bins:
-                bins.many(columns[name])
+            block.add_each([bins.one(columns[name][0]) for name, bins in self._bins])
+            return
+        counts = np.zeros(self._slots, dtype=np.int64)
+        for name, bins in self._bins:
+            known = None if codes is None else codes.get(name)
+            mapping = self._by_code.get(name) if known is not None else None
+            if known is not None and mapping is not None:
+                output_columns, slots = mapping
+                per_column = np.bincount(known, minlength=int(output_columns[-1]) + 1)
+                np.add.at(counts, slots, per_column[output_columns])
+            else:
+                bins.many(columns[name], counts)
+        block.add_counts(counts)
+
+    def input_row(self, row: Mapping[str, Any]) -> None:
+        """Count one row given as ``{feature: value}`` (Python scalars, NaN for missing)."""
+        if self._block is not None:
+            self._block.add_each([bins.one(row[name]) for name, bins in self._bins])
+
+    def output_row(self, code: int, value: float) -> None:
+        """Count one predicted row: its class code (0 for regression) and value."""
+        self._predicted[code].inc()
+        metrics.PREDICTION_VALUE.observe(self._labels, value)
 
     def repairs(self, imputed: Mapping[str, int], unknown: Mapping[str, int]) -> None:
         """Count imputed missing values and unseen categories per feature."""

@@ -38,6 +38,7 @@ class Served:
     transform: FastTransform
     observer: Observer
     classes: np.ndarray  # object array of class labels; empty for regression
+    class_list: list[str]  # the same labels as a list (the single-row path)
     small_model: TabularModel  # the same model, single-threaded, for small requests
     forest: CompiledForest | None  # the same trees in numpy, for a few rows (XGBoost only)
 
@@ -60,18 +61,21 @@ class Served:
     def prepare(cls, bundle: Bundle, name: str, *, drift_counters: bool = True) -> Served:
         """Build the request-path objects of ``bundle`` and run one warm-up prediction."""
         schema = bundle.schema
+        transform = FastTransform(bundle.preprocessor)
         served = cls(
             bundle=bundle,
             decoder=RequestDecoder(schema),
-            transform=FastTransform(bundle.preprocessor),
+            transform=transform,
             observer=Observer(
                 name,
                 bundle.version,
                 bundle.reference_profile,
                 schema.classes if schema.task == "classification" else (),
                 drift_counters=drift_counters,
+                category_columns=transform.category_columns,
             ),
             classes=np.array(schema.classes, dtype=object),
+            class_list=list(schema.classes),
             small_model=_single_threaded(bundle.model),
             forest=(
                 verified_forest(bundle.model) if isinstance(bundle.model, XGBoostModel) else None
