@@ -49,6 +49,13 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _missing_features(template: str, missing: Sequence[str], fix: str) -> RequestError:
+    """The one 400 for absent features: names the first (``{name}`` in the template), counts
+    the rest, says the fix."""
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    return RequestError("missing_feature", f"{template.format(name=repr(missing[0]))}{more}; {fix}")
+
+
 class RequestDecoder:
     """Validate requests against one bundle's schema.
 
@@ -143,11 +150,10 @@ class RequestDecoder:
             if instance.keys() != names:
                 missing = [n for n in self._names if n not in instance]
                 if missing:
-                    raise RequestError(
-                        "missing_feature",
-                        f"Instance {i} is missing feature {missing[0]!r}"
-                        f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; send "
-                        "every feature (null for an unknown numeric value).",
+                    raise _missing_features(
+                        f"Instance {i} is missing feature {{name}}",
+                        missing,
+                        "send every feature (null for an unknown numeric value).",
                     )
                 unknown = sorted(k for k in instance if k not in names)
                 raise RequestError(
@@ -189,11 +195,8 @@ class RequestDecoder:
             )
         missing = [name for name in self._names if name not in by_name]
         if missing:
-            raise RequestError(
-                "missing_feature",
-                f"Input for feature {missing[0]!r} is missing"
-                f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; send one "
-                "input tensor per feature.",
+            raise _missing_features(
+                "Input for feature {name} is missing", missing, "send one input tensor per feature."
             )
         rows: int | None = None
         columns: Columns = {}
