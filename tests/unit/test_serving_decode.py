@@ -1,4 +1,4 @@
-"""Request decoding: V1/V2 bodies to numpy columns, and every refusal with its reason."""
+"""Request decoding: V1/V2 bodies to feature columns, and every refusal with its reason."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_v1_objects_and_lists_give_the_same_columns(decoder: RequestDecoder) -> 
     for name in ROW:
         np.testing.assert_array_equal(by_name[name], by_order[name])
     assert by_name["tenure"].dtype == np.float64 and np.isnan(by_name["tenure"][1])
-    assert by_name["contract"].dtype == object and by_name["contract"].tolist() == ["Month"] * 2
+    assert by_name["contract"] == ["Month"] * 2  # categorical columns: lists of the values sent
 
 
 @pytest.mark.parametrize(
@@ -99,14 +99,40 @@ def _inputs(rows: int = 1, **overrides: InferInput) -> list[InferInput]:
 def test_v2_json_binary_and_column_shapes(decoder: RequestDecoder) -> None:
     columns, rows = decoder.from_v2(_request(*_inputs(2)))
     assert rows == 2 and columns["tenure"].tolist() == [3.0, 3.0]
-    assert columns["senior"].tolist() == [1, 1]  # normalised to "1" by the fast transform
+    assert columns["senior"] == [1, 1]  # normalised to "1" by the fast transform
     binary = InferInput("tenure", [2, 1], "FP32")
     binary.set_data_from_numpy(np.array([[1.5], [2.5]], dtype=np.float32))
     text = InferInput("contract", [2], "BYTES")
     text.set_data_from_numpy(np.array([b"Month", b"Year"], dtype=object))
     columns, _ = decoder.from_v2(_request(*_inputs(2, tenure=binary, contract=text)))
     assert columns["tenure"].tolist() == [1.5, 2.5]
-    assert columns["contract"].tolist() == ["Month", "Year"]
+    assert columns["contract"] == ["Month", "Year"]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["Month", "Year", "Month"], ["Month", "Year", "Month"]),  # all trained: no type pass
+        (["Month", None, "Weekly"], ["Month", None, "Weekly"]),  # missing and unseen: checked
+        ([b"Month", "Year", b"Year"], ["Month", "Year", "Year"]),  # bytes are decoded
+    ],
+)
+def test_v2_bytes_with_known_categories(values: list[Any], expected: list[Any]) -> None:
+    known = RequestDecoder(SCHEMA, {"contract": ("Month", "Year"), "senior": ("0", "1")})
+    rows = len(values)
+    contract = InferInput("contract", [rows], "BYTES", values)
+    for decoder in (known, RequestDecoder(SCHEMA)):
+        columns, _ = decoder.from_v2(_request(*_inputs(rows, contract=contract)))
+        assert columns["contract"] == expected
+
+
+@pytest.mark.parametrize("bad", [{"a": 1}, ["Month"], float("inf")])
+def test_v2_bytes_with_known_categories_still_refuses_wrong_types(bad: Any) -> None:
+    known = RequestDecoder(SCHEMA, {"contract": ("Month", "Year")})
+    contract = InferInput("contract", [2], "BYTES", ["Month", bad])
+    with pytest.raises(RequestError) as error:
+        known.from_v2(_request(*_inputs(2, contract=contract)))
+    assert error.value.kind == "wrong_type" and "'contract'" in str(error.value)
 
 
 @pytest.mark.parametrize(

@@ -211,7 +211,7 @@ class FastTransform:
         result = []
         for name, lookup, fill in self._categorical:
             column = columns[name]
-            values = column.tolist() if isinstance(column, np.ndarray) else list(column)
+            values = column if type(column) is list else np.asarray(column, dtype=object).tolist()
             try:
                 codes = np.fromiter(
                     map(lookup.get, values, repeat(-1)), dtype=np.intp, count=len(values)

@@ -4,15 +4,17 @@ Every refusal is a :class:`RequestError` (a ``kserve.errors.InvalidInput``, so K
 400 over REST and ``INVALID_ARGUMENT`` over gRPC) whose message names the feature and the fix,
 and whose ``kind`` is the ``reason`` label of ``kubeloop_invalid_requests_total``.
 
-Numeric columns come out as float64 (``null``/NaN = missing, imputed later); categorical columns
-as object arrays of the values sent (``str``, numbers, ``None``): the fast transform normalises
-them with :func:`kubeloop.data.normalize_category`.
+Numeric columns come out as float64 arrays (``null``/NaN = missing, imputed later); categorical
+columns as lists of the values sent (``str``, numbers, ``None``): the fast transform normalises
+them with :func:`kubeloop.data.normalize_category`. Lists, not object arrays: the transform and
+the drift counters read Python objects anyway, and a 10,000-row column would be copied into an
+array and back for nothing.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from kubeloop.data import Schema
 
 __all__ = ["Columns", "RequestDecoder", "RequestError"]
 
-Columns = dict[str, np.ndarray]
+Columns = dict[str, np.ndarray | list[Any]]
 
 _NUMBER_TYPES = frozenset({int, float, type(None)})
 _CATEGORY_TYPES = frozenset({str, int, float, bool, type(None)})
@@ -34,6 +36,7 @@ _NUMERIC_DATATYPES = frozenset(
 # 1 and 1.0 to "1".
 _CATEGORY_DATATYPES = _NUMERIC_DATATYPES | {"BYTES", "BOOL"}
 _MAX_EXACT_INT = 2**53
+_TEXT_ONLY = frozenset({str})
 
 
 class RequestError(InvalidInput):
@@ -61,9 +64,14 @@ class RequestDecoder:
 
     Args:
         schema: The served bundle's schema (feature order and kinds).
+        categories: The trained categories of each categorical feature. A BYTES column made of
+            these alone skips the per-value type check (one set lookup per value instead).
     """
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(
+        self, schema: Schema, categories: Mapping[str, Collection[str]] | None = None
+    ) -> None:
+        self._known = {name: frozenset(values) for name, values in (categories or {}).items()}
         self._names = schema.feature_names
         self._name_set = frozenset(self._names)
         self._numeric = frozenset(schema.numeric_features)
@@ -227,7 +235,9 @@ class RequestDecoder:
             "wrong_shape", f"Input {name!r} has shape {dims}; use [N] (or [N, 1]) for N rows."
         )
 
-    def _v2_values(self, name: str, tensor: Any, rows: int) -> tuple[list[Any], set[type] | None]:
+    def _v2_values(
+        self, name: str, tensor: Any, rows: int
+    ) -> tuple[list[Any], frozenset[type] | set[type] | None]:
         """The tensor's values as a flat list, and their types when already computed."""
         datatype = str(tensor.datatype).upper()
         allowed = _NUMERIC_DATATYPES if name in self._numeric else _CATEGORY_DATATYPES
@@ -246,7 +256,7 @@ class RequestDecoder:
                     "wrong_shape", f"Input {name!r} cannot be read as {datatype}: {exc}."
                 ) from None
         else:
-            values = list(data)
+            values = data if type(data) is list else list(data)
             if values and type(values[0]) is list:
                 values = [v for row in values for v in (row if type(row) is list else [row])]
         if len(values) != rows:
@@ -255,8 +265,16 @@ class RequestDecoder:
                 f"Input {name!r} declares {rows} rows but holds {len(values)} values; make the "
                 "shape match the data.",
             )
-        types = set(map(type, values)) if datatype == "BYTES" else None
-        if types is not None and bytes in types:
+        if datatype != "BYTES":
+            return values, None
+        known = self._known.get(name)
+        try:
+            if known is not None and known.issuperset(values):
+                return values, _TEXT_ONLY
+        except TypeError:  # unhashable values (lists, objects): the type check names them
+            pass
+        types = set(map(type, values))
+        if bytes in types:
             try:
                 values = [v.decode("utf-8") if type(v) is bytes else v for v in values]
             except UnicodeDecodeError:
@@ -268,7 +286,9 @@ class RequestDecoder:
 
     # -- both -----------------------------------------------------------------------------
 
-    def _column(self, name: str, values: list[Any], types: set[type] | None = None) -> np.ndarray:
+    def _column(
+        self, name: str, values: list[Any], types: frozenset[type] | set[type] | None = None
+    ) -> np.ndarray | list[Any]:
         if len(values) == 1:  # a single-row request: plain type checks, one small array
             value = values[0]
             kind = type(value)
@@ -278,9 +298,7 @@ class RequestDecoder:
                 ):
                     return np.array(values, dtype=np.float64)
             elif kind is str or value is None:
-                column = np.empty(1, dtype=object)
-                column[0] = value
-                return column
+                return values
         if types is None:
             types = set(map(type, values))
         if name in self._numeric:
@@ -307,6 +325,4 @@ class RequestDecoder:
             )
         if float in types and any(type(v) is float and math.isinf(v) for v in values):
             raise RequestError("wrong_type", f"Feature {name!r} holds an infinite number.")
-        column = np.empty(len(values), dtype=object)
-        column[:] = values
-        return column
+        return values

@@ -62,8 +62,9 @@ class _CategoricalBins:
         key = normalize_category(value)
         return self.missing if key is None else self.slots.get(key, self.unknown)
 
-    def many(self, column: np.ndarray, out: np.ndarray) -> None:
-        for value, count in Tally(column.tolist()).items():
+    def many(self, column: np.ndarray | list[Any], out: np.ndarray) -> None:
+        values = column if type(column) is list else np.asarray(column, dtype=object).tolist()
+        for value, count in Tally(values).items():
             out[self.one(value)] += count
 
     def from_codes(self, columns: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
