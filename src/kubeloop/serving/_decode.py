@@ -274,15 +274,15 @@ class RequestDecoder:
         except TypeError:  # unhashable values (lists, objects): the type check names them
             pass
         types = set(map(type, values))
-        if bytes in types:
-            try:
-                values = [v.decode("utf-8") if type(v) is bytes else v for v in values]
-            except UnicodeDecodeError:
-                raise RequestError(
-                    "wrong_type", f"Input {name!r} holds bytes that are not UTF-8 text."
-                ) from None
-            types = None
-        return values, types
+        if bytes not in types:
+            return values, types
+        try:
+            values = [v.decode("utf-8") if type(v) is bytes else v for v in values]
+        except UnicodeDecodeError:
+            raise RequestError(
+                "wrong_type", f"Input {name!r} holds bytes that are not UTF-8 text."
+            ) from None
+        return values, None
 
     # -- both -----------------------------------------------------------------------------
 

@@ -39,7 +39,8 @@ class _NumericBins:
             return self.missing
         return self.base + bisect.bisect_left(self.edge_list, value)
 
-    def many(self, column: np.ndarray, out: np.ndarray) -> None:
+    def many(self, column: np.ndarray | list[Any], out: np.ndarray) -> None:
+        column = np.asarray(column, dtype=np.float64)
         absent = np.isnan(column)
         bins = assign_bins(self.edges, column)
         bins[absent] = len(self.labels) - 1  # NaN sorts last: move it to the missing slot
@@ -123,7 +124,7 @@ class Observer:
 
     def inputs(
         self,
-        columns: Mapping[str, np.ndarray],
+        columns: Mapping[str, np.ndarray | list[Any]],
         rows: int,
         codes: Mapping[str, np.ndarray] | None = None,
     ) -> None:

@@ -84,8 +84,7 @@ class Served:
         # A row of missing values exercises imputation, the transform and the model once, so a
         # broken bundle fails here (before it is swapped in) and the first request is not slow.
         warm: Columns = {
-            f.name: np.array([np.nan]) if f.is_numeric else [None]
-            for f in schema.features
+            f.name: np.array([np.nan]) if f.is_numeric else [None] for f in schema.features
         }
         served.predict(served.transform.transform_columns(warm).matrix)
         return served
