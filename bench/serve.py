@@ -1,6 +1,6 @@
 """Benchmark ``kubeloop serve`` against the naive server and the KServe floor (one run).
 
-Usage: ``python bench/serve.py [--seconds 1.5] [--rounds 6] [--only abcd]``. Everything runs on
+Usage: ``python bench/serve.py [--seconds 1.5] [--rounds 10] [--only abcd]``. Everything runs on
 this machine with the same model (XGBoost, trained once here) and single-row requests unless stated:
 
 (a) naive: FastAPI + a joblib-loaded scikit-learn ``Pipeline`` (the same fitted ColumnTransformer
@@ -451,7 +451,7 @@ def main() -> int:
     parser.add_argument("--body")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=1.5)
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--only", default="abcd", help="the parts to run, e.g. --only bc")
     args, _ = parser.parse_known_args()  # the floor also takes KServe's own flags
     if args.role == "naive":
