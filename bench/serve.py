@@ -14,9 +14,11 @@ this machine with the same model (XGBoost, trained once here) and single-row req
 
 Servers and the load generator are separate processes; the load generator is a small asyncio
 client on raw sockets (HTTP/1.1 keep-alive, prebuilt request bytes), so it costs little CPU.
-Measurements of the servers being compared are interleaved over ``--rounds`` rounds and the
-median is reported, so background load on a shared machine hits both sides alike. Request logs
-are switched off in every server (they would measure the terminal, not the server).
+Background load on a shared machine must hit both sides of a comparison alike: at concurrency 1
+one client alternates between the two servers request by request; at concurrency 8 the two are
+driven one after the other in ABBA order. Each ratio is the median over ``--rounds`` rounds of
+the per-round ratio. Request logs are switched off in every server (they would measure the
+terminal, not the server).
 """
 
 from __future__ import annotations
@@ -90,36 +92,52 @@ def run_floor(port: int) -> None:
 # -- the load generator (its own process) --------------------------------------------------------
 
 
-async def _worker(port: int, request: bytes, until: float, warm: float, out: list[float]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+async def _worker(
+    targets: list[tuple[int, bytes]], until: float, warm: float, out: list[list[float]]
+) -> None:
+    """One client: requests to each target in turn (one target: back to back), on one
+    keep-alive connection per target; latencies go to ``out[target]``."""
+    connections = [await asyncio.open_connection("127.0.0.1", port) for port, _ in targets]
     try:
+        turn = 0
         while (start := time.perf_counter()) < until:
-            writer.write(request)
+            index = turn % len(targets)
+            turn += 1
+            reader, writer = connections[index]
+            writer.write(targets[index][1])
             head = await reader.readuntil(b"\r\n\r\n")
             if head[9:12] != b"200":
                 raise RuntimeError(f"status {head[9:12]!r}: {head[:200]!r}")
             length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
             await reader.readexactly(length)
             if start >= warm:
-                out.append(time.perf_counter() - start)
+                out[index].append(time.perf_counter() - start)
     finally:
-        writer.close()
+        for _, writer in connections:
+            writer.close()
 
 
-def run_load(port: int, path: str, body_file: str, concurrency: int, seconds: float) -> None:
-    """Drive one server; print {"p50_ms", "qps", "n"} as JSON."""
-    body = Path(body_file).read_bytes()
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    latencies: list[float] = []
+def run_load(
+    ports: list[int], paths: list[str], bodies: list[str], concurrency: int, seconds: float
+) -> None:
+    """Drive one server, or two in alternation (request by request, so both see the same
+    background load); print one {"p50_ms", "qps", "n"} per server as a JSON list. ``qps`` is
+    requests per second of that server's own latency (``n / sum``) when alternating."""
+    targets = []
+    for port, path, body_file in zip(ports, paths, bodies, strict=True):
+        body = Path(body_file).read_bytes()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        targets.append((port, head.encode() + body))
+    latencies: list[list[float]] = [[] for _ in targets]
 
     async def main() -> None:
         now = time.perf_counter()
         warm, until = now + 0.5, now + 0.5 + seconds
         await asyncio.gather(
-            *(_worker(port, request, until, warm, latencies) for _ in range(concurrency))
+            *(_worker(targets, until, warm, latencies) for _ in range(concurrency))
         )
 
     try:
@@ -130,11 +148,14 @@ def run_load(port: int, path: str, body_file: str, concurrency: int, seconds: fl
         asyncio.run(main())
     print(
         json.dumps(
-            {
-                "p50_ms": statistics.median(latencies) * 1000,
-                "qps": len(latencies) / seconds,
-                "n": len(latencies),
-            }
+            [
+                {
+                    "p50_ms": statistics.median(measured) * 1000,
+                    "qps": len(measured) / (seconds if len(targets) == 1 else sum(measured)),
+                    "n": len(measured),
+                }
+                for measured in latencies
+            ]
         )
     )
 
@@ -226,30 +247,18 @@ def _prepare(work: Path) -> dict[str, Any]:
     return {"booster": classifier.get_booster(), "matrix": big_matrix}
 
 
-def _load(port: int, path: str, body: Path, concurrency: int, seconds: float) -> dict[str, float]:
+def _load(
+    targets: list[tuple[int, str, Path]], concurrency: int, seconds: float
+) -> list[dict[str, float]]:
+    """Run the load generator on one target (port, path, body) or two in alternation."""
+    command = [sys.executable, __file__, "--role", "load"]
+    for port, path, body in targets:
+        command += ["--port", str(port), "--path", path, "--body", str(body)]
+    command += ["--concurrency", str(concurrency), "--seconds", str(seconds)]
     completed = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--role",
-            "load",
-            "--port",
-            str(port),
-            "--path",
-            path,
-            "--body",
-            str(body),
-            "--concurrency",
-            str(concurrency),
-            "--seconds",
-            str(seconds),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
+        command, capture_output=True, text=True, check=True, timeout=seconds + 60
     )
-    return dict(json.loads(completed.stdout.strip().splitlines()[-1]))
+    return [dict(run) for run in json.loads(completed.stdout.strip().splitlines()[-1])]
 
 
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -375,27 +384,34 @@ def run_bench(*, seconds: float, rounds: int, parts: str = "abcd") -> int:
             _wait_ready(f"http://127.0.0.1:{port}{ready}", processes[name])
         v1, row, big = work / "v1.json", work / "row.json", work / "big.json"
         target = {
-            "naive": ("/predict", row),
-            "floor": ("/v1/models/churn:predict", v1),
-            "kubeloop": ("/v1/models/churn:predict", v1),
-            "nodrift": ("/v1/models/churn:predict", v1),
+            "naive": (ports["naive"], "/predict", row),
+            "floor": (ports["floor"], "/v1/models/churn:predict", v1),
+            "kubeloop": (ports["kubeloop"], "/v1/models/churn:predict", v1),
+            "nodrift": (ports["nodrift"], "/v1/models/churn:predict", v1),
         }
 
         def compare(base: str, ours: str, concurrency: int) -> dict[str, float]:
-            """Interleaved runs; ratios are taken per round (adjacent runs see similar load)."""
+            """Per round, the ratio ours/base. At concurrency 1 one client alternates between
+            the two servers request by request (both see the same background load); otherwise
+            the two are driven one after the other, in ABBA order over the rounds."""
             runs: dict[str, list[dict[str, float]]] = {base: [], ours: []}
             for index in range(rounds):
-                # ABBA order: a trend in background load hits both sides alike
+                if concurrency == 1:
+                    pair = (base, ours) if index % 2 == 0 else (ours, base)
+                    measured = _load([target[name] for name in pair], 1, seconds)
+                    for name, result in zip(pair, measured, strict=True):
+                        runs[name].append(result)
+                    continue
                 for name in (base, ours) if index % 2 == 0 else (ours, base):
-                    path, body = target[name]
-                    runs[name].append(_load(ports[name], path, body, concurrency, seconds))
+                    runs[name].append(_load([target[name]], concurrency, seconds)[0])
+            how = "alternating requests" if concurrency == 1 else "runs"
             for name, measured in runs.items():
                 summary = _median(measured)
                 each = ", ".join(f"{m['p50_ms']:.2f}" for m in measured)
                 print(
                     f"  {name:9s} c={concurrency}: p50 {summary['p50_ms']:.3f} ms  "
-                    f"{summary['qps']:.0f} req/s  (median of {rounds} runs; per-run p50 ms: "
-                    f"{each})"
+                    f"{summary['qps']:.0f} req/s  (median of {rounds} rounds of {how}; "
+                    f"per-round p50 ms: {each})"
                 )
             pairs = list(zip(runs[base], runs[ours], strict=True))
             return {
@@ -445,19 +461,19 @@ def run_bench(*, seconds: float, rounds: int, parts: str = "abcd") -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--role", choices=("bench", "naive", "floor", "load"), default="bench")
-    parser.add_argument("--port", type=int)
+    parser.add_argument("--port", type=int, action="append", default=[])
     parser.add_argument("--pipeline")
-    parser.add_argument("--path")
-    parser.add_argument("--body")
+    parser.add_argument("--path", action="append", default=[])
+    parser.add_argument("--body", action="append", default=[])
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--only", default="abcd", help="the parts to run, e.g. --only bc")
     args, _ = parser.parse_known_args()  # the floor also takes KServe's own flags
     if args.role == "naive":
-        run_naive(args.port, args.pipeline)
+        run_naive(args.port[0], args.pipeline)
     elif args.role == "floor":
-        run_floor(args.port)
+        run_floor(args.port[0])
     elif args.role == "load":
         run_load(args.port, args.path, args.body, args.concurrency, args.seconds)
     else:
