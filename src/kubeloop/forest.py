@@ -35,6 +35,8 @@ __all__ = ["SUPPORTED_OBJECTIVES", "CompiledForest"]
 SUPPORTED_OBJECTIVES = ("binary:logistic", "multi:softprob", "reg:squarederror")
 
 
+# Compiled once per process on first use; no on-disk cache (a read-only install, as in the
+# serving image, cannot hold one). nogil: request threads may walk trees at the same time.
 @numba.njit(nogil=True, cache=False)
 def _margins(
     X: np.ndarray,
@@ -43,7 +45,7 @@ def _margins(
     roots: np.ndarray,
     depth: int,
     base_margin: np.ndarray,
-) -> np.ndarray:  # pragma: no cover - compiled; exercised through CompiledForest
+) -> np.ndarray:
     """Raw scores ``(n, K)``: see :class:`CompiledForest` for the layout of ``records``
     (``values`` is the same memory read as float64)."""
     n, width = X.shape
