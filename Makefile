@@ -4,7 +4,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean tools manifests kind-up kind-e2e kind-down
+.PHONY: install demo test lint typecheck unit bench clean tools system-deps manifests kind-up kind-e2e kind-down
+
+# Debian packages the tests call (promtool and the Prometheus server come with `prometheus`).
+# hack/ensure-debian-packages.sh installs the missing ones (as root or through sudo) or names the
+# command to run.
+DEBIAN_PACKAGES := prometheus
 
 install: $(STAMP)
 
@@ -25,8 +30,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck tools
+test: lint typecheck tools system-deps
 	$(BIN)/python -m pytest -q --timeout=900
+
+system-deps:
+	hack/ensure-debian-packages.sh $(DEBIAN_PACKAGES)
 
 # checkov pins packages (packaging, boto3, networkx) that clash with kfp/ray/kserve, so it gets
 # its own virtualenv; tests/k8s/test_checkov.py runs .venv-tools/bin/checkov --skip-download.
