@@ -1,10 +1,12 @@
 # kubeloop — the two commands a user needs: `make demo` and `make test`.
+# Tiers for people changing the code: `make unit` (pure unit tests, under a minute), `make check`
+# (lint, types, unit and the static Kubernetes tests), `make test` (everything).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean tools system-deps manifests kind-up kind-e2e kind-down
+.PHONY: install demo test check unit lint typecheck bench clean tools system-deps manifests kind-up kind-e2e kind-down
 
 # Debian packages the tests call (promtool and the Prometheus server come with `prometheus`).
 # hack/ensure-debian-packages.sh installs the missing ones (as root or through sudo) or names the
@@ -30,8 +32,19 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS=--randomly-seed=7` (pytest-randomly shuffles
+# the order every run and prints the seed; `-p no:randomly` keeps the file order).
+PYTEST_ARGS ?=
+PYTEST := $(BIN)/python -m pytest -q --timeout=900
+
+unit: install
+	$(PYTEST) -m "not integration" tests/unit $(PYTEST_ARGS)
+
+check: lint typecheck tools system-deps
+	$(PYTEST) -m "not integration" tests/unit tests/k8s $(PYTEST_ARGS)
+
 test: lint typecheck tools system-deps
-	$(BIN)/python -m pytest -q --timeout=900
+	$(PYTEST) $(PYTEST_ARGS)
 
 system-deps:
 	hack/ensure-debian-packages.sh $(DEBIAN_PACKAGES)

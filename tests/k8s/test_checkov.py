@@ -25,19 +25,7 @@ import pytest
 
 from tests.k8s import k8s_helpers as h
 from tests.k8s.conftest import SCENARIO_IDS
-
-TOOLS_VENV = h.ROOT / ".venv-tools"
-
-
-def _checkov() -> str | None:
-    local = TOOLS_VENV / "bin" / "checkov"
-    return str(local) if local.is_file() else shutil.which("checkov")
-
-
-CHECKOV = _checkov()
-pytestmark = pytest.mark.skipif(
-    CHECKOV is None, reason="checkov not installed (`make tools` installs it in .venv-tools)"
-)
+from tests.tools import tool
 
 SCANS: dict[str, dict[str, Any]] = {
     "strict": {"scenarios": ["production"], "manifests": [], "skip": [], "docker": True},
@@ -92,9 +80,8 @@ def _prepare(
 
 
 def _command(directory: Path, scan: dict[str, Any]) -> list[str]:
-    assert CHECKOV is not None
     frameworks = ["kubernetes", "dockerfile"] if scan["docker"] else ["kubernetes"]
-    command = [CHECKOV, "-d", str(directory), "--framework", *frameworks]
+    command = [tool("checkov"), "-d", str(directory), "--framework", *frameworks]
     command += ["--skip-download", "--quiet", "--compact", "--output", "json"]
     if scan["skip"]:
         command += ["--skip-check", ",".join(scan["skip"])]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import yaml
 
 from tests.k8s import k8s_helpers as h
 from tests.k8s import kustomize
+from tests.tools import tool
 
 PLATFORM = h.MANIFESTS / "platform"
 
@@ -141,19 +141,12 @@ def test_platform_values_files_are_yaml_mappings() -> None:
         assert h.load_yaml_file(path), path
 
 
-KUBECTL = shutil.which("kubectl")
-
-
-@pytest.mark.skipif(
-    KUBECTL is None, reason="kubectl not installed (its `kustomize` checks our builder)"
-)
 @pytest.mark.parametrize("overlay", ["base", "overlays/kind"])
 def test_builder_agrees_with_kubectl_kustomize(
     overlay: str, built_overlays: dict[str, list[h.Manifest]]
 ) -> None:
-    assert KUBECTL is not None
     result = subprocess.run(
-        [KUBECTL, "kustomize", str(h.MANIFESTS / overlay)],
+        [tool("kubectl"), "kustomize", str(h.MANIFESTS / overlay)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.k8s import k8s_helpers as h
+from tests.tools import tool
 
-PROMTOOL = shutil.which("promtool")
 RULES = h.CHART / "files" / "alert-rules.yaml"
 UNIT_TESTS = Path(__file__).resolve().parent / "promtool" / "alert-rules.test.yaml"
 ALERTS = {
@@ -26,16 +24,9 @@ ALERTS = {
     "KubeloopRetrainFailing",
 }
 
-pytestmark = pytest.mark.skipif(
-    PROMTOOL is None,
-    reason="promtool not installed (Debian package `prometheus`; .ci/run installs it)",
-)
-
-
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
     return subprocess.run(
-        [PROMTOOL, *args], capture_output=True, text=True, timeout=120, check=False
+        [tool("promtool"), *args], capture_output=True, text=True, timeout=120, check=False
     )
 
 

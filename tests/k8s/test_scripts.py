@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.k8s import k8s_helpers as h
+from tests.tools import tool
 
 SCRIPTS = sorted((h.ROOT / "hack").glob("kind-*.sh"))
-SHELLCHECK = shutil.which("shellcheck")
 
 
 def test_the_kind_scripts_exist() -> None:
     assert {p.name for p in SCRIPTS} == {"kind-lib.sh", "kind-up.sh", "kind-e2e.sh", "kind-down.sh"}
 
 
-@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck not installed (.ci/run installs it)")
 def test_shellcheck_passes() -> None:
-    assert SHELLCHECK is not None
     result = subprocess.run(
-        [SHELLCHECK, "--external-sources", "--severity=style", *map(str, SCRIPTS)],
+        [tool("shellcheck"), "--external-sources", "--severity=style", *map(str, SCRIPTS)],
         cwd=h.ROOT,
         capture_output=True,
         text=True,
@@ -33,12 +28,10 @@ def test_shellcheck_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(SHELLCHECK is None, reason="shellcheck not installed (.ci/run installs it)")
 def test_shellcheck_catches_a_bug(tmp_path: Path) -> None:
     script = tmp_path / "bad.sh"
     script.write_text("#!/usr/bin/env bash\nrm -rf $DIR/*\n")
-    assert SHELLCHECK is not None
-    result = subprocess.run([SHELLCHECK, str(script)], capture_output=True, text=True, check=False)
+    result = subprocess.run([tool("shellcheck"), str(script)], capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "SC2086" in result.stdout
 
 

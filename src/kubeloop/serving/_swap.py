@@ -90,6 +90,7 @@ class ChampionWatcher:
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self.poll_once()
+            metrics.CHAMPION_POLLS.labels(self._model.name).inc()
 
     def start(self) -> None:
         """Start polling in a daemon thread (idempotent)."""

@@ -272,3 +272,8 @@ MODEL_LOAD_FAILURES = Counter(
     "Bundles that failed to load or verify; the previous model kept serving.",
     ["model"],
 )
+CHAMPION_POLLS = Counter(
+    "kubeloop_champion_polls",
+    "Completed reads of the registry's champion pointer (--registry only), swap or not.",
+    ["model"],
+)

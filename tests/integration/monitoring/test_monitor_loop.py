@@ -3,13 +3,15 @@ a server that is down, a real Prometheus, the KFP component, and a worse challen
 
 from __future__ import annotations
 
-import shutil
+import json
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from kubeloop._demo_support import free_port, send_traffic
@@ -17,10 +19,12 @@ from kubeloop.monitoring import compare_profile
 from kubeloop.monitoring.decision import MonitorState, TriggerPolicy, load_state, save_state
 from kubeloop.monitoring.metrics import REGISTRY
 from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult, run_forever, run_once
-from kubeloop.monitoring.sources import PrometheusAPI
+from kubeloop.monitoring.sources import MetricsEndpoint, PrometheusAPI, Scrape, SourceError
 from kubeloop.pipelines.runs import RunOutcome
 from kubeloop.registry import Registry
 from kubeloop.synth import generate_churn
+from tests.tools import tool
+from tests.waiting import wait_for
 
 from .conftest import MODEL, TARGET, Served
 
@@ -62,7 +66,21 @@ def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, {"model": MODEL, **labels}) or 0.0
 
 
+def _window_starts_now(served: Served, state: Path) -> None:
+    """Save a monitor state whose last scrape is now: the next run sees only newer traffic
+    (whatever other tests sent the shared server before is not in its window)."""
+    scrape = MetricsEndpoint(f"{served.server.url}/metrics", MODEL).scrape()
+    save_state(state, MonitorState(last_scrape=scrape.to_dict()))
+
+
+def _champion_polls(served: Served) -> float:
+    text = httpx.get(f"{served.server.url}/metrics", timeout=10).text
+    found = re.search(rf'kubeloop_champion_polls_total{{model="{MODEL}"}} (\S+)', text)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_no_drift_no_retrain(served: Served, tmp_path: Path) -> None:
+    _window_starts_now(served, tmp_path / "state.json")
     send_traffic(
         served.server.url,
         MODEL,
@@ -87,7 +105,7 @@ def test_drift_starts_exactly_one_retrain(served: Served, tmp_path: Path) -> Non
     state = tmp_path / "state.json"
     recorder = _Recorder()
     config = _config(served, state)
-    run_once(config, start_run=recorder)  # baseline scrape: the window starts here
+    _window_starts_now(served, state)
     before = _sample("kubeloop_retrain_total", reason="drift")
     decisions = []
     for i in range(3):
@@ -159,7 +177,6 @@ def test_run_forever_repeats_until_stopped(served: Served, tmp_path: Path) -> No
     assert len(results) == 2 and [r.error for r in results] == [None, None]
 
 
-@pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus not installed")
 def test_real_prometheus_scraping_the_server(served: Served, tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "prometheus.yml"
@@ -169,31 +186,35 @@ def test_real_prometheus_scraping_the_server(served: Served, tmp_path: Path) -> 
         f"scrape_configs: [{{job_name: kubeloop, static_configs: [{{targets: ['{target}']}}]}}]\n"
     )
     process = subprocess.Popen(
-        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        [tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         api = PrometheusAPI(f"http://127.0.0.1:{port}", MODEL, window="5m", retries=0)
-        deadline = time.monotonic() + 60
-        sent = False
-        report = None
-        while time.monotonic() < deadline:
-            time.sleep(2)
+
+        def scrape() -> Scrape | None:
             try:
-                scrape = api.scrape()
-            except Exception:
-                continue
-            if not sent and scrape.version:  # the first samples are in: now drift
-                drifted = generate_churn(1500, seed=30, covariate_shift=1.0)
-                send_traffic(served.server.url, MODEL, drifted, served.bundle.schema, prefix="p")
-                sent = True
-                continue
-            if sent and sum(scrape.counts.get("payment_method", {}).values()) > 500:
-                report = compare_profile(served.bundle.reference_profile, scrape.counts)
-                break
-        assert report is not None, "Prometheus never reported the counters"
-        assert scrape.version == served.bundle.version
+                return api.scrape()
+            except SourceError:  # not listening yet, or no sample yet
+                return None
+
+        def first_samples() -> Scrape | None:
+            answer = scrape()
+            return answer if answer is not None and answer.version else None
+
+        wait_for(first_samples, what="Prometheus's first samples", timeout=60, every=0.5)
+        drifted = generate_churn(1500, seed=30, covariate_shift=1.0)
+        send_traffic(served.server.url, MODEL, drifted, served.bundle.schema, prefix="p")
+
+        def drifted_counts() -> Scrape | None:  # the drifted rows are in the window
+            answer = scrape()
+            rows = sum(answer.counts.get("payment_method", {}).values()) if answer else 0
+            return answer if rows > 500 else None
+
+        last = wait_for(drifted_counts, what="the drifted counters", timeout=60, every=0.5)
+        report = compare_profile(served.bundle.reference_profile, last.counts)
+        assert last.version == served.bundle.version
         assert "payment_method" in report.drifted_features
     finally:
         process.terminate()
@@ -205,17 +226,31 @@ def test_kfp_monitoring_component_reads_the_payload_log(served: Served, tmp_path
 
     from kubeloop.monitoring.component import build_monitor_component
 
+    # Drifted traffic through the real server; the component reads this test's records of the
+    # server's payload log (other tests send healthy traffic to the same server).
+    drifted = generate_churn(1500, seed=50, covariate_shift=1.0)
+    sent = send_traffic(served.server.url, MODEL, drifted, served.bundle.schema, prefix="kfp")
+    ours = {request_id for request_id, _ in sent}
+    log = tmp_path / "payload.jsonl"
+    log.write_text(
+        "".join(
+            line + "\n"
+            for line in served.payload_log.read_text().splitlines()
+            if json.loads(line)["request_id"] in ours
+        )
+    )
+    assert len(log.read_text().splitlines()) == len(sent)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     component = build_monitor_component()
     task = component(
         model=MODEL,
         state_file=str(tmp_path / "state.json"),
         registry=str(served.registry),
-        payload_log=str(served.payload_log),
+        payload_log=str(log),
         window="1h",
         dry_run=True,
     )
-    assert task.outputs["drift_share"] > 0.0  # the drifted traffic sent above is in the log
+    assert task.outputs["drift_share"] > 0.0
     assert task.outputs["retrain"] is True  # dry run: wanted, not started
     report = Path(task.outputs["report"].path).read_text()
     assert served.bundle.version in report and "payment_method" in report
@@ -247,7 +282,8 @@ def test_worse_challenger_is_not_promoted_and_the_server_keeps_serving(
     registry = Registry(str(served.registry))
     assert registry.champion(MODEL) == served.bundle.version
     assert len(registry.versions(MODEL)) >= 1
-    time.sleep(3)  # > the server's champion poll interval
+    polls = _champion_polls(served)  # two more complete polls: the second began after the run
+    wait_for(lambda: _champion_polls(served) >= polls + 2, what="two champion polls", timeout=60)
     assert served.server.served_version() == served.bundle.version
     sent = send_traffic(
         served.server.url, MODEL, generate_churn(50, seed=41), served.bundle.schema, prefix="after"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,10 +65,23 @@ def test_first_run_promotes_and_is_tracked(first_run: RunOutcome, loop_home: Pat
     assert "bundle/manifest.json" in {a.path for a in artifacts}
 
 
+def _evaluate_artifacts(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "evaluate" / "executor_output.json"
+    if not path.is_file():  # a run that failed before its evaluate step
+        return {}
+    output = json.loads(path.read_text())
+    return {name: value["artifacts"][0] for name, value in output["artifacts"].items()}
+
+
 def test_kfp_outputs_feed_the_ui(first_run: RunOutcome, loop_home: Path) -> None:
-    (run_dir,) = (loop_home / "kfp-local").glob("kubeloop-training-*")
-    output = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())
-    artifacts = {name: value["artifacts"][0] for name, value in output["artifacts"].items()}
+    # Other tests of this module add runs; this one looks at the first run's directory.
+    (run_dir,) = [
+        run_dir
+        for run_dir in (loop_home / "kfp-local").glob("kubeloop-training-*")
+        if _evaluate_artifacts(run_dir).get("bundle", {}).get("metadata", {}).get("version")
+        == first_run.challenger_version
+    ]
+    artifacts = _evaluate_artifacts(run_dir)
     assert artifacts["metrics"]["metadata"]["roc_auc"] == pytest.approx(first_run.challenger_score)
     classification = artifacts["classification"]["metadata"]
     assert len(classification["confidenceMetrics"]) > 10  # the ROC curve

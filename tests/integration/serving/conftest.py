@@ -8,13 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.waiting import wait_for
 
 KUBELOOP = Path(sys.executable).with_name("kubeloop")
 
@@ -123,18 +124,21 @@ def start_server(args: list[str], *, name: str, log: Path, timeout: float = 90) 
         env=env,
     )
     server = Server(process, http_port, grpc_port, name, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if process.poll() is not None:
-            raise AssertionError(f"server exited early:\n{log.read_text()[-4000:]}")
+            raise AssertionError(f"server exited early with {process.returncode}")
         try:
-            if httpx.get(f"{server.url}/v2/models/{name}/ready", timeout=2).status_code == 200:
-                return server
+            return httpx.get(f"{server.url}/v2/models/{name}/ready", timeout=2).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise AssertionError(f"server not ready after {timeout}s:\n{log.read_text()[-4000:]}")
+            return False
+
+    try:
+        wait_for(ready, what=f"model {name} to be ready", timeout=timeout, every=0.2)
+    except AssertionError as error:
+        server.stop()
+        raise AssertionError(f"{error}; its log:\n{log.read_text()[-4000:]}") from None
+    return server
 
 
 @pytest.fixture(scope="session")

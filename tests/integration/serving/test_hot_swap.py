@@ -6,7 +6,6 @@ import json
 import os
 import re
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from kubeloop.registry import Registry
+from tests.waiting import wait_for
 
 from .conftest import Server, build_bundle, start_server
 from .test_protocols import ROWS
@@ -23,6 +23,8 @@ pytestmark = pytest.mark.integration
 CLIENTS = 8
 SWAPS = 10
 TAMPERED = 4  # the 5th swap points at a bundle whose files no longer match its manifest
+FAILURES = r'kubeloop_model_load_failures_total{model="churn"} (\S+)'
+POLLS = r'kubeloop_champion_polls_total{model="churn"} (\S+)'
 
 
 def _point_champion(root: Path, model: str, version: str) -> None:
@@ -46,13 +48,8 @@ def _served_version(server: Server) -> str:
     return found.group(1)
 
 
-def _wait_for(server: Server, version: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _served_version(server) == version:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"server did not swap to {version} within {timeout}s")
+def _wait_for(server: Server, version: str) -> None:
+    wait_for(lambda: _served_version(server) == version, what=f"the server to swap to {version}")
 
 
 def test_champion_swaps_under_load_without_failed_requests(tmp_path: Path) -> None:
@@ -116,18 +113,18 @@ def test_champion_swaps_under_load_without_failed_requests(tmp_path: Path) -> No
                 profile.write_text(profile.read_text() + " ")
                 before = _served_version(server)
                 _point_champion(tmp_path / "registry", "churn", version)
-                deadline = time.monotonic() + 30
-                pattern = r'kubeloop_model_load_failures_total{model="churn"} (\S+)'
-                while _metric(server, pattern) < 1 and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                assert _metric(server, pattern) == 1
-                time.sleep(0.3)  # several more polls: refused once, not retried, old one serves
+                wait_for(lambda: _metric(server, FAILURES) >= 1, what="the failed load")
+                assert _metric(server, FAILURES) == 1
+                # Three more complete polls of the same pointer: refused once, not retried.
+                polls = _metric(server, POLLS)
+                wait_for(lambda: _metric(server, POLLS) >= polls + 3, what="three more polls")
                 assert _served_version(server) == before
-                assert _metric(server, pattern) == 1
+                assert _metric(server, FAILURES) == 1
             else:
                 registry.promote("churn", version)
                 _wait_for(server, version)
-            time.sleep(0.2)  # let every client see this version
+                # Clients answered by this version, as many as there are clients.
+                wait_for(lambda: seen[version] >= CLIENTS, what=f"answers from {version}")
     finally:
         stop.set()
         for thread in threads:

