@@ -22,5 +22,7 @@ def wait_for(check: Callable[[], T], *, what: str, timeout: float = 30.0, every:
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {value!r})")
+            raise AssertionError(
+                f"timed out after {timeout:g}s waiting for {what} (last: {value!r})"
+            )
         time.sleep(every)

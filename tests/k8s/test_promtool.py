@@ -24,6 +24,7 @@ ALERTS = {
     "KubeloopRetrainFailing",
 }
 
+
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [tool("promtool"), *args], capture_output=True, text=True, timeout=120, check=False

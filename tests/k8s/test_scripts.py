@@ -31,7 +31,9 @@ def test_shellcheck_passes() -> None:
 def test_shellcheck_catches_a_bug(tmp_path: Path) -> None:
     script = tmp_path / "bad.sh"
     script.write_text("#!/usr/bin/env bash\nrm -rf $DIR/*\n")
-    result = subprocess.run([tool("shellcheck"), str(script)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [tool("shellcheck"), str(script)], capture_output=True, text=True, check=False
+    )
     assert result.returncode != 0 and "SC2086" in result.stdout
 
 

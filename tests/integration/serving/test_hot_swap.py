@@ -116,15 +116,15 @@ def test_champion_swaps_under_load_without_failed_requests(tmp_path: Path) -> No
                 wait_for(lambda: _metric(server, FAILURES) >= 1, what="the failed load")
                 assert _metric(server, FAILURES) == 1
                 # Three more complete polls of the same pointer: refused once, not retried.
-                polls = _metric(server, POLLS)
-                wait_for(lambda: _metric(server, POLLS) >= polls + 3, what="three more polls")
+                polls = _metric(server, POLLS) + 3
+                wait_for(lambda n=polls: _metric(server, POLLS) >= n, what="three more polls")
                 assert _served_version(server) == before
                 assert _metric(server, FAILURES) == 1
             else:
                 registry.promote("churn", version)
                 _wait_for(server, version)
                 # Clients answered by this version, as many as there are clients.
-                wait_for(lambda: seen[version] >= CLIENTS, what=f"answers from {version}")
+                wait_for(lambda v=version: seen[v] >= CLIENTS, what=f"answers from {version}")
     finally:
         stop.set()
         for thread in threads:
