@@ -41,6 +41,10 @@ def housing_csv() -> Path:
     return _dataset(HOUSING)
 
 
+# On a loaded 2-core machine Ray's node can take longer than its default 60 s to register.
+os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """Start Ray once for the whole test run (2 CPUs, no dashboard) and stop it at the end."""
