@@ -9,7 +9,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T], *, what: str, timeout: float = 30.0, every: float = 0.05) -> T:
+def wait_for(check: Callable[[], T], *, what: str, timeout: float = 60.0, every: float = 0.05) -> T:
     """Call ``check`` every ``every`` seconds until it returns something true; return that.
 
     Raises:
