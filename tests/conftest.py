@@ -77,3 +77,14 @@ def churn_bundle(
     config = TrainConfig(workers=2, num_boost_round=60, early_stopping_rounds=10)
     run_training(churn_frame, target="churned", out=out, config=config, name="churn")
     return out
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Name the test order's seed at the end (``-q`` hides pytest-randomly's header)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int) and config.pluginmanager.has_plugin("randomly"):
+        terminalreporter.write_line(
+            f"test order: pytest-randomly seed {seed} (again: PYTEST_ARGS=--randomly-seed={seed})"
+        )
