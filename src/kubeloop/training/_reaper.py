@@ -28,9 +28,10 @@ _DEADLINE_S = 30.0
 _reapers: list[subprocess.Popen[bytes]] = []  # kept open: their stdin is the lifeline
 
 
-def marked_processes(marker: str, *, proc: str = "/proc") -> Iterator[int]:
-    """Pids of this user's processes whose environment has ``MARKER_ENV=marker``."""
-    needle = f"{MARKER_ENV}={marker}".encode()
+def marked_processes(marker: str, *, variable: str = MARKER_ENV) -> Iterator[int]:
+    """Pids of this user's processes (but this one) whose environment has ``variable=marker``."""
+    needle = f"{variable}={marker}".encode()
+    proc = "/proc"
     for entry in os.listdir(proc):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
