@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kubeloop.cli import main
 from kubeloop.errors import BundleError, ConfigError, RegistryError
 from kubeloop.names import check_name, is_valid_name, model_name_arg
 from kubeloop.registry import Registry
@@ -51,3 +52,22 @@ def test_registry_and_serve_options_use_the_rule(name: str, tmp_path: Path) -> N
         ServeOptions(model_dir=tmp_path, name=name)
     with pytest.raises(ConfigError, match=r"--model .* is not allowed"):
         ServeOptions(registry=str(tmp_path), model=name)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["monitor", "--model", "../../tmp/x", "--registry", "r", "--metrics-url", "http://x"],
+        ["pipeline", "run", "--local", "--data", "d.csv", "--target", "y", "--model", "a/b"],
+        ["demo", "--model", ".hidden"],
+        ["train", "--data", "d.csv", "--target", "y", "--name", "../x"],
+    ],
+)
+def test_every_model_name_flag_uses_the_rule(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "model name" in err and "is not allowed; use 1-63 letters" in err
