@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -20,20 +19,12 @@ import pandas as pd
 import pytest
 
 from kubeloop.training._reaper import marked_processes
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 KUBELOOP = Path(sys.executable).with_name("kubeloop")
 VARIABLE = "KUBELOOP_TEST_RUN"
-
-
-def _wait_for(condition: object, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_kill_9_of_train_leaves_no_ray_process(tmp_path: Path, churn_frame: pd.DataFrame) -> None:
@@ -54,7 +45,7 @@ def test_kill_9_of_train_leaves_no_ray_process(tmp_path: Path, churn_frame: pd.D
     try:
         # XGBoost has been trained over Ray: the head, its agents and idle workers are up (the
         # agents and workers are what survived a kill -9 before).
-        _wait_for(
+        wait_until(
             lambda: "xgboost: validation score" in log.read_text() or train.poll() is not None,
             "XGBoost to finish on Ray",
             timeout=600,
@@ -64,7 +55,7 @@ def test_kill_9_of_train_leaves_no_ray_process(tmp_path: Path, churn_frame: pd.D
         assert len(ours) >= 3, f"expected Ray's processes, found {ours}"
         train.send_signal(signal.SIGKILL)
         assert train.wait(timeout=30) == -signal.SIGKILL
-        _wait_for(
+        wait_until(
             lambda: not list(marked_processes(run, variable=VARIABLE)),
             "every Ray process of the killed run to exit",
             timeout=60,

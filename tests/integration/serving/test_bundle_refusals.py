@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from kubeloop.registry import Registry
+from tests.waiting import wait_until
 
 from .conftest import KUBELOOP, Server, build_bundle, start_server
 from .test_protocols import ROWS
@@ -114,15 +115,6 @@ def _load_failures(server: Server) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def _wait(condition: object, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _predicts(server: Server) -> str:
     """The version that answers a real prediction."""
     response = httpx.post(
@@ -159,7 +151,9 @@ def test_registry_server_never_swaps_to_a_linked_bundle_and_reports_a_bad_pointe
         assert _served_version(server) == good
         for failures, version in enumerate((symlinked, hardlinked), start=1):
             _point(root, "churn", {"version": version, "updated": "now"})
-            _wait(lambda n=failures: _load_failures(server) >= n, f"refusal of {version}")
+            wait_until(
+                lambda n=failures: _load_failures(server) >= n, f"refusal of {version}", timeout=60
+            )
             assert _load_failures(server) == failures
             assert _predicts(server) == good  # still serving the verified bundle
         text = log.read_text()
@@ -168,10 +162,10 @@ def test_registry_server_never_swaps_to_a_linked_bundle_and_reports_a_bad_pointe
 
         _point(root, "churn", {"version": None})
         bad = "names version None, which is not a version id"
-        _wait(lambda: bad in log.read_text(), "the bad pointer to be reported")
+        wait_until(lambda: bad in log.read_text(), "the bad pointer to be reported", timeout=60)
         time.sleep(2.0)  # ~20 more polls of the same bad pointer: none of them may log again
         _point(root, "churn", {"version": later, "updated": "now"})  # proves polling went on
-        _wait(lambda: _served_version(server) == later, f"the swap to {later}")
+        wait_until(lambda: _served_version(server) == later, f"the swap to {later}", timeout=60)
         text = log.read_text()
         assert text.count(bad) == 1, text[-3000:]
         assert "the champion pointer of churn is readable again" in text
