@@ -9,7 +9,7 @@ on a pipe whose write end only the driver holds; when the driver exits -- normal
 exception or by ``SIGKILL`` -- the pipe closes and the reaper kills every process that carries
 the marker, then exits itself.
 
-Run as ``python -m kubeloop.training._reaper MARKER`` (Linux: it reads ``/proc``).
+Run as ``python -I .../kubeloop/training/_reaper.py MARKER`` (Linux: it reads ``/proc``).
 """
 
 from __future__ import annotations
@@ -53,8 +53,10 @@ def start_reaper(marker: str) -> bool:
     if not os.path.isdir("/proc/self"):
         return False
     environment = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
+    # Run as a file, not ``-m``: importing the kubeloop.training package would load XGBoost and
+    # numpy into a process that only waits (this file needs the standard library alone).
     reaper = subprocess.Popen(
-        [sys.executable, "-m", "kubeloop.training._reaper", marker],
+        [sys.executable, "-I", os.path.abspath(__file__), marker],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
