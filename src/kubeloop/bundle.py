@@ -8,6 +8,10 @@ so a reader sees either no bundle or a complete one; on any error nothing is lef
 
 Loading refuses, with a :class:`~kubeloop.errors.BundleError` naming the file:
 
+- before anything is read: a bundle directory that is a symbolic link, and any entry that is a
+  symbolic link (even to a valid file), a subdirectory, a special file or a regular file with
+  more than one hard link (it could be changed through a name outside the bundle);
+- a model name or version in the manifest that breaks :data:`kubeloop.names.NAME_RULE`;
 - a missing or unreadable ``manifest.json``, or an unknown bundle format;
 - any pickle-like file: a name ending ``.pkl``, ``.pickle`` or ``.joblib``, or content that
   starts like a binary pickle (byte ``0x80`` then a protocol number 2-5);
@@ -22,9 +26,9 @@ import hashlib
 import json
 import os
 import platform
-import re
 import secrets
 import shutil
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +43,7 @@ from kubeloop.data import Schema
 from kubeloop.errors import BundleError, KubeloopError
 from kubeloop.features import PreprocessorSpec
 from kubeloop.models import TabularModel, load_model
+from kubeloop.names import check_name
 
 __all__ = ["BUNDLE_FORMAT", "MANIFEST", "Bundle", "load_bundle", "verify_bundle", "write_bundle"]
 
@@ -46,7 +51,6 @@ BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
 _DATA_FILES = ("schema.json", "preprocessor.json", "reference_profile.json", "metrics.json")
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _LIBRARIES = ("numpy", "pandas", "scikit-learn", "xgboost", "kubeloop")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -182,7 +186,7 @@ def write_bundle(
 
     Args:
         destination: The bundle directory to create; its parent is created when missing.
-        name: The model name (letters, digits, ``.``, ``_``, ``-``; it becomes a path segment
+        name: The model name (:data:`kubeloop.names.NAME_RULE`; it becomes a path segment
             and a metric label).
         schema, preprocessor, model: The fitted pieces; ``model.save`` writes the model file.
         reference_profile: From :func:`kubeloop.profile.build_reference_profile`.
@@ -199,11 +203,7 @@ def write_bundle(
             directory is left behind.
     """
     destination = Path(destination)
-    if not _NAME.match(name):
-        raise BundleError(
-            f"model name {name!r} is not allowed; use 1-63 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit."
-        )
+    check_name(name, error=BundleError)
     if not data_hash:
         raise BundleError("data_hash is empty; pass the sha256 of the training data.")
     if destination.exists():
@@ -240,33 +240,123 @@ def write_bundle(
     return destination
 
 
-def _refuse_pickles(directory: Path, names: Sequence[str]) -> None:
+_PICKLE_ADVICE = (
+    "pickles can run code when loaded, so bundles must not hold them. Rebuild the bundle with "
+    "`kubeloop train`."
+)
+
+
+def _refuse_pickle_names(directory: Path, names: Sequence[str]) -> None:
     for name in names:
-        path = directory / name
-        head = b""
-        if path.is_file():
-            with path.open("rb") as handle:
-                head = handle.read(2)
-        binary_pickle = len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
-        if name.lower().endswith(_PICKLE_SUFFIXES) or binary_pickle:
-            raise BundleError(
-                f"bundle file {path} is a pickle; pickles can run code when loaded, so bundles "
-                "must not hold them. Rebuild the bundle with `kubeloop train`."
-            )
+        if name.lower().endswith(_PICKLE_SUFFIXES):
+            raise BundleError(f"bundle file {directory / name} is a pickle; {_PICKLE_ADVICE}")
+
+
+def _refuse_pickle_content(path: Path, head: bytes) -> None:
+    if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        raise BundleError(f"bundle file {path} is a pickle; {_PICKLE_ADVICE}")
+
+
+def _refuse_pickles(directory: Path, names: Sequence[str]) -> None:
+    _refuse_pickle_names(directory, names)
+    for name in names:
+        with (directory / name).open("rb") as handle:
+            _refuse_pickle_content(directory / name, handle.read(2))
+
+
+def _open_directory(path: Path) -> int:
+    """A descriptor of the bundle directory itself (refused when it is a link or no directory)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise BundleError(
+            f"{path / MANIFEST} not found; {path} is not a complete model bundle."
+        ) from None
+    except OSError as exc:
+        raise BundleError(f"bundle {path} cannot be read: {exc}") from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise BundleError(
+            f"bundle directory {path} is a symbolic link (to {os.path.realpath(path)}); a bundle "
+            "must be the directory itself, so that nothing outside it is loaded. Pass the real "
+            "directory."
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        raise BundleError(f"{path} is not a directory; a model bundle is a directory.")
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise BundleError(f"bundle {path} cannot be opened: {exc}") from exc
+
+
+def _plain_file_problem(info: os.stat_result) -> str | None:
+    """Why an ``lstat`` result is not a plain file owned by the bundle alone, or ``None``."""
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link; a link could point at any file outside the bundle"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory; bundles hold files only"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if info.st_nlink > 1:
+        return (
+            f"has {info.st_nlink} hard links; a hard-linked file can be changed through its "
+            "other name outside the bundle"
+        )
+    return None
+
+
+def _scan(path: Path, directory: int) -> list[str]:
+    """Names in the bundle, after refusing links, subdirectories and special files (``lstat``
+    only: nothing is opened or read before every entry passed)."""
+    names = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            problem = _plain_file_problem(entry.stat(follow_symlinks=False))
+            if problem is not None:
+                raise BundleError(
+                    f"bundle file {path / entry.name} {problem}. Bundles hold only regular files "
+                    "inside their own directory; restore the bundle from the registry or retrain."
+                )
+            names.append(entry.name)
+    return sorted(names)
+
+
+def _read(path: Path, directory: int, name: str) -> bytes:
+    """The bytes of one bundle file, opened without following links and checked again."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=directory)
+    except OSError as exc:
+        raise BundleError(f"bundle file {path / name} cannot be opened: {exc}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        problem = _plain_file_problem(os.fstat(handle.fileno()))
+        if problem is not None:  # replaced after the scan
+            raise BundleError(f"bundle file {path / name} {problem}.")
+        return handle.read()
 
 
 def verify_bundle(path: Path) -> dict[str, Any]:
     """Check a bundle's manifest and every file against it; return the manifest.
 
+    Before anything is read, every entry is checked with ``lstat``: a symbolic link (even to a
+    valid file), a hard-linked file, a subdirectory or a special file refuses the bundle.
+
     Raises:
-        BundleError: naming the file that is missing, extra, pickle-like or altered.
+        BundleError: naming the file that is a link, missing, extra, pickle-like or altered, or
+            the manifest's model name or version when they break :data:`kubeloop.names.NAME_RULE`.
     """
     path = Path(path)
     manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise BundleError(f"{manifest_path} not found; {path} is not a complete model bundle.")
+    directory = _open_directory(path)
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        present = _scan(path, directory)
+        if MANIFEST not in present:
+            raise BundleError(f"{manifest_path} not found; {path} is not a complete model bundle.")
+        present.remove(MANIFEST)
+        _refuse_pickle_names(path, present)
+        contents = {name: _read(path, directory, name) for name in [MANIFEST, *present]}
+    finally:
+        os.close(directory)
+    try:
+        manifest = json.loads(contents[MANIFEST])
         files: dict[str, str] = dict(manifest["files"])
         version = manifest["format"]
     except (ValueError, KeyError, TypeError) as exc:
@@ -276,12 +366,14 @@ def verify_bundle(path: Path) -> dict[str, Any]:
             f"{manifest_path} has bundle format {version!r}; this kubeloop reads format "
             f"{BUNDLE_FORMAT}. Upgrade kubeloop or retrain the model."
         )
-    present = sorted(p.name for p in path.iterdir() if p.name != MANIFEST)
-    _refuse_pickles(path, present)
+    check_name(manifest.get("name"), what=f"{manifest_path}: model name", error=BundleError)
+    check_name(manifest.get("version"), what=f"{manifest_path}: version", error=BundleError)
+    for name in present:
+        _refuse_pickle_content(path / name, contents[name][:2])
     for name in sorted(files):
         if name != Path(name).name or name in ("", ".", "..", MANIFEST):
             raise BundleError(f"{manifest_path} lists {name!r}, which is not a bundle file name.")
-        if not (path / name).is_file():
+        if name not in contents:
             raise BundleError(f"bundle file {path / name} listed in the manifest is missing.")
     extra = [name for name in present if name not in files]
     if extra:
@@ -290,12 +382,12 @@ def verify_bundle(path: Path) -> dict[str, Any]:
             "immutable, remove them or retrain."
         )
     for name, expected in sorted(files.items()):
-        if _sha256(path / name) != expected:
+        if hashlib.sha256(contents[name]).hexdigest() != expected:
             raise BundleError(
                 f"bundle file {path / name} does not match its sha256 in the manifest; the bundle "
                 "was altered or corrupted. Restore it from the registry or retrain."
             )
-    return manifest
+    return dict(manifest)
 
 
 def _read_json(path: Path) -> Any:

@@ -27,6 +27,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from kubeloop.bundle import MANIFEST, verify_bundle
 from kubeloop.errors import BundleError, RegistryError
+from kubeloop.names import NAME_RULE, check_name, is_valid_name, shown
 
 __all__ = [
     "Registry",
@@ -75,8 +76,7 @@ class Registry:
 
     def _join(self, *parts: str) -> str:
         for part in parts:
-            if not part or part in (".", "..") or "/" in part or part.startswith("."):
-                raise RegistryError(f"{part!r} is not a valid registry name (model or version).")
+            check_name(part, what="registry name (model or version)", error=RegistryError)
         return "/".join((self._root, *parts))
 
     def version_uri(self, model: str, version: str) -> str:
@@ -120,14 +120,23 @@ class Registry:
         path = self._join(model, _CHAMPION)
         if not self._fs.isfile(path):
             return None
+        fix = (
+            f"point it at one of the versions ({', '.join(self.versions(model)) or 'none yet'}) "
+            f"with Registry({self.root!r}).promote({model!r}, VERSION), or let a training run "
+            "promote one"
+        )
         try:
             record = json.loads(self._fs.cat_file(path))
-            str(record["version"])
+            version = record["version"]
         except (ValueError, KeyError, TypeError) as exc:
             raise RegistryError(
-                f"champion pointer {path} is not valid JSON with a 'version'; "
-                f"fix it with `kubeloop registry promote` ({exc})."
+                f"champion pointer {path} is not valid JSON with a 'version' ({exc}); {fix}."
             ) from exc
+        if not is_valid_name(version):
+            raise RegistryError(
+                f"champion pointer {path} names version {shown(version)}, which is not a version "
+                f"id ({NAME_RULE}); {fix}."
+            )
         return dict(record)
 
     def champion(self, model: str) -> str | None:

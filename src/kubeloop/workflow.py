@@ -26,6 +26,7 @@ from kubeloop.data import Dataset, Part, Schema, Task, build_dataset, load_datas
 from kubeloop.errors import ConfigError, TrainingError
 from kubeloop.evaluation import evaluate, write_plots
 from kubeloop.features import FastTransform, PreprocessorSpec, fit_preprocessor
+from kubeloop.names import check_name
 from kubeloop.profile import build_reference_profile
 from kubeloop.training import Candidate, TrainConfig, train_candidates
 
@@ -209,10 +210,22 @@ def finish_bundle(
     return Packaged(load_bundle(path), chosen, tested, predictions[chosen.name])
 
 
-def _load(data: str | Path | pd.DataFrame, *, target: str, task: Task | str) -> Dataset:
+def _load(
+    data: str | Path | pd.DataFrame, *, target: str, task: Task | str, normalize_labels: bool
+) -> Dataset:
     if isinstance(data, pd.DataFrame):
-        return build_dataset(data, target=target, task=task)  # type: ignore[arg-type]
-    return load_dataset(data, target=target, task=task)  # type: ignore[arg-type]
+        return build_dataset(
+            data,
+            target=target,
+            task=task,  # type: ignore[arg-type]
+            normalize_labels=normalize_labels,
+        )
+    return load_dataset(
+        data,
+        target=target,
+        task=task,  # type: ignore[arg-type]
+        normalize_labels=normalize_labels,
+    )
 
 
 def run_training(
@@ -223,6 +236,7 @@ def run_training(
     task: Task | str = "auto",
     config: TrainConfig | None = None,
     name: str = "model",
+    normalize_labels: bool = False,
     progress: ProgressFn | None = None,
 ) -> TrainResult:
     """Validate data, prepare features, train every candidate and write the best as a bundle.
@@ -233,7 +247,9 @@ def run_training(
         out: The bundle directory to create; it must not exist yet.
         task: ``"auto"``, ``"classification"`` or ``"regression"``.
         config: Training settings (workers, seed, boosting rounds...).
-        name: The model name recorded in the bundle.
+        name: The model name recorded in the bundle (:data:`kubeloop.names.NAME_RULE`).
+        normalize_labels: Merge target labels that differ only in case or surrounding spaces
+            (see :func:`kubeloop.data.build_dataset`) instead of refusing them.
         progress: Called with one line per step.
 
     Returns:
@@ -241,8 +257,9 @@ def run_training(
 
     Raises:
         DataValidationError: The data cannot be trained on; nothing was written.
-        ConfigError: ``out`` already exists.
+        ConfigError: ``out`` already exists, or ``name`` is not a valid model name.
     """
+    check_name(name)
     config = config or TrainConfig()
     say = progress or quiet
     out = Path(out)
@@ -252,7 +269,7 @@ def run_training(
         )
 
     say(f"loading data (target '{target}', task {task})")
-    dataset = _load(data, target=target, task=task)
+    dataset = _load(data, target=target, task=task, normalize_labels=normalize_labels)
     schema = dataset.schema
     for note in dataset.notes:
         say(note)

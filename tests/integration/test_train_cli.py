@@ -60,6 +60,18 @@ def _bad_frames() -> dict[str, tuple[Any, str, str]]:
         "too-few-rows": (good.head(10), "y", "rows"),
         "all-null-column": (good.assign(empty=np.nan), "y", "'empty'"),
         "unreadable-file": (b"\x00\x01 this is not a parquet file", "y", "parquet"),
+        "list-column": (good.assign(tags=[[1, 2]] * 200), "y", "Column 'tags' holds lists"),
+        "struct-column": (
+            good.assign(address=[{"city": "x", "zip": 1}] * 200),
+            "y",
+            "Column 'address' holds structs",
+        ),
+        "binary-column": (good.assign(blob=[b"\x00"] * 200), "y", "Column 'blob' holds binary"),
+        "case-labels": (
+            good.assign(y=rng.choice(["no", "NO", "Yes", "YES", "yes"], size=200)),
+            "y",
+            "'NO', 'no'; 'YES', 'Yes', 'yes'. They would be trained as separate classes",
+        ),
     }
 
 
@@ -83,28 +95,70 @@ def test_bad_data_exits_nonzero_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.parquet"]  # no temp leftovers
 
 
-def test_console_script_exit_status(tmp_path: Path) -> None:
-    """The installed entry point really exits non-zero on bad data (not just returns 2)."""
-    data = tmp_path / "data.csv"
-    pd.DataFrame({"x": range(100), "y": ["a"] * 100}).to_csv(data, index=False)
+@pytest.mark.parametrize(
+    ("case", "target", "message"),
+    [
+        ("missing-target", "nope", "'nope'"),
+        ("list-column", "y", "error: Column 'tags' holds lists (e.g. array([1, 2]))"),
+    ],
+)
+def test_console_script_exit_status(tmp_path: Path, case: str, target: str, message: str) -> None:
+    """The installed entry point really exits 2 (not just returns it), one line, no traceback."""
+    frame = pd.DataFrame({"x": range(100), "y": ["a", "b"] * 50})
+    if case == "list-column":  # a Parquet list column (it used to end in a traceback, exit 1)
+        data = tmp_path / "data.parquet"
+        frame.assign(tags=[[1, 2]] * 100).to_parquet(data)
+    else:
+        data = tmp_path / "data.csv"
+        frame.to_csv(data, index=False)
+    command = [str(Path(sys.executable).with_name("kubeloop")), "train", "--data", str(data)]
     done = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("kubeloop")),
-            "train",
-            "--data",
-            str(data),
-            "--target",
-            "nope",
-            "--out",
-            str(tmp_path / "out"),
-        ],
+        [*command, "--target", target, "--out", str(tmp_path / "out")],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert done.returncode == 2, done.stderr
-    assert "'nope'" in done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_normalize_labels_trains_one_class_per_spelling_group(
+    ray_session: None, churn_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(1)
+    frame = churn_frame.copy()
+    frame["churned"] = [
+        rng.choice(["yes", "Yes", "YES", " yes"]) if v == "Yes" else rng.choice(["No", "no "])
+        for v in frame["churned"]
+    ]
+    data = tmp_path / "labels.csv"
+    frame.to_csv(data, index=False)
+    assert _train(data, "churned", tmp_path / "refused") == 2
+    assert not (tmp_path / "refused").exists()
+    out = tmp_path / "bundle"
+    assert _train(data, "churned", out, "--normalize-labels", "--name", "labels") == 0
+    bundle = load_bundle(out)
+    assert len(bundle.schema.classes) == 2
+    assert {c.casefold() for c in bundle.schema.classes} == {"no", "yes"}
+
+
+@pytest.mark.parametrize("name", ["../../tmp/x", ".hidden", "a/b"])
+def test_bad_model_name_is_refused_before_training(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data.csv"
+    pd.DataFrame({"x": range(100), "y": ["a", "b"] * 50}).to_csv(data, index=False)
+    with pytest.raises(SystemExit) as exited:
+        _train(data, "y", tmp_path / "out", "--name", name)
+    assert exited.value.code == 2
+    assert "argument --name: model name" in capsys.readouterr().err
+    bad_stem = tmp_path / "my data.csv"
+    bad_stem.write_text(data.read_text())
+    assert _train(bad_stem, "y", tmp_path / "out") == 2
+    assert "the data file's stem 'my data', is not allowed" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

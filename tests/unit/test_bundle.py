@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -235,4 +237,89 @@ def test_unknown_format_is_refused(bundle_dir: Path) -> None:
     manifest["format"] = 99
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="bundle format 99"):
+        load_bundle(bundle_dir)
+
+
+def _rehash(bundle: Path, name: str) -> None:
+    """Update the manifest's sha256 of ``name`` to what the file (or link) holds now."""
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][name] = hashlib.sha256((bundle / name).read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_symlink_to_a_valid_model_outside_is_refused(
+    tmp_path: Path, pieces: dict[str, Any]
+) -> None:
+    """The manifest is re-hashed for the outside model: only the link itself can refuse it."""
+    bundle = _write(tmp_path / "bundle", pieces)
+    other = _write(tmp_path / "other", pieces, params={"other": 1})
+    (bundle / "model.ubj").unlink()
+    (bundle / "model.ubj").symlink_to(other / "model.ubj")
+    _rehash(bundle, "model.ubj")
+    with pytest.raises(BundleError, match=r"model\.ubj is a symbolic link"):
+        load_bundle(bundle)
+
+
+def test_symlink_is_refused_before_its_target_is_read(bundle_dir: Path, tmp_path: Path) -> None:
+    """A link to a FIFO: opening it would block until a writer comes, so a refusal that returns
+    proves the target was never opened (the same holds for a link to /etc/passwd)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (bundle_dir / "model.ubj").unlink()
+    (bundle_dir / "model.ubj").symlink_to(fifo)
+    outcome: list[BaseException] = []
+    worker = threading.Thread(target=lambda: _capture(outcome, bundle_dir), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    if worker.is_alive():  # unblock the reader, then fail
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("verify_bundle opened the link's target")
+    assert len(outcome) == 1 and isinstance(outcome[0], BundleError)
+    assert "model.ubj is a symbolic link" in str(outcome[0])
+
+
+def _capture(outcome: list[BaseException], bundle: Path) -> None:
+    try:
+        verify_bundle(bundle)
+    except BaseException as exc:
+        outcome.append(exc)
+
+
+def test_hard_link_to_outside_is_refused(tmp_path: Path, pieces: dict[str, Any]) -> None:
+    bundle = _write(tmp_path / "bundle", pieces)
+    other = _write(tmp_path / "other", pieces, params={"other": 1})
+    (bundle / "model.ubj").unlink()
+    os.link(other / "model.ubj", bundle / "model.ubj")
+    _rehash(bundle, "model.ubj")
+    with pytest.raises(BundleError, match=r"model\.ubj has 2 hard links"):
+        load_bundle(bundle)
+
+
+def test_subdirectory_and_linked_bundle_directory_are_refused(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(bundle_dir)
+    with pytest.raises(BundleError, match=r"bundle directory .*link is a symbolic link"):
+        verify_bundle(link)
+    (bundle_dir / "nested").mkdir()
+    with pytest.raises(BundleError, match=r"nested is a directory"):
+        verify_bundle(bundle_dir)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("name", "../../tmp/x"), ("name", None), ("version", "v1/../../x"), ("name", "ok\n")],
+)
+def test_bad_name_or_version_in_the_manifest_is_refused(
+    bundle_dir: Path, key: str, value: Any
+) -> None:
+    manifest_path = bundle_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest[key] = value
+    manifest_path.write_text(json.dumps(manifest))
+    what = "model name" if key == "name" else "version"
+    with pytest.raises(BundleError, match=rf"manifest\.json: {what} .* is not allowed"):
         load_bundle(bundle_dir)

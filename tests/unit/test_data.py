@@ -275,6 +275,63 @@ def test_unsupported_column_type_is_refused() -> None:
         build_dataset(frame, target="label")
 
 
+@pytest.mark.parametrize(
+    ("values", "holds"),
+    [
+        ([[1, 2], [3]], "lists"),
+        ([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}], "structs"),
+        ([b"\x00\x01", b"\xff"], "binary data"),
+    ],
+)
+@pytest.mark.parametrize("column", ["tags", "label"])
+def test_parquet_list_struct_and_binary_columns_are_refused_by_name(
+    tmp_path: Path, values: list[object], holds: str, column: str
+) -> None:
+    frame = _frame()
+    frame[column] = [values[i % len(values)] for i in range(len(frame))]
+    path = tmp_path / "nested.parquet"
+    frame.to_parquet(path)  # pyarrow writes list / struct / binary column types
+    role = "target" if column == "label" else "feature"
+    with pytest.raises(
+        DataValidationError, match=rf"Column '{column}' holds {holds} .* as a {role}"
+    ):
+        load_dataset(path, target="label")
+
+
+def test_mixed_text_and_numbers_are_still_accepted() -> None:
+    frame = _frame()
+    frame["code"] = [1 if i % 2 else f"c{i % 5}" for i in range(len(frame))]
+    assert "code" in build_dataset(frame, target="label").schema.feature_names
+
+
+LABELS = ["no", "NO", "Yes", "YES", "yes", " yes ", "No"]
+
+
+def test_labels_differing_only_in_case_or_spaces_are_refused_with_the_fix() -> None:
+    frame = _frame().assign(label=[LABELS[i % len(LABELS)] for i in range(N)])
+    with pytest.raises(DataValidationError) as caught:
+        build_dataset(frame, target="label")
+    message = str(caught.value)
+    assert "'NO', 'No', 'no'" in message and "' yes ', 'YES', 'Yes', 'yes'" in message
+    assert "--normalize-labels" in message
+
+
+def test_normalize_labels_merges_each_group_into_its_most_frequent_spelling() -> None:
+    labels = ["yes"] * 30 + ["Yes "] * 5 + ["YES"] * 5 + ["No"] * 15 + ["no"] * 5
+    frame = _frame().assign(label=labels)
+    dataset = build_dataset(frame, target="label", normalize_labels=True)
+    assert dataset.schema.classes == ("No", "yes")
+    assert np.bincount(dataset.y).tolist() == [20, 40]
+    assert any("were merged" in note and "-> 'yes'" in note for note in dataset.notes)
+
+
+def test_distinct_labels_and_numeric_targets_are_not_merged() -> None:
+    frame = _frame()
+    assert build_dataset(frame, target="label").schema.classes == ("No", "Yes")
+    numeric = frame.assign(label=[" 1", "1", "0", "0 "] * (N // 4))
+    assert build_dataset(numeric, target="label").schema.classes == ("0", "1")
+
+
 def test_infinite_values_become_missing() -> None:
     frame = _frame()
     frame.loc[[2, 3], "amount"] = np.inf

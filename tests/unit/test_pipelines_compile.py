@@ -46,9 +46,11 @@ def test_package_loads_back_with_the_sdk() -> None:
         "gate_margin",
         "model_name",
         "registry_root",
+        "normalize_labels",
     } <= set(inputs)
     assert not inputs["data"].optional and not inputs["target"].optional
     assert inputs["gate_margin"].default == 0.0
+    assert inputs["normalize_labels"].default is False
     assert (
         pipeline.component_spec.outputs is not None and "Output" in pipeline.component_spec.outputs
     )

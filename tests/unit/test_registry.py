@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,7 +141,7 @@ def test_damaged_local_version_is_refused(tmp_path: Path) -> None:
 
 def test_bad_names_and_pointer(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "registry")
-    with pytest.raises(RegistryError, match="not a valid registry name"):
+    with pytest.raises(RegistryError, match=r"registry name .* is not allowed"):
         registry.versions("../etc")
     (tmp_path / "registry" / "churn").mkdir(parents=True)
     (tmp_path / "registry" / "churn" / "champion").write_text("not json", encoding="utf-8")
@@ -155,3 +156,24 @@ def test_default_root_follows_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert default_registry_root() == str(tmp_path / "home" / "registry")
     monkeypatch.setenv("KUBELOOP_REGISTRY", "s3://bucket/registry")
     assert default_registry_root() == "s3://bucket/registry"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"version": null}', "names version None, which is not a version id"),
+        ('{"version": "../../x"}', "names version '../../x', which is not a version id"),
+        ('{"version": 3}', "names version 3, which is not a version id"),
+        ("[]", "not valid JSON with a 'version'"),
+    ],
+)
+def test_bad_champion_pointer_names_the_problem_and_the_fix(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    registry = Registry(tmp_path / "registry")
+    (tmp_path / "registry" / "churn").mkdir(parents=True)
+    (tmp_path / "registry" / "churn" / "champion").write_text(content, encoding="utf-8")
+    with pytest.raises(RegistryError, match=re.escape(message)) as caught:
+        registry.champion("churn")
+    assert "point it at one of the versions (none yet)" in str(caught.value)
+    assert ".promote('churn', VERSION)" in str(caught.value)

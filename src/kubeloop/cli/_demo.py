@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from kubeloop.console import Progress, format_table
+from kubeloop.names import model_name_arg
 
 __all__ = ["register"]
 
@@ -27,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--data", type=Path, help="your CSV/Parquet instead of generated data")
     parser.add_argument("--target", help="target column of --data")
-    parser.add_argument("--model", default="churn", help="model name (default churn)")
+    parser.add_argument(
+        "--model", default="churn", type=model_name_arg, help="model name (default churn)"
+    )
     parser.add_argument("--rows", type=int, default=4000, help="generated reference rows")
     parser.add_argument("--traffic-rows", type=int, default=2000, help="rows per traffic phase")
     parser.add_argument("--workers", type=int, default=1, help="Ray workers per training run")

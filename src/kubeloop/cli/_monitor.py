@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kubeloop.console import Progress, format_table
+from kubeloop.names import model_name_arg
 
 __all__ = ["psi_table", "register"]
 
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--once", action="store_true", help="one run, then exit (CronJob)")
     mode.add_argument("--interval", type=float, metavar="S", help="run every S seconds")
-    parser.add_argument("--model", required=True, help="model name")
+    parser.add_argument("--model", required=True, type=model_name_arg, help="model name")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--registry", help="registry root (default: KUBELOOP_REGISTRY / home)")
     where.add_argument("--model-dir", type=Path, help="or one fixed bundle directory")

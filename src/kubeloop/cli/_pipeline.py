@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kubeloop.console import Progress
+from kubeloop.names import model_name_arg
 
 __all__ = ["register"]
 
@@ -18,11 +19,16 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--target", required=True, help="the column to predict")
     parser.add_argument(
-        "--model", default="model", help="model name / registry key (default model)"
-    )
+        "--model", default="model", type=model_name_arg,
+        help="model name / registry key (default model)",
+    )  # fmt: skip
     parser.add_argument(
         "--task", choices=("auto", "classification", "regression"), default="auto",
         help="learning task (default: inferred from the target)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--normalize-labels", action="store_true",
+        help="merge target labels that differ only in case or surrounding spaces",
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="Ray Train workers (default 2)")
     parser.add_argument(
@@ -83,6 +89,7 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
         "inference_service": args.inference_service,
         "namespace": args.namespace,
         "canary_percent": args.canary_percent or None,
+        "normalize_labels": args.normalize_labels or None,
     }
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kubeloop.names import model_name_arg
+
 __all__ = ["build_serve_parser", "register"]
 
 _DESCRIPTION = (
@@ -49,7 +51,9 @@ def build_serve_parser() -> argparse.ArgumentParser:
     source = ours.add_mutually_exclusive_group(required=True)
     source.add_argument("--model-dir", type=Path, help="serve this bundle directory")
     source.add_argument("--registry", help="registry root (path or URL); follow the champion")
-    ours.add_argument("--model", help="model name inside the registry (needs --registry)")
+    ours.add_argument(
+        "--model", type=model_name_arg, help="model name inside the registry (needs --registry)"
+    )
     # Aliases of KServe's --http_port/--grpc_port (whose defaults, 8080/8081, apply).
     for alias, dest in (("--http-port", "http_port"), ("--grpc-port", "grpc_port")):
         ours.add_argument(

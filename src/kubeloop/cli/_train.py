@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from kubeloop.console import Progress, format_table
+from kubeloop.names import NAME_RULE, is_valid_name, model_name_arg, shown
 
 __all__ = ["register"]
 
@@ -38,7 +39,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="bundle directory to create (default: out/<data name>-<UTC time>)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed for split and training")
-    parser.add_argument("--name", default=None, help="model name (default: the data file's stem)")
+    parser.add_argument(
+        "--name",
+        default=None,
+        type=model_name_arg,
+        help=f"model name: {NAME_RULE} (default: the data file's stem)",
+    )
+    parser.add_argument(
+        "--normalize-labels",
+        action="store_true",
+        help="merge target labels that differ only in case or surrounding spaces (e.g. 'yes', "
+        "'Yes', ' YES') into their most frequent spelling instead of refusing the data",
+    )
     parser.add_argument(
         "--ray-address",
         default=None,
@@ -56,6 +68,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1 (got {args.workers}).")
     stem = Path(str(args.data).rstrip("/")).stem or "model"
+    if args.name is None and not is_valid_name(stem):
+        raise ConfigError(
+            f"the default model name, the data file's stem {shown(stem)}, is not allowed "
+            f"({NAME_RULE}); pass --name NAME."
+        )
     out = args.out or Path("out") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     config = TrainConfig(workers=args.workers, seed=args.seed, ray_address=args.ray_address)
     result = run_training(
@@ -65,6 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         task=args.task,
         config=config,
         name=args.name or stem,
+        normalize_labels=args.normalize_labels,
         progress=Progress(prefix="train"),
     )
     columns = ("candidate", *SUMMARY_METRICS[result.bundle.schema.task])

@@ -11,7 +11,14 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 
-from kubeloop.data._infer import _factorized, _infer_column, _normalized, _parse_numbers
+from kubeloop.data._infer import (
+    _factorized,
+    _infer_column,
+    _normalized,
+    _parse_numbers,
+    refuse_unsupported,
+)
+from kubeloop.data._labels import merge_label_spellings
 from kubeloop.data._read import _frame_hash, _parse, _read_bytes, _suffix_format
 from kubeloop.data._schema import Dataset, FeatureInfo, Schema, Task
 from kubeloop.errors import ConfigError, DataValidationError
@@ -86,6 +93,7 @@ def build_dataset(
     task: Task | Literal["auto"] = "auto",
     min_rows: int = 50,
     data_hash: str | None = None,
+    normalize_labels: bool = False,
 ) -> Dataset:
     """Infer the schema of a table, validate it and separate features from the target.
 
@@ -95,6 +103,9 @@ def build_dataset(
         task: ``"auto"``, ``"classification"`` or ``"regression"``.
         min_rows: Fewest rows (with a target) accepted.
         data_hash: Hash of the source; computed from the frame's content when ``None``.
+        normalize_labels: Merge text labels of the target that differ only in case or
+            surrounding spaces (each group becomes its most frequent spelling) instead of
+            refusing them.
 
     Returns:
         Features in schema order, labels (class codes or floats), the schema and notes.
@@ -113,6 +124,10 @@ def build_dataset(
         )
     if target not in columns:
         raise _missing_target(target, columns)
+    for number, name in enumerate(columns):
+        refuse_unsupported(
+            name, frame.iloc[:, number], role="target" if name == target else "feature"
+        )
     digest = data_hash if data_hash is not None else _frame_hash(frame)
     frame = frame.copy(deep=False)  # never modify the caller's frame
     frame.columns = pd.Index(columns, dtype=object)
@@ -120,6 +135,11 @@ def build_dataset(
     notes: list[str] = []
 
     values, numeric = _target_values(target, frame[target])
+    if not numeric:
+        labels, merged = merge_label_spellings(target, frame[target], normalize=normalize_labels)
+        if merged:
+            notes.extend(merged)
+            values, numeric = _target_values(target, labels)
     missing = np.isnan(values) if numeric else (values == None)  # noqa: E711
     if missing.all():
         raise DataValidationError(
@@ -189,6 +209,7 @@ def load_dataset(
     target: str,
     task: Task | Literal["auto"] = "auto",
     min_rows: int = 50,
+    normalize_labels: bool = False,
 ) -> Dataset:
     """Read a file and build a validated :class:`Dataset` from it (file read once).
 
@@ -197,6 +218,7 @@ def load_dataset(
         target: Name of the label column.
         task: ``"auto"`` (see :mod:`kubeloop.data`), ``"classification"`` or ``"regression"``.
         min_rows: Fewest rows (with a target) accepted.
+        normalize_labels: See :func:`build_dataset`.
 
     Returns:
         The dataset; ``data_hash`` is the sha256 of the file's bytes.
@@ -214,4 +236,5 @@ def load_dataset(
         task=task,
         min_rows=min_rows,
         data_hash=hashlib.sha256(raw).hexdigest(),
+        normalize_labels=normalize_labels,
     )

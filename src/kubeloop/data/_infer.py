@@ -10,8 +10,18 @@ import pandas as pd
 
 from kubeloop.data._schema import ColumnKind, FeatureInfo, normalize_category
 from kubeloop.errors import DataValidationError
+from kubeloop.names import shown
 
 _NUMERIC_TEXT_SHARE = 0.95
+# pandas.api.types.infer_dtype answers that hold plain scalars only (no list, dict or bytes)
+_SCALAR_KINDS = frozenset(
+    {"string", "empty", "floating", "integer", "mixed-integer-float", "boolean", "decimal"}
+)
+_UNSUPPORTED: tuple[tuple[tuple[type, ...], str, str], ...] = (
+    ((list, tuple, set, frozenset, np.ndarray), "lists", "spread it over one column per element"),
+    ((dict,), "structs (records of fields)", "spread it over one column per field"),
+    ((bytes, bytearray, memoryview), "binary data", "decode it to text"),
+)
 
 
 @dataclass
@@ -92,6 +102,26 @@ def _is_id_like_numbers(values: np.ndarray, distinct: np.ndarray) -> bool:
         return False
     consecutive = distinct[-1] - distinct[0] == len(values) - 1
     return bool(consecutive or np.all(np.diff(values) > 0))
+
+
+def refuse_unsupported(name: str, series: pd.Series, *, role: str) -> None:
+    """Refuse a column holding lists, structs or binary values (Parquet ``list``, ``struct``,
+    ``map`` and ``binary`` columns arrive as such Python objects).
+
+    Raises:
+        DataValidationError: naming the column, what it holds, an example and the fix.
+    """
+    if not pd.api.types.is_object_dtype(series):
+        return
+    if pd.api.types.infer_dtype(series, skipna=True) in _SCALAR_KINDS:
+        return
+    for value in series.dropna():  # only mixed columns get here; the first offender stops it
+        for types, what, fix in _UNSUPPORTED:
+            if isinstance(value, types):
+                raise DataValidationError(
+                    f"Column '{name}' holds {what} (e.g. {shown(value)}), which kubeloop cannot "
+                    f"use as a {role}; {fix}, or drop the column."
+                )
 
 
 def _infer_numeric(name: str, values: np.ndarray, notes: list[str]) -> _Column:

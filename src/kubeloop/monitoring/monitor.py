@@ -39,6 +39,7 @@ from kubeloop.monitoring.sources import (
     SourceError,
     counter_delta,
 )
+from kubeloop.names import check_name
 
 __all__ = ["MonitorConfig", "MonitorResult", "parse_window", "run_forever", "run_once"]
 
@@ -105,6 +106,7 @@ class MonitorConfig:
     retries: int = 2
 
     def __post_init__(self) -> None:
+        check_name(self.model, what="--model")
         if (self.registry is None) == (self.model_dir is None):
             raise ConfigError("Pass exactly one of --registry ROOT or --model-dir DIR.")
         if not (self.metrics_url or self.prometheus_url or self.payload_log):

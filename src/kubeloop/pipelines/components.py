@@ -38,7 +38,13 @@ def component_image() -> str:
 
 
 def ingest_validate(
-    data: str, target: str, task: str, seed: int, splits: Output[Dataset], report: Output[Markdown]
+    data: str,
+    target: str,
+    task: str,
+    seed: int,
+    splits: Output[Dataset],
+    report: Output[Markdown],
+    normalize_labels: bool = False,
 ) -> None:
     """Read the data (path or s3:// URL), validate it and split it deterministically."""
     from pathlib import Path
@@ -52,6 +58,7 @@ def ingest_validate(
         task=task,
         seed=seed,
         out=Path(splits.path),
+        normalize_labels=normalize_labels,
         progress=Progress(prefix="validate"),
     )
     Path(report.path).write_text(summary, encoding="utf-8")

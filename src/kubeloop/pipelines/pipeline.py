@@ -66,6 +66,7 @@ def build_pipeline(
         data: str,
         target: str,
         task: str = "auto",
+        normalize_labels: bool = False,
         model_name: str = "model",
         workers: int = 2,
         num_boost_round: int = 2000,
@@ -79,7 +80,9 @@ def build_pipeline(
         canary_percent: int = 0,
         deploy_timeout_seconds: int = 600,
     ) -> str:
-        validate = c.ingest_validate(data=data, target=target, task=task, seed=seed)
+        validate = c.ingest_validate(
+            data=data, target=target, task=task, seed=seed, normalize_labels=normalize_labels
+        )
         splits = validate.outputs["splits"]
         features = c.prepare_features(splits=splits)
         # What train trains on and with, and evaluate records in the manifest and MLflow.

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kubeloop.console import ProgressFn, quiet
+from kubeloop.names import check_name
 from kubeloop.pipelines.cluster import run_state, submit_run
 from kubeloop.pipelines.gating import GateDecision
 from kubeloop.pipelines.pipeline import CLUSTER_REGISTRY
@@ -61,7 +62,12 @@ def pipeline_arguments(
     seed: int = 0,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The pipeline's parameters from the run settings (unset optional ones are left out)."""
+    """The pipeline's parameters from the run settings (unset optional ones are left out).
+
+    Raises:
+        ConfigError: ``model_name`` breaks :data:`kubeloop.names.NAME_RULE`.
+    """
+    check_name(model_name)
     arguments: dict[str, Any] = {
         "data": data,
         "target": target,
@@ -122,7 +128,8 @@ def start_training_run(
         run_name: KFP run name (cluster only).
         progress: Called with one human line per milestone.
         **cluster_options: More pipeline parameters (``inference_service``, ``namespace``,
-            ``canary_percent``, ``seed``) and, for a cluster, ``experiment``.
+            ``canary_percent``, ``seed``, ``normalize_labels``) and, for a cluster,
+            ``experiment``.
 
     Returns:
         The outcome (local) or the submitted run's id (cluster).
@@ -131,6 +138,7 @@ def start_training_run(
         KubeloopError: A local step failed; e.g. ``DataValidationError`` from validate, with
             the registry and champion untouched.
     """
+    check_name(model_name)
     say = progress or quiet
     experiment = cluster_options.pop("experiment", "kubeloop")
     if host:

@@ -57,9 +57,18 @@ def _read_json(path: Path) -> Any:
 
 
 def ingest(
-    data: str, *, target: str, task: str, out: Path, seed: int = 0, progress: ProgressFn = quiet
+    data: str,
+    *,
+    target: str,
+    task: str,
+    out: Path,
+    seed: int = 0,
+    normalize_labels: bool = False,
+    progress: ProgressFn = quiet,
 ) -> str:
     """Read and validate the data, split it deterministically, and write the splits.
+
+    ``normalize_labels``: see :func:`kubeloop.data.build_dataset`.
 
     Returns:
         A Markdown summary (rows, task, features, notes) for the KFP UI.
@@ -67,7 +76,12 @@ def ingest(
     Raises:
         DataValidationError: The data cannot be trained on; ``out`` is left empty.
     """
-    dataset = load_dataset(data, target=target, task=task)  # type: ignore[arg-type]
+    dataset = load_dataset(
+        data,
+        target=target,
+        task=task,  # type: ignore[arg-type]
+        normalize_labels=normalize_labels,
+    )
     splits = split_dataset(dataset, seed=seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@
 A daemon thread polls ``<root>/<model>/champion``. When it names a new version the bundle is
 fetched, verified and warmed up beside the one being served (:meth:`BundleModel.swap`), then one
 reference is replaced: requests in flight finish on the bundle they started with. A version that
-fails to load is logged and counted once and not retried until the pointer moves again; the
-previous bundle keeps serving.
+fails to load is logged and counted once and not retried until the pointer moves again; a pointer
+that cannot be read or names no valid version is logged once per distinct problem (not on every
+poll); the previous bundle keeps serving.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class ChampionWatcher:
         self._name = name
         self._interval = interval
         self._failed: str | None = None
+        self._problem: str | None = None  # the pointer problem last reported
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -60,8 +62,18 @@ class ChampionWatcher:
         try:
             version = self._registry.champion(self._name)
         except (KubeloopError, OSError) as exc:
-            _log.warning("cannot read the champion of %s: %s", self._name, exc)
+            if str(exc) != self._problem:
+                self._problem = str(exc)
+                _log.error(
+                    "cannot follow the champion of %s; still serving %s: %s",
+                    self._name,
+                    served.version if served is not None else "nothing",
+                    exc,
+                )
             return False
+        if self._problem is not None:
+            self._problem = None
+            _log.info("the champion pointer of %s is readable again", self._name)
         if version is None or (served is not None and version == served.version):
             self._failed = None
             return False

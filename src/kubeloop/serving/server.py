@@ -9,14 +9,14 @@ shutdown: on SIGTERM uvicorn stops accepting connections and finishes the reques
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubeloop.bundle import MANIFEST
-from kubeloop.errors import BundleError, ConfigError
+from kubeloop.bundle import verify_bundle
+from kubeloop.errors import ConfigError
+from kubeloop.names import check_name
 from kubeloop.serving._http import install_http_guards
 from kubeloop.serving._payload_log import PayloadLogger
 from kubeloop.serving._swap import ChampionWatcher
@@ -69,6 +69,10 @@ class ServeOptions:
             raise ConfigError("Pass exactly one of --model-dir DIR or --registry DIR --model NAME.")
         if self.registry is not None and not self.model:
             raise ConfigError("--registry needs --model NAME (the model inside the registry).")
+        if self.model is not None:
+            check_name(self.model, what="--model")
+        if self.name is not None:
+            check_name(self.name, what="--model_name")
         if self.poll_interval <= 0:
             raise ConfigError(f"--poll-interval must be positive; got {self.poll_interval}.")
         if self.max_request_bytes <= 0:
@@ -80,13 +84,8 @@ class ServeOptions:
 
 
 def _bundle_name(model_dir: Path) -> str:
-    try:
-        return str(json.loads((model_dir / MANIFEST).read_text(encoding="utf-8"))["name"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BundleError(
-            f"{model_dir} is not a kubeloop bundle (no readable {MANIFEST} with a name): {exc}; "
-            "point --model-dir at a directory written by `kubeloop train`."
-        ) from exc
+    # Verified first: a link or a bad name in the bundle is refused before the name is used.
+    return str(verify_bundle(model_dir)["name"])
 
 
 def build_model(options: ServeOptions) -> BundleModel:

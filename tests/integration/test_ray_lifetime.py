@@ -1,0 +1,69 @@
+"""A ``kill -9`` of ``kubeloop train`` leaves none of its Ray processes behind.
+
+Other Ray instances run on the same machine (other test runs), so only the processes of this
+run are counted: the test puts a variable of its own into the environment of the ``kubeloop
+train`` it starts, and every process of that run's Ray (GCS, raylet, agents, workers, actors)
+inherits it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kubeloop.training._reaper import marked_processes
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+KUBELOOP = Path(sys.executable).with_name("kubeloop")
+VARIABLE = "KUBELOOP_TEST_RUN"
+
+
+def test_kill_9_of_train_leaves_no_ray_process(tmp_path: Path, churn_frame: pd.DataFrame) -> None:
+    data = tmp_path / "churn.csv"
+    churn_frame.to_csv(data, index=False)
+    run = uuid.uuid4().hex
+    env = {**os.environ, VARIABLE: run, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    log = tmp_path / "train.log"
+    command = [str(KUBELOOP), "train", "--data", str(data), "--target", "churned"]
+    with log.open("wb") as handle:
+        train = subprocess.Popen(
+            [*command, "--out", str(tmp_path / "bundle"), "--workers", "2"],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        # XGBoost has been trained over Ray: the head, its agents and idle workers are up (the
+        # agents and workers are what survived a kill -9 before).
+        wait_for(
+            lambda: "xgboost: validation score" in log.read_text() or train.poll() is not None,
+            what="XGBoost to finish on Ray",
+            timeout=600,
+        )
+        assert train.poll() is None, log.read_text()[-3000:]
+        ours = [pid for pid in marked_processes(run, variable=VARIABLE) if pid != train.pid]
+        assert len(ours) >= 3, f"expected Ray's processes, found {ours}"
+        train.send_signal(signal.SIGKILL)
+        assert train.wait(timeout=30) == -signal.SIGKILL
+        wait_for(
+            lambda: not list(marked_processes(run, variable=VARIABLE)),
+            what="every Ray process of the killed run to exit",
+            timeout=60,
+        )
+    finally:
+        if train.poll() is None:
+            train.kill()
+            train.wait()
+        for pid in marked_processes(run, variable=VARIABLE):  # only this run's, if it failed
+            os.kill(pid, signal.SIGKILL)
+    assert not (tmp_path / "bundle").exists()
