@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROWS_TRAIN = 20_000
 TREES = 300
@@ -183,7 +182,9 @@ def explain_latency(work: Path, bundle: Path, requests: int) -> None:
         p50 = {verb: statistics.median(values) * 1000 for verb, values in times.items()}
         print(f"(c) single-row V1 requests, {requests} each, alternating:")
         print(f"    :predict p50 {p50['predict']:.2f} ms; :explain p50 {p50['explain']:.2f} ms")
-        print(f"    ratio explain / predict p50: {p50['explain'] / p50['predict']:.2f}  (target <= 2)")
+        print(
+            f"    ratio explain / predict p50: {p50['explain'] / p50['predict']:.2f}  (target <= 2)"
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)

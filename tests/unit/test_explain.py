@@ -135,10 +135,7 @@ def test_categorical_columns_transform_like_lists() -> None:
         {c: (v.tolist() if v.dtype == object else v) for c, v in columns.items()}
     )
     fast = transform.transform_columns(
-        {
-            c: (pd.Categorical(v) if v.dtype == object else v)
-            for c, v in columns.items()
-        }
+        {c: (pd.Categorical(v) if v.dtype == object else v) for c, v in columns.items()}
     )
     np.testing.assert_array_equal(fast.matrix, plain.matrix)
     assert fast.imputed == plain.imputed and fast.unknown == plain.unknown

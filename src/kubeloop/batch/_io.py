@@ -42,18 +42,28 @@ class ChunkReader:
         path: ``.csv`` (optionally compressed) or ``.parquet`` path or URL.
         chunk_rows: Rows per chunk.
         text_columns: Columns read as text (CSV) or dictionary-encoded (Parquet).
+        raw_columns: Columns read as text from CSV (a stable type in every chunk) and as
+            stored from Parquet.
 
     Attributes:
         columns: Every column name of the table, in file order.
         total_rows: Row count when the format records it (Parquet), else ``None``.
     """
 
-    def __init__(self, path: str, *, chunk_rows: int, text_columns: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        chunk_rows: int,
+        text_columns: Sequence[str] = (),
+        raw_columns: Sequence[str] = (),
+    ) -> None:
         self.path = path
         self.format = _suffix_format(path)
         self.chunk_rows = chunk_rows
         self._handle = _open(path, "rb")
         self._text = list(text_columns)
+        self._raw = list(raw_columns)
         self.total_rows: int | None = None
         try:
             if self.format == "parquet":
@@ -94,7 +104,7 @@ class ChunkReader:
                 yield from pd.read_csv(
                     self._handle,
                     usecols=list(columns),
-                    dtype={name: str for name in text},
+                    dtype={name: str for name in [*text, *self._raw] if name in columns},
                     chunksize=self.chunk_rows,
                     compression=self._compression,
                 )

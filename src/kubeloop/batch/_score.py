@@ -276,7 +276,9 @@ def score_table(
     bundle = served.bundle
     schema = bundle.schema
     text = [f.name for f in schema.features if not f.is_numeric]
-    reader = ChunkReader(options.data, chunk_rows=options.chunk_rows, text_columns=text)
+    reader = ChunkReader(
+        options.data, chunk_rows=options.chunk_rows, text_columns=text, raw_columns=options.keep
+    )
     try:
         _check_columns(served, options.data, reader.columns)
         unknown = [name for name in options.keep if name not in reader.columns]
@@ -290,8 +292,7 @@ def score_table(
                 f"ignored (not model inputs): {', '.join(ignored)}; copy one to the output "
                 "with --keep COL"
             )
-        keep = [c for c in options.keep if c not in schema.feature_names]
-        wanted = [*schema.feature_names, *keep]
+        wanted = list(dict.fromkeys([*schema.feature_names, *options.keep]))
         result = _run(options, served, reader, wanted, bar)
     finally:
         reader.close()
@@ -324,7 +325,7 @@ def _run(
     keep = [c for c in options.keep if c in wanted]
     profile = served.bundle.reference_profile
     try:
-        for frame in reader.chunks(list(dict.fromkeys([*wanted, *options.keep]))):
+        for frame in reader.chunks(wanted):
             frame = frame.reset_index(drop=True)
             chunk = _Chunk(served, frame)
             matrix = chunk.transform().matrix

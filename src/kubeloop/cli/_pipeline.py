@@ -166,9 +166,8 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from kubeloop.pipelines.pipeline import compile_components, compile_pipeline
-
     from kubeloop.pipelines.batch import compile_batch
+    from kubeloop.pipelines.pipeline import compile_components, compile_pipeline
 
     print(f"pipeline: {compile_pipeline(args.out)}")
     for path in compile_components(args.components_dir):

@@ -213,7 +213,9 @@ class FastTransform:
             column = columns[name]
             if hasattr(column, "categories") and hasattr(column, "codes"):
                 # pandas Categorical (batch scoring): each distinct value once, then a take
-                result.append(self._categorical_column(column, lookup, fill, name, imputed, unknown))
+                result.append(
+                    self._categorical_column(column, lookup, fill, name, imputed, unknown)
+                )
                 continue
             values = column if type(column) is list else np.asarray(column, dtype=object).tolist()
             try:
@@ -254,7 +256,10 @@ class FastTransform:
         from kubeloop.data import normalize_category
 
         absent = np.array(
-            [m < 0 and normalize_category(c) is None for m, c in zip(mapped, categories, strict=True)]
+            [
+                m < 0 and normalize_category(c) is None
+                for m, c in zip(mapped, categories, strict=True)
+            ]
             + [True],
             dtype=bool,
         )

@@ -59,7 +59,9 @@ def batch_predict(
         keep=tuple(c.strip() for c in keep.split(",") if c.strip()), chunk_rows=chunk_rows,
     )  # fmt: skip
     result = score_table(options, progress=Progress(prefix="batch"))
-    print(f"scored {result.scored} of {result.rows} rows -> {result.out}; rejected {result.rejected}")
+    print(
+        f"scored {result.scored} of {result.rows} rows -> {result.out}; rejected {result.rejected}"
+    )
     content = {
         "version": result.version, "rows": result.rows, "rejected": result.rejected,
         "out": result.out, "rejects": result.rejects,
@@ -107,12 +109,12 @@ def build_batch_pipeline(
             registry_root=registry_root,
             keep=keep,
             chunk_rows=chunk_rows,
-            run_time=dsl.PIPELINE_JOB_SCHEDULED_TIME_UTC_PLACEHOLDER,
+            run_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
         )
         step.set_display_name("batch-predict")
         step.set_caching_options(enable_caching=False)
         _object_storage(step, s3_secret, s3_endpoint)
-        return step.output
+        return step.outputs["Output"]
 
     return batch_scoring_pipeline
 

@@ -35,7 +35,13 @@ from kubeloop.explain import Explainer, Explanation
 if TYPE_CHECKING:
     from kubeloop.serving._served import Served
 
-__all__ = ["EXPLAIN_OUTPUTS", "explain_outputs", "explainer_of", "v1_explanations", "wants_explanation"]
+__all__ = [
+    "EXPLAIN_OUTPUTS",
+    "explain_outputs",
+    "explainer_of",
+    "v1_explanations",
+    "wants_explanation",
+]
 
 EXPLAIN_OUTPUTS = ("contributions", "bias", "margin")
 
@@ -92,8 +98,7 @@ def v1_explanations(served: Served, matrix: np.ndarray, raw: np.ndarray) -> list
         return [
             {
                 "contributions": {
-                    cls: dict(zip(features, row[k], strict=True))
-                    for k, cls in enumerate(classes)
+                    cls: dict(zip(features, row[k], strict=True)) for k, cls in enumerate(classes)
                 },
                 "bias": dict(zip(classes, bias[i], strict=True)),
                 "margin": dict(zip(classes, margin[i], strict=True)),

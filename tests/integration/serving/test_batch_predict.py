@@ -120,12 +120,14 @@ def test_bad_rows_go_to_rejects_with_the_server_message(
 
 
 def test_missing_feature_column_fails_clearly(small_bundle: Path, tmp_path: Path) -> None:
-    frame = generate_churn(50, seed=1).drop(columns=["tenure"])
+    frame = generate_churn(50, seed=1).drop(columns=["tenure_months"])
     data = tmp_path / "in.csv"
     frame.to_csv(data, index=False)
-    done = _predict("--model-dir", str(small_bundle), "--data", str(data), "--out", str(tmp_path / "o.csv"))
+    done = _predict(
+        "--model-dir", str(small_bundle), "--data", str(data), "--out", str(tmp_path / "o.csv")
+    )
     assert done.returncode == 2
-    assert "no column 'tenure'" in done.stderr
+    assert "no column 'tenure_months'" in done.stderr
     done = _predict(
         "--model-dir", str(small_bundle), "--data", str(data).replace(".csv", ".txt"),
         "--out", str(tmp_path / "o.csv"),
