@@ -5,9 +5,11 @@ A bundle's model sees the preprocessor's output columns (numerics, then one colu
 output columns and summed back to the feature each column came from (a one-hot block sums to its
 categorical feature), so ``sum(contributions) + bias == margin`` for every row and class:
 
-- XGBoost (boosting and random-forest mode): exact TreeSHAP, ``Booster.predict(...,
-  pred_contribs=True)``; the bias is its last column (the expected margin, ``base_score``
-  included).
+- XGBoost (boosting and random-forest mode): exact (path-dependent) TreeSHAP, the values of
+  ``Booster.predict(..., pred_contribs=True)``; the bias is the expected margin (``base_score``
+  included). They are computed by :class:`kubeloop._treeshap.TreeShap` (per-leaf tables, about
+  4x faster than XGBoost's recursion for one row) when it can tabulate the model, else by
+  XGBoost itself.
 - Linear models: ``coefficient x transformed value`` per column; the bias is the intercept.
 
 Margins are raw scores before the link: log-odds of ``classes[1]`` (binary), one score per class
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import xgboost
 
+from kubeloop._treeshap import TreeShap
 from kubeloop.features import PreprocessorSpec
 from kubeloop.models import LinearModel, TabularModel, XGBoostModel
 
@@ -67,13 +70,20 @@ class Explainer:
         model: The bundle's model.
         spec: The bundle's preprocessor (output column -> input feature).
         features: Input feature names in schema order (the order of the result).
+        max_table_entries: Largest TreeSHAP table (float64 entries) built for a booster;
+            a larger model is explained by XGBoost's own TreeSHAP.
 
     Raises:
         TypeError: ``model`` is neither an XGBoost nor a linear model.
     """
 
     def __init__(
-        self, model: TabularModel, spec: PreprocessorSpec, features: Sequence[str]
+        self,
+        model: TabularModel,
+        spec: PreprocessorSpec,
+        features: Sequence[str],
+        *,
+        max_table_entries: int = 1 << 22,
     ) -> None:
         if not isinstance(model, XGBoostModel | LinearModel):
             raise TypeError(f"cannot explain a {type(model).__name__}")
@@ -81,19 +91,27 @@ class Explainer:
         self.features = tuple(features)
         self._map = _feature_map(spec, self.features)
         self._boosters: tuple[xgboost.Booster, xgboost.Booster] | None = None
+        self._tables: TreeShap | None = None
         if isinstance(model, XGBoostModel):
-            single = model.booster.copy()
-            single.set_param({"nthread": 1})
-            self._boosters = (single, model.booster)
+            try:
+                self._tables = TreeShap.from_booster(model.booster, max_entries=max_table_entries)
+            except ValueError:  # not tabulated (too deep, other objective): XGBoost's TreeSHAP
+                single = model.booster.copy()
+                single.set_param({"nthread": 1})
+                self._boosters = (single, model.booster)
 
     def explain(self, matrix: np.ndarray) -> Explanation:
         """Contributions of the transformed rows ``matrix`` (``FastTransform`` output)."""
         x = np.asarray(matrix, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self._map.shape[0]:
             raise ValueError(f"expected a (rows, {self._map.shape[0]}) matrix; got {x.shape}")
-        if self._boosters is not None:
+        if self._tables is not None:
+            raw = self._tables.contributions(x)
+            columns, bias = raw[:, :, :-1], raw[:, :, -1]
+            margin = raw.sum(axis=2)  # SHAP values add up to the margin (exactly, in float64)
+        elif self._boosters is not None:
             booster = self._boosters[0] if len(x) <= _SMALL else self._boosters[1]
-            data = xgboost.DMatrix(x, missing=np.nan)
+            data = xgboost.DMatrix(x, missing=np.nan, nthread=1 if len(x) <= _SMALL else 0)
             raw = booster.predict(data, pred_contribs=True, strict_shape=True)
             raw = np.asarray(raw, dtype=np.float64).reshape(len(x), -1, x.shape[1] + 1)
             columns, bias = raw[:, :, :-1], raw[:, :, -1]

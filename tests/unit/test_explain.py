@@ -140,3 +140,33 @@ def test_categorical_columns_transform_like_lists() -> None:
     np.testing.assert_array_equal(fast.matrix, plain.matrix)
     assert fast.imputed == plain.imputed and fast.unknown == plain.unknown
     assert fast.unknown[name] == 3 and fast.imputed[name] >= 5
+
+
+@pytest.mark.parametrize(
+    ("case", "forest"), [("binary", False), ("multiclass", False), ("binary", True)]
+)
+def test_tabulated_treeshap_equals_xgboost(case: str, forest: bool) -> None:
+    from kubeloop._treeshap import TreeShap
+
+    _, _, model, matrix = _xgboost(case, forest=forest)
+    matrix = matrix[:150].copy()
+    matrix[::3, 1] = np.nan
+    want = model.booster.predict(xgboost.DMatrix(matrix), pred_contribs=True, strict_shape=True)
+    got = TreeShap.from_booster(model.booster).contributions(matrix)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_xgboost_treeshap_is_the_fallback() -> None:
+    """A model too large to tabulate is explained by XGBoost's own TreeSHAP, same values."""
+    from kubeloop._treeshap import TreeShap
+
+    dataset, spec, model, matrix = _xgboost("binary")
+    fast = Explainer(model, spec, dataset.schema.feature_names).explain(matrix[:40])
+    with pytest.raises(ValueError, match="exceed 8 entries"):
+        TreeShap.from_booster(model.booster, max_entries=8)
+    slow = Explainer(model, spec, dataset.schema.feature_names, max_table_entries=8)
+    assert slow._tables is None
+    explained = slow.explain(matrix[:40])
+    np.testing.assert_allclose(explained.contributions, fast.contributions, atol=1e-5)
+    np.testing.assert_allclose(explained.margin, fast.margin, atol=1e-5)

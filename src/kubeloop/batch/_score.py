@@ -183,9 +183,11 @@ class _Chunk:
                 continue
             if pd.api.types.is_numeric_dtype(series.dtype) and series.dtype != bool:
                 values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-            else:  # text in a numeric column (CSV): numbers as text are numbers, the rest bad
+            else:  # text in a numeric column (CSV): numbers as text are numbers, blank text
+                # is missing (as an empty cell), any other text is checked by the server's rules
                 values = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
-                suspects |= np.isnan(values) & series.notna().to_numpy()
+                for row in np.flatnonzero(np.isnan(values) & series.notna().to_numpy()).tolist():
+                    suspects[row] = bool(str(series.iat[row]).strip())
             suspects |= np.isinf(values)
             self.columns[feature.name] = values
         for row in np.flatnonzero(suspects).tolist():
@@ -196,9 +198,16 @@ class _Chunk:
         from kubeloop.serving._decode import RequestError
 
         served = self.served
-        instance = {
-            f.name: _plain(self.frame[f.name].iat[row]) for f in served.bundle.schema.features
-        }
+        instance: dict[str, Any] = {}
+        for feature in served.bundle.schema.features:
+            raw = _plain(self.frame[feature.name].iat[row])
+            if feature.is_numeric:  # as read: a number (inf too), or the text that is none
+                number = float(self.columns[feature.name][row])
+                blank = not isinstance(raw, str) or not raw.strip()
+                raw = (
+                    None if math.isnan(number) and blank else raw if math.isnan(number) else number
+                )
+            instance[feature.name] = raw
         try:
             columns, _ = served.decoder.from_v1({"instances": [instance]})
             served.transform.transform_columns(columns)

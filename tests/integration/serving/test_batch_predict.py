@@ -24,6 +24,11 @@ def _predict(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _server_predictions(server: Server, frame: pd.DataFrame, names: tuple[str, ...]) -> Any:
+    """The server's V1 answers for the rows of ``frame`` (coerced as the training data was:
+    blank text in a numeric column is missing)."""
+    from kubeloop.data import build_dataset
+
+    frame = build_dataset(frame.reset_index(drop=True), target="churned").X
     rows = frame[list(names)].astype(object).where(frame[list(names)].notna(), None)
     instances = [dict(zip(names, r, strict=True)) for r in rows.itertuples(index=False)]
     reply = httpx.post(

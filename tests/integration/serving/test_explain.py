@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kubeloop.data import build_dataset
 from kubeloop.synth import generate_churn
 from tests.integration.serving.conftest import KUBELOOP, Server, build_bundle, start_server
 
@@ -20,8 +21,9 @@ pytestmark = pytest.mark.integration
 def _instances(bundle: Path, rows: int, seed: int = 5) -> list[dict[str, Any]]:
     from kubeloop.bundle import load_bundle
 
-    names = load_bundle(bundle).schema.feature_names
-    frame = generate_churn(rows, seed=seed)[list(names)]
+    schema = load_bundle(bundle).schema
+    names = schema.feature_names
+    frame = build_dataset(generate_churn(rows, seed=seed), target=schema.target).X[list(names)]
     frame = frame.astype(object).where(frame.notna(), None)
     return [dict(zip(names, row, strict=True)) for row in frame.itertuples(index=False)]
 
