@@ -63,9 +63,14 @@ def _bundle(work: Path) -> Path:
 
 
 def _table(path: Path, rows: int, seed: int) -> None:
+    """Generated rows as typed Parquet (the text-with-blanks numeric column as numbers)."""
+    import pandas as pd
+
     from kubeloop.synth import generate_churn
 
-    generate_churn(rows, seed=seed).to_parquet(path, index=False, row_group_size=50_000)
+    frame = generate_churn(rows, seed=seed)
+    frame["total_charges"] = pd.to_numeric(frame["total_charges"], errors="coerce")
+    frame.to_parquet(path, index=False, row_group_size=50_000)
 
 
 def throughput(work: Path, bundle: Path, data: Path, rows: int, rounds: int) -> None:

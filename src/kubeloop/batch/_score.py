@@ -107,7 +107,7 @@ def _serve(path: Path) -> Any:
     from kubeloop.serving._served import Served
 
     bundle = load_bundle(path)
-    return Served.prepare(bundle, bundle.name, drift_counters=False)
+    return Served.prepare(bundle, bundle.name, drift_counters=False, compile_forest=False)
 
 
 def _check_columns(served: Any, data: str, columns: Sequence[str]) -> None:

@@ -23,12 +23,13 @@ def _predict(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _server_predictions(server: Server, frame: pd.DataFrame, names: tuple[str, ...]) -> Any:
-    """The server's V1 answers for the rows of ``frame`` (coerced as the training data was:
-    blank text in a numeric column is missing)."""
-    from kubeloop.data import build_dataset
-
-    frame = build_dataset(frame.reset_index(drop=True), target="churned").X
+def _server_predictions(server: Server, frame: pd.DataFrame, schema: Any) -> Any:
+    """The server's V1 answers for the rows of ``frame`` (blank text in a numeric column is
+    missing, as in training and in ``kubeloop predict``)."""
+    names = schema.feature_names
+    frame = frame.copy()
+    for name in schema.numeric_features:
+        frame[name] = pd.to_numeric(frame[name], errors="coerce")
     rows = frame[list(names)].astype(object).where(frame[list(names)].notna(), None)
     instances = [dict(zip(names, r, strict=True)) for r in rows.itertuples(index=False)]
     reply = httpx.post(
@@ -65,7 +66,7 @@ def test_predict_equals_the_server_row_by_row(
     assert list(result.columns) == ["customer_id", "label", "probability"]
     assert len(result) == len(frame)
     assert result["customer_id"].astype(str).tolist() == frame["customer_id"].astype(str).tolist()
-    served = _server_predictions(server, frame, schema.feature_names)
+    served = _server_predictions(server, frame, schema)
     assert result["label"].astype(str).tolist() == [p["label"] for p in served]
     np.testing.assert_allclose(
         result["probability"].to_numpy(), [p["probability"] for p in served], atol=1e-6, rtol=0
@@ -116,7 +117,7 @@ def test_bad_rows_go_to_rejects_with_the_server_message(
     assert "infinite" in rejects.loc[1, "reason"]
     # the good rows equal the server's answers
     good = frame.drop(index=[7, 150])
-    served = _server_predictions(server, good, schema.feature_names)
+    served = _server_predictions(server, good, schema)
     np.testing.assert_allclose(
         result.drop(index=[7, 150])["probability"].to_numpy(),
         [p["probability"] for p in served],

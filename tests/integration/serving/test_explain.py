@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 
-from kubeloop.data import build_dataset
 from kubeloop.synth import generate_churn
 from tests.integration.serving.conftest import KUBELOOP, Server, build_bundle, start_server
 
@@ -23,7 +23,9 @@ def _instances(bundle: Path, rows: int, seed: int = 5) -> list[dict[str, Any]]:
 
     schema = load_bundle(bundle).schema
     names = schema.feature_names
-    frame = build_dataset(generate_churn(rows, seed=seed), target=schema.target).X[list(names)]
+    frame = generate_churn(rows, seed=seed)[list(names)]
+    for name in schema.numeric_features:  # blank text is missing, as in training
+        frame[name] = pd.to_numeric(frame[name], errors="coerce")
     frame = frame.astype(object).where(frame.notna(), None)
     return [dict(zip(names, row, strict=True)) for row in frame.itertuples(index=False)]
 
