@@ -180,7 +180,7 @@ def test_cli_explain_prints_the_server_answer(
         [str(KUBELOOP), "explain", "--model-dir", str(small_bundle), "--data", str(rows)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
@@ -203,7 +203,7 @@ def test_cli_explain_regression(tmp_path: Path) -> None:
         [str(KUBELOOP), "explain", "--model-dir", str(bundle), "--data", str(rows)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     for item in json.loads(done.stdout)["explanations"]:
