@@ -258,7 +258,9 @@ def _residuals(path: Path, y: np.ndarray, p: np.ndarray) -> Path:
     return _save(figure, path)
 
 
-def _importance(path: Path, top: list[tuple[str, float]]) -> Path:
+def _importance(
+    path: Path, top: list[tuple[str, float]], title: str = "Feature importance"
+) -> Path:
     figure = _figure(6.0, max(2.5, 0.3 * len(top) + 1.0))
     axes = figure.add_subplot()
     if top:
@@ -267,7 +269,7 @@ def _importance(path: Path, top: list[tuple[str, float]]) -> Path:
         axes.tick_params(axis="y", labelsize="small")
     else:
         axes.text(0.5, 0.5, "no feature importance available", ha="center", va="center")
-    axes.set_title(f"Feature importance (top {len(top)})")
+    axes.set_title(f"{title} (top {len(top)})")
     return _save(figure, path)
 
 
@@ -279,12 +281,15 @@ def write_plots(
     prediction: np.ndarray,
     importance: Mapping[str, float],
     classes: Sequence[str] = (),
+    contributions: Mapping[str, float] | None = None,
 ) -> list[Path]:
     """Write the evaluation plots as PNG files into ``directory`` (created if missing).
 
     Classification: ``roc.png``, ``pr.png`` (one-vs-rest curves when there are more than two
     classes) and ``confusion.png`` (at threshold 0.5 / the most probable class); regression:
-    ``residuals.png``; always ``importance.png`` (the top 20 features). Figures are drawn on
+    ``residuals.png``; always ``importance.png`` (the top 20 features); with
+    ``contributions`` (mean absolute contribution per input feature), ``global_importance.png``.
+    Figures are drawn on
     matplotlib's Agg canvas without pyplot, so no display is needed and no global backend changes.
 
     Returns:
@@ -306,4 +311,13 @@ def write_plots(
         written.append(_confusion(directory / "confusion.png", matrix, names))
     top = sorted(importance.items(), key=lambda kv: (-float(kv[1]), kv[0]))[:_IMPORTANCE_TOP]
     written.append(_importance(directory / "importance.png", top))
+    if contributions is not None:
+        ranked = sorted(contributions.items(), key=lambda kv: (-float(kv[1]), kv[0]))
+        written.append(
+            _importance(
+                directory / "global_importance.png",
+                ranked[:_IMPORTANCE_TOP],
+                "Mean |contribution| per input feature, test split",
+            )
+        )
     return written

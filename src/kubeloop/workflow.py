@@ -25,6 +25,7 @@ from kubeloop.console import ProgressFn, quiet
 from kubeloop.data import Dataset, Part, Schema, Task, build_dataset, load_dataset, split_dataset
 from kubeloop.errors import ConfigError, TrainingError
 from kubeloop.evaluation import evaluate, write_plots
+from kubeloop.explain import Explainer, global_importance
 from kubeloop.features import FastTransform, PreprocessorSpec, fit_preprocessor
 from kubeloop.names import check_name
 from kubeloop.profile import build_reference_profile
@@ -177,12 +178,23 @@ def finish_bundle(
         for c in candidates
     }
     say(f"chosen: {chosen.name} (best validation score {chosen.validation_score:.4f})")
+    explainer = Explainer(chosen.model, preprocessor, schema.feature_names)
+    importance = global_importance(explainer.explain(x_test))
     metrics = {
         **tested[chosen.name],
         "model": chosen.name,
         "split": "test",
         "validation_scores": {c.name: float(c.validation_score) for c in candidates},
         "candidates": tested,
+        # mean |contribution| (TreeSHAP / linear terms, margin space) per input feature
+        "global_importance": {
+            "split": "test",
+            "rows": len(x_test),
+            "features": [
+                {"feature": name, "mean_abs_contribution": value}
+                for name, value in sorted(importance.items(), key=lambda kv: -kv[1])
+            ],
+        },
     }
     x_train, _ = matrices["train"]
     profile = build_reference_profile(train_features, schema, chosen.model.predict(x_train))
@@ -194,6 +206,7 @@ def finish_bundle(
             prediction=predictions[chosen.name],
             importance=chosen.model.feature_importance(preprocessor.output_columns),
             classes=schema.classes,
+            contributions=importance,
         )
         path = write_bundle(
             Path(out),

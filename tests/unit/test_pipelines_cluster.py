@@ -421,3 +421,41 @@ def test_s3_access_is_compiled_in_from_the_submitter_env(
         assert env["AWS_ENDPOINT_URL"] == "http://minio.kubeflow:9000"
         assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/var/run/secrets/kubeloop/s3/credentials"
         assert mounted[name]["secretAsVolume"][0]["secretName"] == "minio-creds"
+
+
+def test_cli_schedules_the_batch_scoring_pipeline(
+    kfp_api: tuple[str, list[Any]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kubeloop.cli import main
+
+    monkeypatch.delenv("KUBELOOP_REGISTRY", raising=False)
+    host, calls = kfp_api
+    batch = [
+        "pipeline", "schedule", "--batch", "--host", host, "--cron", "0 3 * * *",
+        "--model", "churn", "--data", "s3://kubeloop/new.parquet",
+        "--out", "s3://kubeloop/scores/churn-{time}.parquet", "--keep", "customerID",
+    ]  # fmt: skip
+    assert main(batch) == 0
+    assert "recurring batch-scoring run rec-1" in capsys.readouterr().out
+    body = next(b for m, p, b in calls if p == "/apis/v2beta1/recurringruns")
+    _strict(body, "V2beta1RecurringRun")
+    assert body["display_name"] == "kubeloop-batch-scoring-churn"
+    assert body["runtime_config"]["parameters"] == {
+        "data": "s3://kubeloop/new.parquet",
+        "out": "s3://kubeloop/scores/churn-{time}.parquet",
+        "model_name": "churn",
+        "registry_root": "s3://kubeloop/registry",
+        "keep": "customerID",
+        "chunk_rows": 100_000,
+    }
+    spec = body["pipeline_spec"]
+    spec = spec.get("pipeline_spec", spec)
+    assert spec["pipelineInfo"]["name"] == "kubeloop-batch-scoring"
+    assert list(spec["root"]["dag"]["tasks"]) == ["batch-predict"]
+    # without --batch a schedule still needs --target; with it, --out
+    assert main(["pipeline", "schedule", "--host", host, "--data", "s3://d.csv"]) == 2
+    assert "--target is required" in capsys.readouterr().err
+    assert main(["pipeline", "schedule", "--batch", "--host", host, "--data", "s3://d.csv"]) == 2
+    assert "--batch needs --out" in capsys.readouterr().err

@@ -97,3 +97,26 @@ def test_image_is_configurable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         for e in yaml.safe_load(path.read_text())["deploymentSpec"]["executors"].values()
     }
     assert images == {"registry.local/kubeloop:dev"}
+
+
+def test_batch_scoring_package_and_component_are_reproducible(tmp_path: Path) -> None:
+    from kubeloop.pipelines.batch import BATCH_COMPONENT_PATH, BATCH_PACKAGE_PATH, compile_batch
+
+    first = compile_batch(tmp_path / "a.yaml", tmp_path / "a-component.yaml")
+    again = compile_batch(tmp_path / "b.yaml", tmp_path / "b-component.yaml")
+    for fresh, second, checked_in in zip(
+        first, again, (BATCH_PACKAGE_PATH, BATCH_COMPONENT_PATH), strict=True
+    ):
+        assert fresh.read_bytes() == second.read_bytes(), "compilation is not deterministic"
+        assert (ROOT / checked_in).read_bytes() == fresh.read_bytes(), (
+            f"{checked_in} is stale; {REGENERATE}"
+        )
+    pipeline = components.load_component_from_file(str(ROOT / BATCH_PACKAGE_PATH))
+    assert pipeline.name == "kubeloop-batch-scoring"
+    inputs = pipeline.component_spec.inputs
+    assert not inputs["data"].optional and not inputs["out"].optional
+    assert inputs["registry_root"].default == "s3://kubeloop/registry"
+    spec = yaml.safe_load((ROOT / BATCH_PACKAGE_PATH).read_text())
+    (executor,) = spec["deploymentSpec"]["executors"].values()
+    assert executor["container"]["image"] == DEFAULT_IMAGE
+    assert "pip install" not in " ".join(executor["container"]["command"])

@@ -13,11 +13,13 @@ from kubeloop.names import model_name_arg
 __all__ = ["register"]
 
 
-def _run_options(parser: argparse.ArgumentParser) -> None:
+def _run_options(parser: argparse.ArgumentParser, *, batch: bool = False) -> None:
     parser.add_argument(
         "--data", required=True, help="CSV/Parquet path or URL (s3:// on a cluster)"
     )
-    parser.add_argument("--target", required=True, help="the column to predict")
+    parser.add_argument(
+        "--target", required=not batch, help="the column to predict (training runs)"
+    )
     parser.add_argument(
         "--model", default="model", type=model_name_arg,
         help="model name / registry key (default model)",
@@ -73,7 +75,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     schedule.add_argument("--host", required=True, help="KFP API endpoint")
     schedule.add_argument("--cron", default="0 2 * * *", help="cron schedule (default 02:00 daily)")
     schedule.add_argument("--name", default=None, help="recurring run name")
-    _run_options(schedule)
+    schedule.add_argument(
+        "--batch", action="store_true",
+        help="schedule the batch-scoring pipeline (kubeloop predict with the champion) instead "
+        "of training: needs --data and --out",
+    )  # fmt: skip
+    schedule.add_argument(
+        "--out", default=None,
+        help="--batch: output table URL; {time} becomes the run's scheduled time",
+    )  # fmt: skip
+    schedule.add_argument(
+        "--keep", default="", help="--batch: input columns copied to the output (comma-separated)"
+    )
+    schedule.add_argument("--chunk-rows", type=int, default=100_000, help="--batch: rows per chunk")
+    _run_options(schedule, batch=True)
     schedule.set_defaults(func=_schedule)
 
     compile_ = actions.add_parser("compile", help="write the pipeline and component YAML")
@@ -124,9 +139,26 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
+    from kubeloop.errors import ConfigError
     from kubeloop.pipelines.cluster import schedule_runs
     from kubeloop.pipelines.runs import cluster_registry, pipeline_arguments
 
+    if args.batch:
+        if not args.out:
+            raise ConfigError("--batch needs --out URL (where each run writes its scores).")
+        batch_arguments = {
+            "data": args.data, "out": args.out, "model_name": args.model,
+            "registry_root": args.registry or cluster_registry(), "keep": args.keep,
+            "chunk_rows": args.chunk_rows,
+        }  # fmt: skip
+        recurring = schedule_runs(
+            args.host, batch_arguments, cron=args.cron, name=args.name,
+            experiment=args.experiment, batch=True,
+        )  # fmt: skip
+        print(f"recurring batch-scoring run {recurring} created on {args.host} ({args.cron})")
+        return 0
+    if not args.target:
+        raise ConfigError("--target is required (the column to predict), unless --batch.")
     arguments = pipeline_arguments(
         args.data, target=args.target, model_name=args.model, task=args.task,
         workers=args.workers, gate_margin=args.gate_margin,
@@ -141,9 +173,16 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from kubeloop.pipelines.batch import compile_batch
     from kubeloop.pipelines.pipeline import compile_components, compile_pipeline
 
     print(f"pipeline: {compile_pipeline(args.out)}")
     for path in compile_components(args.components_dir):
         print(f"component: {path}")
+    package, component = compile_batch(
+        args.out.with_name("batch_scoring_pipeline.yaml"),
+        args.components_dir / "batch_predict.yaml",
+    )
+    print(f"pipeline: {package}")
+    print(f"component: {component}")
     return 0

@@ -211,6 +211,12 @@ class FastTransform:
         result = []
         for name, lookup, fill in self._categorical:
             column = columns[name]
+            if hasattr(column, "categories") and hasattr(column, "codes"):
+                # pandas Categorical (batch scoring): each distinct value once, then a take
+                result.append(
+                    self._categorical_column(column, lookup, fill, name, imputed, unknown)
+                )
+                continue
             values = column if type(column) is list else np.asarray(column, dtype=object).tolist()
             try:
                 codes = np.fromiter(
@@ -229,6 +235,43 @@ class FastTransform:
                 exact[name] = codes
             result.append(codes)
         return result
+
+    def _categorical_column(
+        self,
+        column: Any,
+        lookup: dict[str, int],
+        fill: int,
+        name: str,
+        imputed: dict[str, int],
+        unknown: dict[str, int],
+    ) -> np.ndarray:
+        """Codes of a pandas ``Categorical``: its distinct values resolved like any other value
+        (:meth:`_resolve`), then one lookup per row; code -1 (missing) takes ``fill``."""
+        categories = list(column.categories)
+        mapped = [lookup.get(c, -1) if type(c) is str else -1 for c in categories]
+        resolved = list(mapped)
+        self._resolve(resolved, categories, lookup, fill, name, {}, {})
+        table = np.array([*resolved, fill], dtype=np.intp)
+        # a category that normalises to nothing ("", " ") is missing, as is the code -1
+        from kubeloop.data import normalize_category
+
+        absent = np.array(
+            [
+                m < 0 and normalize_category(c) is None
+                for m, c in zip(mapped, categories, strict=True)
+            ]
+            + [True],
+            dtype=bool,
+        )
+        raw = np.asarray(column.codes, dtype=np.intp)
+        codes = table[raw]
+        n_missing = int(absent[raw].sum())
+        n_unknown = int((codes < 0).sum())
+        if n_missing:
+            imputed[name] = imputed.get(name, 0) + n_missing
+        if n_unknown:
+            unknown[name] = unknown.get(name, 0) + n_unknown
+        return codes
 
     @staticmethod
     def _resolve(

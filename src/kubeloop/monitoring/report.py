@@ -167,7 +167,10 @@ def _align(feature_profile: Mapping[str, Any], counts: Mapping[str, float]) -> n
 
 def _categorical_codes(feature_profile: Mapping[str, Any], values: Any) -> np.ndarray:
     # Normalise each distinct value once (the one rule of kubeloop.data), then broadcast.
-    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    if isinstance(values, pd.Categorical):  # already factorized (batch scoring)
+        codes, uniques = np.asarray(values.codes), values.categories
+    else:
+        codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
     known = {name: i for i, name in enumerate(feature_profile["categories"])}
     unknown, missing = len(known), len(known) + 1
     mapped = np.empty(len(uniques) + 1, dtype=np.int64)
@@ -197,7 +200,13 @@ def count_frame(profile: Mapping[str, Any], frame: pd.DataFrame) -> dict[str, di
             bins = assign_bins(feature_profile["edges"], array)
             bins[missing] = len(labels) - 1
         else:
-            bins = _categorical_codes(feature_profile, frame[column].to_numpy(dtype=object))
+            series = frame[column]
+            bins = _categorical_codes(
+                feature_profile,
+                series.array
+                if isinstance(series.dtype, pd.CategoricalDtype)
+                else series.to_numpy(dtype=object),
+            )
         counts = np.bincount(bins, minlength=len(labels))
         result[name] = {label: float(c) for label, c in zip(labels, counts, strict=True)}
     return result

@@ -49,16 +49,27 @@ def _client(host: str, client: Any | None) -> Any:
         return kfp.Client(host=host)
 
 
-def _package(directory: str) -> str:
-    """Compile for this cluster: ``KUBELOOP_IMAGE``, and S3 access from the submitter's env."""
+def _package(directory: str, *, batch: bool = False) -> str:
+    """Compile for this cluster: ``KUBELOOP_IMAGE``, and S3 access from the submitter's env;
+    the batch-scoring pipeline when ``batch``, else the training one."""
     from kubeloop.pipelines.components import component_image
     from kubeloop.pipelines.pipeline import compile_pipeline
 
+    image = component_image()
+    secret = os.environ.get("KUBELOOP_S3_CREDENTIALS_SECRET") or None
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    if batch:
+        from kubeloop.pipelines.batch import compile_batch
+
+        package = Path(directory) / "batch_scoring_pipeline.yaml"
+        component = Path(directory) / "batch_predict.yaml"
+        compile_batch(package, component, image=image, s3_secret=secret, s3_endpoint=endpoint)
+        return str(package)
     path = compile_pipeline(
         Path(directory) / "training_pipeline.yaml",
-        image=component_image(),
-        s3_secret=os.environ.get("KUBELOOP_S3_CREDENTIALS_SECRET") or None,
-        s3_endpoint=os.environ.get("AWS_ENDPOINT_URL") or None,
+        image=image,
+        s3_secret=secret,
+        s3_endpoint=endpoint,
     )
     return str(path)
 
@@ -104,20 +115,30 @@ def schedule_runs(
     experiment: str = DEFAULT_EXPERIMENT,
     namespace: str | None = None,
     client: Any | None = None,
+    batch: bool = False,
 ) -> str:
-    """Create a recurring run (cron schedule, one run at a time); returns its id."""
+    """Create a recurring run (cron schedule, one run at a time); returns its id.
+
+    With ``batch`` the recurring run is the batch-scoring pipeline
+    (:mod:`kubeloop.pipelines.batch`), else the training pipeline.
+    """
     kfp_client = _client(host, client)
     experiment_id = kfp_client.create_experiment(experiment, namespace=namespace).experiment_id
+    kind = "batch-scoring" if batch else "training"
     with tempfile.TemporaryDirectory(prefix="kubeloop-kfp-") as directory:
         result = kfp_client.create_recurring_run(
             experiment_id=experiment_id,
-            job_name=name or f"kubeloop-training-{arguments.get('model_name', 'model')}",
-            description="kubeloop scheduled training (gate decides promotion)",
+            job_name=name or f"kubeloop-{kind}-{arguments.get('model_name', 'model')}",
+            description=(
+                "kubeloop scheduled batch scoring (champion; drift in the report)"
+                if batch
+                else "kubeloop scheduled training (gate decides promotion)"
+            ),
             cron_expression=kfp_cron(cron),
             max_concurrency=1,
             no_catchup=True,
             params=dict(arguments),
-            pipeline_package_path=_package(directory),
+            pipeline_package_path=_package(directory, batch=batch),
             enabled=True,
             enable_caching=False,
         )

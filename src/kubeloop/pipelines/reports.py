@@ -98,6 +98,16 @@ def candidates_markdown(packaged: Packaged) -> str:
     for name, values in packaged.candidates.items():
         label = f"**{name}** (chosen)" if name == packaged.chosen.name else name
         lines.append(f"| {label} | " + " | ".join(_cell(values.get(c)) for c in columns) + " |")
+    ranked = packaged.bundle.metrics.get("global_importance", {}).get("features", [])
+    if ranked:
+        lines += [
+            "",
+            "## Global importance: mean |contribution| per input feature (test split)",
+            "",
+            "| feature | mean abs contribution |",
+            "|---|---:|",
+        ]
+        lines += [f"| {r['feature']} | {_cell(r['mean_abs_contribution'])} |" for r in ranked[:15]]
     return "\n".join(lines) + "\n"
 
 

@@ -59,8 +59,11 @@ class Served:
         return self.bundle.version
 
     @classmethod
-    def prepare(cls, bundle: Bundle, name: str, *, drift_counters: bool = True) -> Served:
-        """Build the request-path objects of ``bundle`` and run one warm-up prediction."""
+    def prepare(
+        cls, bundle: Bundle, name: str, *, drift_counters: bool = True, compile_forest: bool = True
+    ) -> Served:
+        """Build the request-path objects of ``bundle`` and run one warm-up prediction
+        (``compile_forest=False``: no compiled forest, for callers that predict large batches)."""
         schema = bundle.schema
         transform = FastTransform(bundle.preprocessor)
         served = cls(
@@ -79,7 +82,9 @@ class Served:
             class_list=list(schema.classes),
             small_model=_single_threaded(bundle.model),
             forest=(
-                verified_forest(bundle.model) if isinstance(bundle.model, XGBoostModel) else None
+                verified_forest(bundle.model)
+                if compile_forest and isinstance(bundle.model, XGBoostModel)
+                else None
             ),
         )
         # A row of missing values exercises imputation, the transform and the model once, so a

@@ -24,10 +24,11 @@ from kubeloop.bundle import load_bundle
 from kubeloop.errors import DataValidationError
 from kubeloop.features import TransformResult
 from kubeloop.serving import metrics
-from kubeloop.serving._decode import RequestError
+from kubeloop.serving._decode import Columns, RequestError
 from kubeloop.serving._http import mark_rejected, take_v2_data
 from kubeloop.serving._payload_log import PayloadLogger
 from kubeloop.serving._served import Served
+from kubeloop.serving.explain import explain_outputs, v1_explanations, wants_explanation
 
 __all__ = ["BundleModel", "Served"]
 
@@ -175,15 +176,7 @@ class BundleModel(kserve.Model):
                 one = served.transform.transform_row(row)
                 if one is not None:
                     return self._predict_row(served, row, one, payload, headers)
-        try:
-            columns, rows = (
-                served.decoder.from_v2(payload) if v2 else served.decoder.from_v1(payload)
-            )
-            result = served.transform.transform_columns(columns)
-        except RequestError as error:
-            raise self._reject(error) from None
-        except DataValidationError as error:
-            raise self._reject(RequestError("wrong_type", str(error))) from None
+        columns, rows, result = self.decode(served, payload)
         raw = served.predict(result.matrix)
         codes: np.ndarray | None = None
         if len(served.classes) == 2:
@@ -212,9 +205,50 @@ class BundleModel(kserve.Model):
                 outputs=outputs,
             )
         if v2:
+            if wants_explanation(payload):  # V2 explanations: see kubeloop.serving.explain
+                outputs.update(explain_outputs(served, result.matrix))
             return self._v2_response(payload, served, outputs, request_id)
         return {
             "predictions": self._v1_predictions(served, outputs),
+            "model_version": served.version,
+        }
+
+    def decode(
+        self, served: Served, payload: dict[str, Any] | InferRequest
+    ) -> tuple[Columns, int, TransformResult]:
+        """Validate a V1 body or V2 request and transform it: columns, rows, model input.
+
+        Raises:
+            RequestError: a client mistake (400), counted with its reason.
+        """
+        try:
+            columns, rows = (
+                served.decoder.from_v2(payload)
+                if isinstance(payload, InferRequest)
+                else served.decoder.from_v1(payload)
+            )
+            result = served.transform.transform_columns(columns)
+        except RequestError as error:
+            raise self._reject(error) from None
+        except DataValidationError as error:
+            raise self._reject(RequestError("wrong_type", str(error))) from None
+        return columns, rows, result
+
+    def explain(
+        self, payload: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """KServe's V1 ``:explain`` verb: contributions per input feature for every instance
+        (see :mod:`kubeloop.serving.explain`); the same validation and 400s as ``:predict``."""
+        served = self._served
+        if served is None:
+            raise kserve.errors.ModelNotReady(self.name)
+        row = served.decoder.v1_row(payload)
+        result = served.transform.transform_row(row) if row is not None else None
+        if result is None:
+            result = self.decode(served, payload)[2]
+        raw = served.predict(result.matrix)
+        return {
+            "explanations": v1_explanations(served, result.matrix, raw),
             "model_version": served.version,
         }
 
