@@ -248,7 +248,7 @@ class RequestDecoder:
         if data is None or (rows and not len(data)):  # binary extension / gRPC raw contents
             try:
                 values = tensor.as_numpy().reshape(-1).tolist()
-            except (ValueError, TypeError) as exc:
+            except Exception as exc:  # struct.error, ValueError, ...: the client's bytes
                 raise RequestError(
                     "wrong_shape",
                     f"Input {name!r} cannot be read as {datatype}: {_show(str(exc), 120)}.",

@@ -140,19 +140,23 @@ class _BodyLimit:
             return
         _REJECTED.set(False)
         _V2_DATA.set(None)
-        typed = False
+        json_typed = binary = False
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await self._refuse(send, value.decode())
                 return
-            typed = typed or key in (b"content-type", b"inference-header-content-length")
-        if not typed and scope["method"] == "POST":
-            # The V2 protocol's body is JSON with or without the header (tritonclient sends
-            # none); without it FastAPI would hand KServe raw bytes and KServe would refuse them.
-            scope = {
-                **scope,
-                "headers": [*scope["headers"], (b"content-type", b"application/json")],
-            }
+            if key == b"content-type":
+                json_typed = value.startswith(b"application/json")
+            binary = binary or key == _HEADER_LENGTH
+        if binary and json_typed:  # the binary extension whatever Content-Type says
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/octet-stream")]}
+        elif not (json_typed or binary) and scope["method"] == "POST":
+            # An inference body is JSON whatever its Content-Type says (tritonclient sends none,
+            # curl -d sends a form type); otherwise FastAPI would hand KServe raw bytes and
+            # KServe would refuse them without saying why.
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, _JSON]}
         body = await self._read(receive, send)
         if body is None:
             return
@@ -213,14 +217,9 @@ def _check_body(
 ) -> tuple[str | None, dict[str, Any] | None]:
     """``(problem, plain)``: what is wrong with an inference body (``None``: nothing found here),
     and the parsed body when it is a V2 JSON request KServe's byte reader can take."""
-    json_body = True
     for key, value in headers:
         if key == _HEADER_LENGTH:
             return _binary_problem(value, body), None
-        if key == b"content-type" and not value.startswith(b"application/json"):
-            json_body = False
-    if not json_body:
-        return None, None
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

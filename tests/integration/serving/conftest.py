@@ -110,7 +110,7 @@ class Server:
         return int(self.process.returncode)
 
 
-def start_server(args: list[str], *, name: str, log: Path, timeout: float = 90) -> Server:
+def start_server(args: list[str], *, name: str, log: Path, timeout: float = 300) -> Server:
     """Start ``kubeloop serve ARGS`` on free ports and wait until the model is ready."""
     http_port, grpc_port = free_port(), free_port()
     command = [str(KUBELOOP) if KUBELOOP.exists() else shutil.which("kubeloop") or "kubeloop"]
