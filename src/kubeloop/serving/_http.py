@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -36,6 +37,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _JSON = (b"content-type", b"application/json")
 _CLOSE = (b"connection", b"close")
 _HEADER_LENGTH = b"inference-header-content-length"
+_NOT_JSON = "The body is not valid JSON"
 _NOT_JSON_TOKENS = re.compile(rb"(?<![\w\"])(-?Infinity|NaN)(?![\w\"])")
 _REJECTED: contextvars.ContextVar[bool] = contextvars.ContextVar("kubeloop_rejected", default=False)
 
@@ -165,6 +167,14 @@ class _BodyLimit:
         parsed = None
         if scope["method"] == "POST" and (infer or path.endswith((":predict", ":explain"))):
             problem, parsed = _check_body(scope["headers"], body, infer)
+            if problem is not None and problem.startswith(_NOT_JSON):
+                wide = _wide_json(body)  # valid JSON with integers orjson cannot hold?
+                if wide is not None:
+                    body = wide
+                    problem, parsed = _check_body(scope["headers"], body, infer)
+                    headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+                    length = (b"content-length", str(len(body)).encode())
+                    scope = {**scope, "headers": [*headers, length]}
             if problem is not None:
                 await self._malformed(send, problem)
                 return
@@ -227,6 +237,28 @@ def _check_body(
     return None, _plain_v2_json(request) if infer else None
 
 
+def _wide_json(body: bytes) -> bytes | None:
+    """``body`` re-encoded for orjson when it is JSON that orjson cannot read only because of
+    integers beyond 64 bits (they become floats); ``None`` when it is not JSON at all."""
+
+    def refuse(token: str) -> Any:
+        raise ValueError(token)
+
+    def narrow(value: Any) -> Any:
+        if type(value) is int and not -(2**63) <= value < 2**64:
+            return float(value)  # OverflowError beyond the float range
+        if type(value) is list:
+            return [narrow(v) for v in value]
+        if type(value) is dict:
+            return {k: narrow(v) for k, v in value.items()}
+        return value
+
+    try:
+        return orjson.dumps(narrow(json.loads(body, parse_constant=refuse)))
+    except (ValueError, RecursionError, OverflowError, orjson.JSONEncodeError):
+        return None
+
+
 def _json_problem(body: bytes, error: orjson.JSONDecodeError) -> str:
     """The 400 message for a body that is not JSON (one rule for V1 and V2)."""
     reason = str(error)
@@ -235,7 +267,7 @@ def _json_problem(body: bytes, error: orjson.JSONDecodeError) -> str:
             "NaN and Infinity are not JSON numbers; send null for a missing value (it is "
             "imputed), and only finite numbers"
         )
-    return f"The body is not valid JSON: {show(reason, 200)}."
+    return f"{_NOT_JSON}: {show(reason, 200)}."
 
 
 def _binary_problem(value: bytes, body: bytes) -> str | None:

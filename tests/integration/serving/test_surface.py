@@ -272,6 +272,16 @@ def test_nan_and_infinity_tokens_follow_one_rule(server: Server, token: str, pro
     )
 
 
+@pytest.mark.parametrize("path", [V1, V2])
+def test_integers_beyond_64_bits_are_json_and_served(server: Server, path: str) -> None:
+    if path == V1:
+        body = json.dumps({"instances": [{**GOOD, "age": 10**30}]})
+    else:
+        body = json.dumps(v2()).replace("31.0", str(10**30))
+    response = post(server, path, body.encode())
+    assert response.status_code == 200, response.text
+
+
 def test_bytes_length_prefix_past_its_data_is_400_over_rest(server: Server) -> None:
     body, head = _bytes_tensor_body(1000, b"Month-to-month")
     response = post(server, V2, body, **{"inference-header-content-length": str(head)})
