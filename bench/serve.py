@@ -169,7 +169,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 600) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout

@@ -87,6 +87,32 @@ def build_serve_parser() -> argparse.ArgumentParser:
     ours.add_argument(
         "--grace-period", type=int, default=30, help="seconds in-flight requests get on SIGTERM"
     )
+    ours.add_argument(
+        "--enable-model-repository",
+        dest="model_repository",
+        action="store_true",
+        help="answer the model-repository extension (POST /v2/repository/models/{name}/load and "
+        "/unload, and the gRPC RepositoryModelLoad/Unload); off: 403 / PERMISSION_DENIED",
+    )
+    ours.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=0,
+        help="inference requests in flight beyond which 503 + Retry-After (gRPC: "
+        "RESOURCE_EXHAUSTED) is answered; 0: no limit",
+    )
+    ours.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a client gets to send a request's headers (then 408, connection closed)",
+    )
+    ours.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client gets to send a request's body (then 408, connection closed)",
+    )
     return parser
 
 
@@ -112,5 +138,9 @@ def _run(args: argparse.Namespace) -> int:
         payload_sample_rate=parsed.payload_sample_rate,
         payload_max_bytes=parsed.payload_max_bytes,
         grace_period=parsed.grace_period,
+        model_repository=parsed.model_repository,
+        max_concurrency=parsed.max_concurrency,
+        header_timeout=parsed.header_timeout,
+        body_timeout=parsed.body_timeout,
     )
     return serve(options)

@@ -22,6 +22,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
 
 from kubeloop.data import Schema
+from kubeloop.serving._http import show as _show
 
 __all__ = ["Columns", "RequestDecoder", "RequestError"]
 
@@ -45,11 +46,6 @@ class RequestError(InvalidInput):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _missing_features(template: str, missing: Sequence[str], fix: str) -> RequestError:
@@ -166,8 +162,8 @@ class RequestDecoder:
                 unknown = sorted(k for k in instance if k not in names)
                 raise RequestError(
                     "unknown_feature",
-                    f"Instance {i} has unknown feature {unknown[0]!r}; the model's features are: "
-                    f"{self._order}.",
+                    f"Instance {i} has unknown feature {_show(unknown[0])}; the model's features "
+                    f"are: {self._order}.",
                 )
         return {name: [instance[name] for instance in instances] for name in self._names}
 
@@ -191,14 +187,14 @@ class RequestDecoder:
         for tensor in request.inputs:
             if tensor.name in by_name:
                 raise RequestError(
-                    "malformed_request", f"Input {tensor.name!r} appears twice; send it once."
+                    "malformed_request", f"Input {_show(tensor.name)} appears twice; send it once."
                 )
             by_name[tensor.name] = tensor
         unknown = [name for name in by_name if name not in self._name_set]
         if unknown:
             raise RequestError(
                 "unknown_feature",
-                f"Input {unknown[0]!r} is not a feature of this model; send one input per "
+                f"Input {_show(unknown[0])} is not a feature of this model; send one input per "
                 f"feature: {self._order}.",
             )
         missing = [name for name in self._names if name not in by_name]
@@ -232,7 +228,8 @@ class RequestDecoder:
         ):
             return int(dims[0])
         raise RequestError(
-            "wrong_shape", f"Input {name!r} has shape {dims}; use [N] (or [N, 1]) for N rows."
+            "wrong_shape",
+            f"Input {name!r} has shape {_show(dims)}; use [N] (or [N, 1]) for N rows.",
         )
 
     def _v2_values(
@@ -245,15 +242,16 @@ class RequestDecoder:
             want = "FP64, FP32 or INT64" if name in self._numeric else "BYTES"
             raise RequestError(
                 "wrong_datatype",
-                f"Input {name!r} has datatype {datatype}; this feature takes {want}.",
+                f"Input {name!r} has datatype {_show(datatype)}; this feature takes {want}.",
             )
         data = tensor.data
         if data is None or (rows and not len(data)):  # binary extension / gRPC raw contents
             try:
                 values = tensor.as_numpy().reshape(-1).tolist()
-            except (ValueError, TypeError) as exc:
+            except Exception as exc:  # struct.error, ValueError, ...: the client's bytes
                 raise RequestError(
-                    "wrong_shape", f"Input {name!r} cannot be read as {datatype}: {exc}."
+                    "wrong_shape",
+                    f"Input {name!r} cannot be read as {datatype}: {_show(str(exc), 120)}.",
                 ) from None
         else:
             values = data if type(data) is list else list(data)

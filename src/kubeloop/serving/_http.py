@@ -12,7 +12,10 @@ variable; the middleware counts the rest as ``malformed_request``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -23,7 +26,7 @@ from fastapi.responses import JSONResponse
 
 from kubeloop.serving import metrics
 
-__all__ = ["install_http_guards", "mark_rejected", "take_v2_data"]
+__all__ = ["answer", "install_http_guards", "mark_rejected", "show", "take_v2_data"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,6 +35,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _JSON = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
+_HEADER_LENGTH = b"inference-header-content-length"
+_NOT_JSON = "The body is not valid JSON"
+_NOT_JSON_TOKENS = re.compile(rb"(?<![\w\"])(-?Infinity|NaN)(?![\w\"])")
 _REJECTED: contextvars.ContextVar[bool] = contextvars.ContextVar("kubeloop_rejected", default=False)
 
 
@@ -39,6 +46,27 @@ _REJECTED: contextvars.ContextVar[bool] = contextvars.ContextVar("kubeloop_rejec
 _V2_DATA: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
     "kubeloop_v2_data", default=None
 )
+
+
+def show(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters: what a message may echo of client input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+async def answer(
+    send: Send,
+    status: int,
+    error: str | None,
+    *,
+    body: Any = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Send one complete JSON answer: ``{"error": error}``, or ``body`` when ``error`` is None."""
+    content = orjson.dumps({"error": error} if error is not None else body)
+    headers = [_JSON, (b"content-length", str(len(content)).encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
 
 
 def mark_rejected() -> None:
@@ -59,27 +87,54 @@ def take_v2_data() -> list[Any] | None:
 class _BodyLimit:
     """Pure ASGI middleware: 413 for bodies over ``limit`` bytes; counts unmarked 400s."""
 
-    def __init__(self, app: ASGIApp, *, limit: int, model: str) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int, model: str, body_timeout: float) -> None:
         self.app = app
         self.limit = limit
         self.model = model
+        self.body_timeout = body_timeout
 
     async def _refuse(self, send: Send, size: str) -> None:
         metrics.INVALID_REQUESTS.labels(self.model, "too_large").inc()
-        body = orjson.dumps(
-            {
-                "error": f"Request body is {size} bytes; the server accepts at most {self.limit} "
-                "bytes (--max-request-bytes). Split the rows over several requests."
-            }
+        await answer(
+            send,
+            413,
+            f"Request body is {size} bytes; the server accepts at most {self.limit} "
+            "bytes (--max-request-bytes). Split the rows over several requests.",
+            extra=[_CLOSE],
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+    async def _malformed(self, send: Send, message: str) -> None:
+        metrics.INVALID_REQUESTS.labels(self.model, "malformed_request").inc()
+        await answer(send, 400, message)
+
+    async def _read(self, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or ``None`` once refused (413, 408) or the client went away."""
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # client went away
+                        return None
+                    chunk = message.get("body", b"")
+                    total += len(chunk)
+                    if total > self.limit:
+                        await self._refuse(send, f"more than {self.limit}")
+                        return None
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            metrics.INVALID_REQUESTS.labels(self.model, "timeout").inc()
+            await answer(
+                send,
+                408,
+                f"The request body did not arrive within {self.body_timeout:g} s "
+                f"(--body-timeout); {total} bytes were received.",
+                extra=[_CLOSE],
+            )
+            return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,38 +142,42 @@ class _BodyLimit:
             return
         _REJECTED.set(False)
         _V2_DATA.set(None)
-        typed = False
+        json_typed = binary = False
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await self._refuse(send, value.decode())
                 return
-            typed = typed or key in (b"content-type", b"inference-header-content-length")
-        if not typed and scope["method"] == "POST":
-            # The V2 protocol's body is JSON with or without the header (tritonclient sends
-            # none); without it FastAPI would hand KServe raw bytes and KServe would refuse them.
-            scope = {
-                **scope,
-                "headers": [*scope["headers"], (b"content-type", b"application/json")],
-            }
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # client went away
+            if key == b"content-type":
+                json_typed = value.startswith(b"application/json")
+            binary = binary or key == _HEADER_LENGTH
+        if binary and json_typed:  # the binary extension whatever Content-Type says
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/octet-stream")]}
+        elif not (json_typed or binary) and scope["method"] == "POST":
+            # An inference body is JSON whatever its Content-Type says (tritonclient sends none,
+            # curl -d sends a form type); otherwise FastAPI would hand KServe raw bytes and
+            # KServe would refuse them without saying why.
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, _JSON]}
+        body = await self._read(receive, send)
+        if body is None:
+            return
+        path: str = scope["path"]
+        infer = path.endswith("/infer")
+        parsed = None
+        if scope["method"] == "POST" and (infer or path.endswith((":predict", ":explain"))):
+            problem, parsed = _check_body(scope["headers"], body, infer)
+            if problem is not None and problem.startswith(_NOT_JSON):
+                wide = _wide_json(body)  # valid JSON with integers orjson cannot hold?
+                if wide is not None:
+                    body = wide
+                    problem, parsed = _check_body(scope["headers"], body, infer)
+                    headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+                    length = (b"content-length", str(len(body)).encode())
+                    scope = {**scope, "headers": [*headers, length]}
+            if problem is not None:
+                await self._malformed(send, problem)
                 return
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > self.limit:
-                await self._refuse(send, f"more than {self.limit}")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        infer = scope["path"].endswith("/infer")
-        parsed = (
-            _plain_v2_json(scope["headers"], body) if infer and scope["method"] == "POST" else None
-        )
         if parsed is not None:
             # Well-formed V2 JSON goes to KServe's orjson reader (the binary-extension entry
             # with an empty binary part) instead of FastAPI's json.loads + pydantic: 5-7x faster
@@ -163,18 +222,92 @@ class _BodyLimit:
         await self.app(scope, replay, counting_send)
 
 
-def _plain_v2_json(headers: list[tuple[bytes, bytes]], body: bytes) -> dict[str, Any] | None:
-    """``body`` parsed, when it is a V2 JSON request whose every field KServe's byte reader can
-    take; else ``None``."""
+def _check_body(
+    headers: list[tuple[bytes, bytes]], body: bytes, infer: bool
+) -> tuple[str | None, dict[str, Any] | None]:
+    """``(problem, plain)``: what is wrong with an inference body (``None``: nothing found here),
+    and the parsed body when it is a V2 JSON request KServe's byte reader can take."""
     for key, value in headers:
-        if key == b"inference-header-content-length":
-            return None
-        if key == b"content-type" and not value.startswith(b"application/json"):
-            return None
+        if key == _HEADER_LENGTH:
+            return _binary_problem(value, body), None
     try:
         request = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        return _json_problem(body, exc), None
+    return None, _plain_v2_json(request) if infer else None
+
+
+def _wide_json(body: bytes) -> bytes | None:
+    """``body`` re-encoded for orjson when it is JSON that orjson cannot read only because of
+    integers beyond 64 bits (they become floats); ``None`` when it is not JSON at all."""
+
+    def refuse(token: str) -> Any:
+        raise ValueError(token)
+
+    def narrow(value: Any) -> Any:
+        if type(value) is int and not -(2**63) <= value < 2**64:
+            return float(value)  # OverflowError beyond the float range
+        if type(value) is list:
+            return [narrow(v) for v in value]
+        if type(value) is dict:
+            return {k: narrow(v) for k, v in value.items()}
+        return value
+
+    try:
+        return orjson.dumps(narrow(json.loads(body, parse_constant=refuse)))
+    except (ValueError, RecursionError, OverflowError, orjson.JSONEncodeError):
         return None
+
+
+def _json_problem(body: bytes, error: orjson.JSONDecodeError) -> str:
+    """The 400 message for a body that is not JSON (one rule for V1 and V2)."""
+    reason = str(error)
+    if _NOT_JSON_TOKENS.search(body[max(0, error.pos - 10) : error.pos + 10]):
+        reason = (
+            "NaN and Infinity are not JSON numbers; send null for a missing value (it is "
+            "imputed), and only finite numbers"
+        )
+    return f"{_NOT_JSON}: {show(reason, 200)}."
+
+
+def _binary_problem(value: bytes, body: bytes) -> str | None:
+    """The 400 message for a bad binary-extension header (None when it is usable)."""
+    text = value.decode("latin-1").strip()
+    if not text.isdigit() or int(text) > len(body):
+        return (
+            f"Header Inference-Header-Content-Length is {show(text)}; it must be the byte "
+            f"length of the JSON part of the body (a whole number at most {len(body)})."
+        )
+    return _binary_tensors_problem(body, int(text))
+
+
+def _binary_tensors_problem(body: bytes, json_length: int) -> str | None:
+    """The 400 message for a binary-extension body KServe cannot read (None when it can).
+
+    The body is read here exactly as KServe will read it; any failure (a JSON part that is not
+    an object of inputs, a BYTES element whose length prefix runs past its data, a size that
+    does not match the shape) is the client's.
+    """
+    from kserve.protocol.infer_type import InferRequest
+
+    try:
+        request = InferRequest.from_bytes(body, json_length, "model")
+        for tensor in request.inputs:
+            tensor.as_numpy()
+    except Exception as exc:  # every way the client's bytes can be wrong
+        reason = str(exc) or type(exc).__name__
+        return (
+            f"The binary request cannot be read ({type(exc).__name__}: {show(reason, 200)}). "
+            'Send a JSON part {"inputs": [{"name", "shape", "datatype", "parameters": '
+            '{"binary_data_size"}}]} of Inference-Header-Content-Length bytes, then each '
+            "tensor's bytes (BYTES elements: a 4-byte little-endian length, then the bytes)."
+        )
+    return None
+
+
+def _plain_v2_json(request: Any) -> dict[str, Any] | None:
+    """``request`` when it is a V2 JSON request whose every field KServe's byte reader can
+    take; else ``None``."""
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         return None
     if not isinstance(request.get("id", ""), str):
@@ -227,18 +360,21 @@ def _describe(error: RequestValidationError) -> str:
     )
 
 
-def install_http_guards(app: FastAPI, *, model: str, max_body_bytes: int) -> None:
+def install_http_guards(
+    app: FastAPI, *, model: str, max_body_bytes: int, body_timeout: float = 30.0
+) -> None:
     """Add the body limit and the 400 handler to KServe's app (before the server starts).
 
     Args:
         app: ``kserve.model_server.app``.
         model: The served model name (label of the invalid-request counter).
         max_body_bytes: Largest accepted request body.
+        body_timeout: Seconds a client gets to send the body (then 408).
     """
     if getattr(app.state, "kubeloop_guards", False):
         return
     app.state.kubeloop_guards = True
-    app.add_middleware(_BodyLimit, limit=max_body_bytes, model=model)
+    app.add_middleware(_BodyLimit, limit=max_body_bytes, model=model, body_timeout=body_timeout)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -59,6 +59,8 @@ class ChampionWatcher:
             Whether a swap happened.
         """
         served = self._model.served
+        if not self._model.ready:  # unloaded on request: only a load brings it back
+            return False
         try:
             version = self._registry.champion(self._name)
         except (KubeloopError, OSError) as exc:

@@ -113,6 +113,14 @@ class BundleModel(kserve.Model):
         _log.info("serving %s version %s from %s", self.name, served.version, path)
         return served
 
+    def unload(self) -> None:
+        """Stop serving (the model-repository extension's unload): not ready until a load."""
+        previous, self._served = self._served, None
+        self.ready = False
+        if previous is not None:
+            metrics.MODEL_INFO.remove(self.name, previous.version)
+        _log.info("unloaded %s on request", self.name)
+
     def start(self) -> None:
         """Called by the model server once registered: start the champion watcher, if any."""
         if self.on_start is not None:

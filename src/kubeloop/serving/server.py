@@ -13,14 +13,21 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kubeloop.bundle import verify_bundle
 from kubeloop.errors import ConfigError
 from kubeloop.names import check_name
+from kubeloop.serving._grpc import install_servers
 from kubeloop.serving._http import install_http_guards
+from kubeloop.serving._openapi import install_openapi
 from kubeloop.serving._payload_log import PayloadLogger
+from kubeloop.serving._surface import SurfaceLimits, SurfacePolicy, SurfaceState
 from kubeloop.serving._swap import ChampionWatcher
 from kubeloop.serving.model import BundleModel
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "ServeOptions", "build_model", "serve"]
 
@@ -46,6 +53,10 @@ class ServeOptions:
         payload_sample_rate: Share of requests logged.
         payload_max_bytes: Size at which the payload log rotates.
         grace_period: Seconds in-flight requests get at shutdown.
+        model_repository: Serve the model-repository extension (load/unload).
+        max_concurrency: Inference requests in flight beyond which 503 is answered (0: none).
+        header_timeout: Seconds a client gets to send a request's headers (then 408).
+        body_timeout: Seconds a client gets to send a request's body (then 408).
     """
 
     model_dir: Path | None = None
@@ -63,6 +74,10 @@ class ServeOptions:
     payload_sample_rate: float = 1.0
     payload_max_bytes: int = 100 * 1024 * 1024
     grace_period: int = 30
+    model_repository: bool = False
+    max_concurrency: int = 0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if (self.model_dir is None) == (self.registry is None):
@@ -81,6 +96,26 @@ class ServeOptions:
             )
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1; got {self.workers}.")
+        if self.max_concurrency < 0:
+            raise ConfigError(
+                f"--max-concurrency must be 0 (no limit) or more; got {self.max_concurrency}."
+            )
+        for flag, seconds in (
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+        ):
+            if not seconds > 0:
+                raise ConfigError(f"{flag} must be a positive number of seconds; got {seconds}.")
+
+    @property
+    def limits(self) -> SurfaceLimits:
+        """The HTTP/gRPC surface settings."""
+        return SurfaceLimits(
+            model_repository=self.model_repository,
+            max_concurrency=self.max_concurrency,
+            header_timeout=self.header_timeout,
+            body_timeout=self.body_timeout,
+        )
 
 
 def _bundle_name(model_dir: Path) -> str:
@@ -137,9 +172,25 @@ def _rebuild(options: ServeOptions) -> BundleModel:
 
     model = build_model(options)
     model.load()
-    install_http_guards(app, model=model.name, max_body_bytes=options.max_request_bytes)
+    _install_surface(app, model, options)
     model.start()
     return model
+
+
+def _install_surface(app: FastAPI, model: BundleModel, options: ServeOptions) -> SurfaceState:
+    """The HTTP guards, the surface policy (outermost) and the OpenAPI document on ``app``."""
+    install_http_guards(
+        app,
+        model=model.name,
+        max_body_bytes=options.max_request_bytes,
+        body_timeout=options.body_timeout,
+    )
+    state = SurfaceState(model, options.limits)
+    if not getattr(app.state, "kubeloop_surface", False):
+        app.state.kubeloop_surface = True
+        app.add_middleware(SurfacePolicy, state=state)
+        install_openapi(app, state)
+    return state
 
 
 def _share_kserve_logging() -> None:
@@ -165,7 +216,9 @@ def serve(options: ServeOptions) -> int:
 
     model = build_model(options)
     model.load()
-    install_http_guards(app, model=model.name, max_body_bytes=options.max_request_bytes)
+    state = _install_surface(app, model, options)
+    if options.workers == 1:  # KServe's multi-process mode builds its own servers
+        install_servers(state)
     server = kserve.ModelServer(
         http_port=options.http_port,
         grpc_port=options.grpc_port,

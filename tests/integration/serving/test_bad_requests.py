@@ -64,7 +64,7 @@ CASES: list[tuple[str, str, Any, int, str, str]] = [
         V1,
         b"{instances: oops",
         400,
-        r"Unrecognized request format",
+        r"The body is not valid JSON",
         "malformed_request",
     ),
     ("v1-no-instances", V1, {"rows": []}, 400, r'"instances"', "malformed_request"),
