@@ -24,7 +24,7 @@ from kubeloop.bundle import Bundle, load_bundle, write_bundle
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.data import Dataset, Part, Schema, Task, build_dataset, load_dataset, split_dataset
 from kubeloop.errors import ConfigError, TrainingError
-from kubeloop.evaluation import evaluate, write_plots
+from kubeloop.evaluation import curve_points, evaluate, write_plots
 from kubeloop.features import FastTransform, PreprocessorSpec, fit_preprocessor
 from kubeloop.profile import build_reference_profile
 from kubeloop.training import Candidate, TrainConfig, train_candidates
@@ -182,6 +182,9 @@ def finish_bundle(
         "split": "test",
         "validation_scores": {c.name: float(c.validation_score) for c in candidates},
         "candidates": tested,
+        "curves": curve_points(
+            schema.task, y_test, predictions[chosen.name], classes=schema.classes
+        ),
     }
     x_train, _ = matrices["train"]
     profile = build_reference_profile(train_features, schema, chosen.model.predict(x_train))
