@@ -258,7 +258,10 @@ def curve_points(
     """
     if task == "regression":
         y, p = _regression_arrays(y_true, prediction)
-        counts, edges = np.histogram(y - p, bins=20)
+        residual = y - p
+        low, high = float(residual.min()), float(residual.max())
+        pad = max(high - low, abs(high), 1.0) * 1e-6  # near-constant residuals: still 20 bins
+        counts, edges = np.histogram(residual, bins=20, range=(low - pad, high + pad))
         return {"residuals": {"edges": [float(e) for e in edges], "counts": counts.tolist()}}
     labels, probs = _labels_and_probabilities(y_true, prediction)
     names = list(classes) or [str(k) for k in range(probs.shape[1])]
@@ -267,7 +270,9 @@ def curve_points(
         result[key] = []
         for name, x, y, score in _curve_series(labels, probs, names, roc=roc):
             keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), points)).astype(int))
-            result[key].append({"name": name, "x": _thin(x, keep), "y": _thin(y, keep), "score": score})
+            result[key].append(
+                {"name": name, "x": _thin(x, keep), "y": _thin(y, keep), "score": score}
+            )
     return result
 
 

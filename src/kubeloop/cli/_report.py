@@ -52,9 +52,7 @@ def _run(args: argparse.Namespace) -> int:
         bundle = load_bundle(args.model_dir)
     if args.payload_log is not None and not args.payload_log.is_file():
         raise ConfigError(f"--payload-log {args.payload_log} does not exist.")
-    counts, source = live_counts(
-        bundle, metrics_url=args.metrics_url, payload_log=args.payload_log
-    )
+    counts, source = live_counts(bundle, metrics_url=args.metrics_url, payload_log=args.payload_log)
     state_file = args.state_file or kubeloop_home() / "monitor" / f"{bundle.name}-state.json"
     if args.state_file is not None and not state_file.is_file():
         raise ConfigError(f"--state-file {state_file} does not exist.")

@@ -263,7 +263,9 @@ def run_once(
     except SourceError as unreachable:
         m.MONITOR_ERRORS.labels(model=config.model, source=source).inc()
         state = replace(state, errors=state.errors + 1)
-        state = state.with_history({"at": now, "bundle_version": bundle.version, "error": str(unreachable)})
+        state = state.with_history(
+            {"at": now, "bundle_version": bundle.version, "error": str(unreachable)}
+        )
         save_state(config.state_file, state)
         m.LAST_RUN.labels(model=config.model).set(now)
         say(f"source unavailable: {unreachable}")

@@ -42,8 +42,8 @@ __all__ = [
     "FeatureDrift",
     "align_counts",
     "compare_profile",
-    "count_labels",
     "count_frame",
+    "count_labels",
     "reference_counts",
 ]
 

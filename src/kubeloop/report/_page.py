@@ -15,8 +15,8 @@ from typing import Any
 from kubeloop.bundle import Bundle
 from kubeloop.errors import ConfigError
 from kubeloop.monitoring.decision import MonitorState
-from kubeloop.monitoring.payload import read_payload_log
 from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult
+from kubeloop.monitoring.payload import read_payload_log
 from kubeloop.monitoring.report import (
     PREDICTION,
     Counts,
@@ -26,8 +26,8 @@ from kubeloop.monitoring.report import (
 )
 from kubeloop.monitoring.sources import MetricsEndpoint
 from kubeloop.registry import Registry
-from kubeloop.report._svg import number
 from kubeloop.report._sections import drift_section, history_section, model_card, stamp
+from kubeloop.report._svg import number
 
 __all__ = ["build_report", "live_counts", "monitor_report", "registry_versions", "write_report"]
 
@@ -45,9 +45,11 @@ margin:18px 0}
 nav ul{display:flex;flex-wrap:wrap;gap:8px 18px;padding:0;list-style:none;margin:.4em 0}
 a{color:#1f5ca8}
 .summary{font-size:1.02rem}.note{color:var(--muted)}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(170px,1fr));gap:12px;margin:12px 0}
-.card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:10px 14px}
-.card b{display:block;font-size:1.35rem}.card span{color:var(--muted);font-size:.85rem}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(160px,1fr));gap:12px;margin:12px 0}
+.card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:10px 14px;min-width:0}
+.card b{display:block;font-size:1.3rem;overflow-wrap:anywhere;line-height:1.25}
+.card b.long{font-size:.95rem;font-family:ui-monospace,monospace}
+.card span{color:var(--muted);font-size:.85rem}
 .card.alert{border-color:var(--drift)}.card.alert b{color:var(--drift)}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:.6em 0}
 dl.facts dt{color:var(--muted)}dl.facts dd{margin:0;font-weight:600;overflow-wrap:anywhere}
@@ -58,9 +60,10 @@ th,td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;verti
 th{background:#f0f2f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.chosen td{font-weight:600;background:#eef5ff}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,420px),1fr));gap:16px}
-.features{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,520px),1fr));gap:16px}
+.features{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,520px),1fr));gap:16px}
 figure{margin:0;min-width:0}figure img,svg.chart{width:100%;height:auto;display:block}
-figure.wide svg.chart{max-width:900px}
+figure.wide svg.chart{max-width:900px}svg.chart.medium{max-width:560px}
+svg.chart.small{max-width:380px}
 figcaption{color:var(--muted);font-size:.85rem}
 details{margin-top:4px}summary{cursor:pointer;color:#1f5ca8;font-size:.85rem}
 article.feature{border:1px solid var(--line);border-radius:8px;padding:4px 14px 12px;min-width:0}
@@ -102,7 +105,9 @@ def live_counts(
             Path(payload_log), model=bundle.name, version=bundle.version, since=since
         )
         counts.update(count_frame(bundle.reference_profile, frame))
-        sources.append(f"payload log {payload_log} ({len(frame):,} rows served by {bundle.version})")
+        sources.append(
+            f"payload log {payload_log} ({len(frame):,} rows served by {bundle.version})"
+        )
     if metrics_url:
         scrape = MetricsEndpoint(metrics_url, bundle.name).scrape()
         if scrape.version not in (None, bundle.version):
@@ -156,11 +161,16 @@ def _cards(bundle: Bundle, drift: Any, champion: Mapping[str, Any] | None) -> st
         cards.append(("live rows", f"{drift.rows:,}", False))
     if champion:
         cards.append(("champion now", str(champion["version"]), False))
-    return '<div class="cards">' + "".join(
-        f'<div class="card{" alert" if alert else ""}"><b>{escape(value)}</b>'
-        f"<span>{escape(label)}</span></div>"
-        for label, value, alert in cards
-    ) + "</div>"  # fmt: skip
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card{" alert" if alert else ""}">'
+            f"<b{' class=long' if len(value) > 12 else ''}>{escape(value)}</b>"
+            f"<span>{escape(label)}</span></div>"
+            for label, value, alert in cards
+        )
+        + "</div>"
+    )
 
 
 def build_report(
@@ -195,15 +205,19 @@ def build_report(
     generated = stamp(time.time() if now is None else now)
     nav = "".join(
         f'<li><a href="#{anchor}">{label}</a></li>'
-        for anchor, label in (("drift", "Drift"), ("prediction-h", "Prediction distribution"),
-                              ("model-card", "Model card"), ("history", "History"))
-    )  # fmt: skip
+        for anchor, label in (
+            ("drift", "Drift"),
+            ("prediction-h", "Prediction distribution"),
+            ("model-card", "Model card"),
+            ("history", "History"),
+        )
+    )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<link rel="icon" href="data:,">'
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>{escape(title)}</h1><p class=\"note\">Generated {generated} by "
+        f'<header><h1>{escape(title)}</h1><p class="note">Generated {generated} by '
         f'<code>kubeloop report</code>.</p><nav aria-label="sections"><ul>{nav}</ul></nav>'
         f"{_cards(bundle, report, champion)}</header><main>"
         f"{drift_section(bundle, report, counts, source)}"

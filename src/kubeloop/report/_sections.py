@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,7 @@ def stamp(seconds: float | str | None) -> str:
         return "-"
     if isinstance(seconds, str):
         try:
-            seconds = datetime.fromisoformat(seconds.replace("Z", "+00:00")).timestamp()
+            return stamp(datetime.fromisoformat(seconds.replace("Z", "+00:00")).timestamp())
         except ValueError:
             return seconds
     return datetime.fromtimestamp(float(seconds), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -130,7 +131,11 @@ def _candidates(metrics: Mapping[str, Any], task: str) -> str:
     for name, values in metrics.get("candidates", {}).items():
         chosen = name == metrics.get("model")
         rows.append(
-            (f"{name} (chosen)" if chosen else name, scores.get(name), *(values.get(c) for c in columns))
+            (
+                f"{name} (chosen)" if chosen else name,
+                scores.get(name),
+                *(values.get(c) for c in columns),
+            )
         )
         attrs.append('class="chosen"' if chosen else "")
     return table(
@@ -154,10 +159,14 @@ def _curve_figures(bundle: Bundle) -> list[str]:
         score = "AUC" if key == "roc" else "AP"
         named = [(f"{s['name']} ({score} {s['score']:.3f})", s["x"], s["y"]) for s in series]
         chart = _svg.lines(
-            f"curve-{key}", named, title=title, x_label=x_label, y_label=y_label,
+            f"curve-{key}",
+            named,
+            title=title,
+            x_label=x_label,
+            y_label=y_label,
             diagonal=key == "roc",
             desc=f"{title} on the test split: " + ", ".join(n for n, _, _ in named),
-        )  # fmt: skip
+        )
         data = "".join(
             table((x_label, y_label), list(zip(s["x"], s["y"], strict=True)), caption=name)
             for (name, _, _), s in zip(named, series, strict=True)
@@ -167,13 +176,18 @@ def _curve_figures(bundle: Bundle) -> list[str]:
     if residuals:
         edges, counts = residuals["edges"], residuals["counts"]
         total = max(sum(counts), 1)
-        labels = [_svg.number((a + b) / 2) for a, b in zip(edges, edges[1:], strict=False)]
+        labels = [_svg.number((a + b) / 2) for a, b in pairwise(edges)]
         chart = _svg.bars(
-            "residuals", labels, [("test rows", _svg.REFERENCE, [c / total for c in counts])],
-            title="Residuals (true - predicted)", desc="Histogram of test-split residuals",
-        )  # fmt: skip
-        rows = [(f"{_svg.number(a)} … {_svg.number(b)}", c) for a, b, c in
-                zip(edges, edges[1:], counts, strict=False)]  # fmt: skip
+            "residuals",
+            labels,
+            [("test rows", _svg.REFERENCE, [c / total for c in counts])],
+            title="Residuals (true - predicted)",
+            desc="Histogram of test-split residuals",
+        )
+        rows = [
+            (f"{_svg.number(a)} … {_svg.number(b)}", c)
+            for a, b, c in zip(edges, edges[1:], counts, strict=False)
+        ]
         figures.append(_figure(chart, "Residuals, test split", table(("residual", "rows"), rows)))
     return figures
 
@@ -213,9 +227,12 @@ def _importance(bundle: Bundle) -> str:
     if not top:
         return ""
     chart = _svg.hbars(
-        "importance", top, title="Feature importance", fmt=lambda v: f"{v * 100:.1f}%",
+        "importance",
+        top,
+        title="Feature importance",
+        fmt=lambda v: f"{v * 100:.1f}%",
         desc="Share of the model's importance per model input: " + ", ".join(n for n, _ in top),
-    )  # fmt: skip
+    )
     data = table(("model input", "importance"), top)
     return _figure(chart, f"Feature importance (top {len(top)} model inputs)", data)
 
@@ -231,10 +248,13 @@ def model_card(bundle: Bundle) -> str:
         ("target", schema.target),
         ("classes", ", ".join(schema.classes) or "-"),
         ("chosen model", metrics.get("model", manifest.get("model", {}).get("kind"))),
-        ("features", f"{len(schema.numeric_features)} numeric, "
-                     f"{len(schema.features) - len(schema.numeric_features)} categorical"),
+        (
+            "features",
+            f"{len(schema.numeric_features)} numeric, "
+            f"{len(schema.features) - len(schema.numeric_features)} categorical",
+        ),
         ("training data sha256", str(manifest.get("data_hash", "-"))[:16]),
-    ]  # fmt: skip
+    ]
     shown = [m for m in _SUMMARY.get(schema.task, ()) if metrics.get(m) is not None]
     test = table(("metric", "test split"), [(m, metrics[m]) for m in shown])
     charts = _curve_figures(bundle) or _png_figures(bundle)
@@ -243,7 +263,7 @@ def model_card(bundle: Bundle) -> str:
         '<section id="model-card" aria-labelledby="model-card-h">'
         '<h2 id="model-card-h">Model card</h2>'
         f"{_facts(facts)}"
-        f'<h3>Test metrics of the chosen model ({escape(str(metrics.get("model", "-")))})</h3>'
+        f"<h3>Test metrics of the chosen model ({escape(str(metrics.get('model', '-')))})</h3>"
         f"{test}<h3>Candidates</h3>{_candidates(metrics, schema.task)}"
         f'<h3>Evaluation</h3><div class="grid">{"".join(charts)}</div>'
         f"<h3>Data</h3>{_data_table(bundle)}</section>"
@@ -264,14 +284,15 @@ def _bin_names(feature_profile: Mapping[str, Any]) -> list[str]:
     if not edges:
         return ["all values", "(missing)"]
     names = [f"≤ {edges[0]}"]
-    names += [f"{a} – {b}" for a, b in zip(edges, edges[1:], strict=False)]
+    names += [f"{a} – {b}" for a, b in pairwise(edges)]
     return [*names, f"> {edges[-1]}", "(missing)"]
 
 
 def _order(items: Sequence[FeatureDrift]) -> list[FeatureDrift]:
     """Drifted first, then by PSI (highest first), features not judged last."""
     return sorted(
-        items, key=lambda f: (not f.drifted, math.isnan(f.psi), -(0 if math.isnan(f.psi) else f.psi))
+        items,
+        key=lambda f: (not f.drifted, math.isnan(f.psi), -(0 if math.isnan(f.psi) else f.psi)),
     )
 
 
@@ -294,16 +315,23 @@ def _feature_article(item: FeatureDrift, feature_profile: Mapping[str, Any], liv
     chart = _svg.bars(
         f"dist-{_slug(name)}",
         [labels[i] for i in keep],
-        [("reference (training)", _svg.REFERENCE, [float(ref_share[i]) for i in keep]),
-         ("live", _svg.LIVE, [float(cur_share[i]) for i in keep])],
+        [
+            ("reference (training)", _svg.REFERENCE, [float(ref_share[i]) for i in keep]),
+            ("live", _svg.LIVE, [float(cur_share[i]) for i in keep]),
+        ],
         title=f"{name}: reference vs live distribution",
         desc=f"Share of rows per reference bin of {name}; PSI {_svg.number(item.psi)}",
-    )  # fmt: skip
+    )
     rows = [
-        (labels[i], int(ref[i]), f"{ref_share[i] * 100:.1f}%", int(cur[i]),
-         f"{cur_share[i] * 100:.1f}%")
+        (
+            labels[i],
+            int(ref[i]),
+            f"{ref_share[i] * 100:.1f}%",
+            int(cur[i]),
+            f"{cur_share[i] * 100:.1f}%",
+        )
         for i in range(len(labels))
-    ]  # fmt: skip
+    ]
     data = table(("bin", "reference rows", "reference share", "live rows", "live share"), rows)
     test = (
         f"{item.test.upper()} statistic {_svg.number(item.statistic)}, "
@@ -350,11 +378,14 @@ def drift_section(
     psi_items = [(f.feature, f.psi) for f in ordered]
     threshold = drift.features[0].threshold if drift.features else None
     chart = _svg.hbars(
-        "psi", psi_items, title="PSI per feature", threshold=threshold,
+        "psi",
+        psi_items,
+        title="PSI per feature",
+        threshold=threshold,
         alert=lambda name, _v: name in {f.feature for f in drifted},
         desc="Population stability index per feature, drifted features first: "
         + ", ".join(f"{n} {_svg.number(v)}" for n, v in psi_items),
-    )  # fmt: skip
+    )
     rows = [
         (f.feature, f.kind, f.rows, f.psi, f.threshold, _verdict(f), f.test, f.p_value)
         for f in ordered
@@ -373,7 +404,11 @@ def drift_section(
     prediction = drift.prediction
     if prediction is not None and bundle.reference_profile.get("prediction"):
         live = counts.get(PREDICTION) or counts.get("prediction")
-        pred_html = _feature_article(prediction, bundle.reference_profile["prediction"], live)
+        pred_html = (
+            '<div class="features">'
+            + _feature_article(prediction, bundle.reference_profile["prediction"], live)
+            + "</div>"
+        )
     else:
         pred_html = (
             '<p class="note">The live prediction distribution over the reference bins comes '
@@ -389,6 +424,12 @@ def drift_section(
 
 
 # -- history ---------------------------------------------------------------------------------
+
+
+def _clock(span: float) -> Callable[[float], str]:
+    """Tick labels of a time axis: seconds for short spans, dates for long ones."""
+    pattern = "%H:%M:%S" if span < 3 * 3600 else "%m-%d %H:%M" if span < 5 * 86400 else "%Y-%m-%d"
+    return lambda s: datetime.fromtimestamp(s, UTC).strftime(pattern)
 
 
 def _run_cell(run: Mapping[str, Any] | None) -> str:
@@ -427,75 +468,130 @@ def history_section(
     task: str,
 ) -> str:
     """Versions over time (registry), monitor runs with decisions and gate results (state)."""
-    parts = ['<section id="history" aria-labelledby="history-h"><h2 id="history-h">History of the loop</h2>']
+    parts = [
+        '<section id="history" aria-labelledby="history-h">'
+        '<h2 id="history-h">History of the loop</h2>'
+    ]
     metric = "roc_auc" if task == "classification" else "rmse"
     if champion:
         since = stamp(champion.get("updated"))
         previous = champion.get("previous")
         parts.append(
             f'<p class="summary">Champion: <strong>{escape(str(champion["version"]))}</strong> '
-            f"since {since}" + (f", replacing {escape(str(previous))}" if previous else "") + ".</p>"
+            f"since {since}"
+            + (f", replacing {escape(str(previous))}" if previous else "")
+            + ".</p>"
         )
     if versions:
-        dated = [v for v in versions if v.get("created_s") is not None and v.get(metric) is not None]
+        dated = [
+            v for v in versions if v.get("created_s") is not None and v.get(metric) is not None
+        ]
         if dated:
             xs = [float(v["created_s"]) for v in dated]
             ys = [float(v[metric]) for v in dated]
             low, high = min(ys), max(ys)
             pad = max((high - low) * 0.2, 0.01)
             chart = _svg.lines(
-                "versions", [(f"test {metric}", xs, ys)], title=f"Test {metric} per version",
-                desc=f"Test {metric} of each registered version over time", x_label="created (UTC)",
-                y_label=metric, x_range=(min(xs) - 60, max(xs) + 60),
-                y_range=(low - pad, high + pad), points=True,
-                x_fmt=lambda s: datetime.fromtimestamp(s, UTC).strftime("%H:%M"),
-            )  # fmt: skip
-            data = table(("version", "created", f"test {metric}"),
-                         [(v["version"], stamp(v.get("created")), v[metric]) for v in dated])  # fmt: skip
+                "versions",
+                [(f"test {metric}", xs, ys)],
+                title=f"Test {metric} per version",
+                desc=f"Test {metric} of each registered version over time",
+                x_label="created (UTC)",
+                y_label=metric,
+                x_range=(min(xs) - 60, max(xs) + 60),
+                y_range=(low - pad, high + pad),
+                points=True,
+                x_fmt=_clock(max(xs) - min(xs)),
+            )
+            data = table(
+                ("version", "created", f"test {metric}"),
+                [(v["version"], stamp(v.get("created")), v[metric]) for v in dated],
+            )
             caption = f"Test {metric} per version (each on its own test split)"
             parts.append(f'<div class="grid">{_figure(chart, caption, data)}</div>')
-        rows = [
+        rows: list[tuple[Any, ...]] = [
             (v["version"], stamp(v.get("created")), v.get("model"), v.get(metric), v["status"])
             for v in versions
         ]
-        parts.append("<h3>Versions</h3>" + table(
-            ("version", "created", "model", f"test {metric}", "status"), rows,
-            caption="Registered versions, oldest first",
-        ))  # fmt: skip
+        parts.append(
+            "<h3>Versions</h3>"
+            + table(
+                ("version", "created", "model", f"test {metric}", "status"),
+                rows,
+                caption="Registered versions, oldest first",
+            )
+        )
     else:
-        parts.append('<p class="note">No registry given: pass <code>--registry</code> for the '
-                     "versions over time.</p>")  # fmt: skip
+        parts.append(
+            '<p class="note">No registry given: pass <code>--registry</code> for the '
+            "versions over time.</p>"
+        )
     if history:
-        shares = [(float(r["at"]), r["drift_share"]) for r in history if r.get("drift_share") is not None]
+        shares = [
+            (float(r["at"]), r["drift_share"]) for r in history if r.get("drift_share") is not None
+        ]
         if shares:
             xs, ys = [s for s, _ in shares], [float(v) for _, v in shares]
             chart = _svg.lines(
-                "drift-share", [("drift share", xs, ys)], title="Drift share per monitor run",
+                "drift-share",
+                [("drift share", xs, ys)],
+                title="Drift share per monitor run",
                 desc="Fraction of judged features that drifted, per monitor run",
-                x_label="monitor run (UTC)", y_label="drift share", points=True,
-                x_range=(min(xs) - 30, max(xs) + 30), y_range=(0.0, 1.0),
-                x_fmt=lambda s: datetime.fromtimestamp(s, UTC).strftime("%H:%M:%S"),
-            )  # fmt: skip
+                x_label="monitor run (UTC)",
+                y_label="drift share",
+                points=True,
+                x_range=(min(xs) - 30, max(xs) + 30),
+                y_range=(0.0, 1.0),
+                x_fmt=_clock(max(xs) - min(xs)),
+            )
             data = table(("monitor run", "drift share"), [(stamp(x), y) for x, y in shares])
-            parts.append(f'<div class="grid">{_figure(chart, "Drift share per monitor run", data)}</div>')
+            parts.append(
+                f'<div class="grid">{_figure(chart, "Drift share per monitor run", data)}</div>'
+            )
         rows = [
-            (stamp(r.get("at")), r.get("served_version") or r.get("bundle_version"), r.get("rows"),
-             r.get("drift_share"), ", ".join(r.get("drifted_features") or []) or "-",
-             _decision_cell(r), _run_cell(r.get("run")))
+            (
+                stamp(r.get("at")),
+                r.get("served_version") or r.get("bundle_version"),
+                r.get("rows"),
+                r.get("drift_share"),
+                ", ".join(r.get("drifted_features") or []) or "-",
+                _decision_cell(r),
+                _run_cell(r.get("run")),
+            )
             for r in history
-        ]  # fmt: skip
-        parts.append("<h3>Monitor runs, decisions and gate results</h3>" + table(
-            ("time", "version", "live rows", "drift share", "drifted", "decision and reasons",
-             "retraining run and gate"), rows, caption="Monitor runs, oldest first",
-        ))  # fmt: skip
+        ]
+        parts.append(
+            "<h3>Monitor runs, decisions and gate results</h3>"
+            + table(
+                (
+                    "time",
+                    "version",
+                    "live rows",
+                    "drift share",
+                    "drifted",
+                    "decision and reasons",
+                    "retraining run and gate",
+                ),
+                rows,
+                caption="Monitor runs, oldest first",
+            )
+        )
         promotions = [r["run"] for r in history if (r.get("run") or {}).get("promoted")]
         if promotions:
-            parts.append("<h3>Promotions</h3><ul>" + "".join(
-                f"<li>{escape(str(p.get('previous_champion')))} → "
-                f"<strong>{escape(str(p.get('challenger_version')))}</strong>: "
-                f"{escape(str(p.get('reason', '')))}</li>" for p in promotions) + "</ul>")  # fmt: skip
+            parts.append(
+                "<h3>Promotions</h3><ul>"
+                + "".join(
+                    f"<li>{escape(str(p.get('previous_champion')))} → "
+                    f"<strong>{escape(str(p.get('challenger_version')))}</strong>: "
+                    f"{escape(str(p.get('reason', '')))}</li>"
+                    for p in promotions
+                )
+                + "</ul>"
+            )
     else:
-        parts.append('<p class="note">No monitor state given (or no run recorded yet): pass '
-                     "<code>--state-file</code> for the monitor's decisions.</p>")  # fmt: skip
+        parts.append(
+            '<p class="note">No monitor state given (or no run recorded yet): pass '
+            "<code>--state-file</code> for the monitor's decisions.</p>"
+        )
     parts.append("</section>")
     return "".join(parts)

@@ -53,11 +53,16 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     from kubeloop.workflow import run_training
 
     work = tmp_path_factory.mktemp("report")
-    config = TrainConfig(candidates=("linear", "forest"), forest_trees=40, forest_max_depth=6)
+    config = TrainConfig(
+        candidates=("linear", "random_forest"), forest_trees=40, forest_max_depth=6
+    )
     trained = run_training(
-        generate_churn(1500, seed=0), target="churned", out=work / "bundle", config=config,
+        generate_churn(1500, seed=0),
+        target="churned",
+        out=work / "bundle",
+        config=config,
         name=MODEL,
-    )  # fmt: skip
+    )
     registry_dir = work / "registry"
     registry = Registry(str(registry_dir))
     version = registry.register(trained.bundle.path)
@@ -72,26 +77,51 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     try:
         send_traffic(server.url, MODEL, generate_churn(600, seed=1), schema, prefix="healthy")
         monitor = MonitorConfig(
-            model=MODEL, state_file=state, registry=str(registry_dir),
-            metrics_url=f"{server.url}/metrics", payload_log=payload, dry_run=True,
-        )  # fmt: skip
+            model=MODEL,
+            state_file=state,
+            registry=str(registry_dir),
+            metrics_url=f"{server.url}/metrics",
+            payload_log=payload,
+            dry_run=True,
+        )
         calm = run_once(monitor)
         assert calm.report is not None and not calm.report.drifted_features
         drifted = generate_churn(600, seed=2, covariate_shift=1.0)
         send_traffic(server.url, MODEL, drifted, schema, prefix="drifted")
         monitor_page = work / "monitor.html"
         out = _cli(
-            "monitor", "--once", "--dry-run", "--model", MODEL, "--registry", str(registry_dir),
-            "--metrics-url", f"{server.url}/metrics", "--payload-log", str(payload),
-            "--state-file", str(state), "--report-html", str(monitor_page),
-        )  # fmt: skip
+            "monitor",
+            "--once",
+            "--dry-run",
+            "--model",
+            MODEL,
+            "--registry",
+            str(registry_dir),
+            "--metrics-url",
+            f"{server.url}/metrics",
+            "--payload-log",
+            str(payload),
+            "--state-file",
+            str(state),
+            "--report-html",
+            str(monitor_page),
+        )
         assert f"report: {monitor_page}" in out
     finally:
         server.stop()
     report_page = work / "report.html"
     out = _cli(
-        "report", "--registry", str(registry_dir), "--model", MODEL, "--payload-log",
-        str(payload), "--state-file", str(state), "--out", str(report_page),
-    )  # fmt: skip
+        "report",
+        "--registry",
+        str(registry_dir),
+        "--model",
+        MODEL,
+        "--payload-log",
+        str(payload),
+        "--state-file",
+        str(state),
+        "--out",
+        str(report_page),
+    )
     assert str(report_page) in out
     yield Loop(work, registry_dir, state, payload, version, monitor_page, report_page)

@@ -80,9 +80,12 @@ def exported(server: Server, small_bundle: Path, tmp_path_factory: pytest.TempPa
     names = _exported(server.metrics())
     state = tmp_path_factory.mktemp("monitor") / "state.json"
     config = MonitorConfig(
-        model=server.name, state_file=state, model_dir=small_bundle,
-        metrics_url=f"{server.url}/metrics", dry_run=True,
-    )  # fmt: skip
+        model=server.name,
+        state_file=state,
+        model_dir=small_bundle,
+        metrics_url=f"{server.url}/metrics",
+        dry_run=True,
+    )
     result = run_once(config)
     assert result.error is None, result.error
     for name, labels in _exported(generate_latest(monitor_metrics.REGISTRY).decode()).items():
@@ -91,10 +94,15 @@ def exported(server: Server, small_bundle: Path, tmp_path_factory: pytest.TempPa
 
 
 def test_server_exports_what_the_docs_promise(exported: dict[str, set[str]]) -> None:
-    for name in ("kubeloop_predictions_total", "kubeloop_feature_bin_total",
-                 "kubeloop_prediction_value_bucket", "kubeloop_model_info",
-                 "kubeloop_invalid_requests_total", "kubeloop_imputed_values_total",
-                 "kubeloop_unknown_categories_total"):  # fmt: skip
+    for name in (
+        "kubeloop_predictions_total",
+        "kubeloop_feature_bin_total",
+        "kubeloop_prediction_value_bucket",
+        "kubeloop_model_info",
+        "kubeloop_invalid_requests_total",
+        "kubeloop_imputed_values_total",
+        "kubeloop_unknown_categories_total",
+    ):
         assert exported.get(name), f"{name} has no series after real requests"
 
 
