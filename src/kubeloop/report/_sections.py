@@ -418,7 +418,8 @@ def drift_section(
         f"{head}{summary}<h3>Drifted features</h3>{listing}"
         f'<figure class="wide">{chart}<figcaption>PSI per feature</figcaption>'
         f"<details><summary>Data table: PSI per feature</summary>{psi_table}</details></figure>"
-        f'<h3>Distributions per feature</h3><div class="features">{articles}</div>'
+        "<h3>Distributions per feature</h3>"
+        f'<div class="features" id="feature-distributions">{articles}</div>'
         f'<h2 id="prediction-h">Prediction distribution</h2>{pred_html}</section>'
     )
 

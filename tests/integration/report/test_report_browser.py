@@ -117,10 +117,11 @@ def test_drifted_features_come_first(opened: Opened) -> None:
     listed = page.locator("#drifted-features li").all_inner_texts()
     assert listed, "the drifted traffic must show drifted features"
     classes = page.eval_on_selector_all(
-        ".features article.feature", "els => els.map(e => e.classList.contains('drifted'))"
+        "#feature-distributions article.feature",
+        "els => els.map(e => e.classList.contains('drifted'))",
     )
     names = page.eval_on_selector_all(
-        ".features article.feature", "els => els.map(e => e.dataset.feature)"
+        "#feature-distributions article.feature", "els => els.map(e => e.dataset.feature)"
     )
     first_stable = classes.index(False)
     assert all(classes[:first_stable]) and not any(classes[first_stable:])

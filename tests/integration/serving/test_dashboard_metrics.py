@@ -71,7 +71,7 @@ def exported(server: Server, small_bundle: Path, tmp_path_factory: pytest.TempPa
     url = f"{server.url}/v1/models/{server.name}:predict"
     good = httpx.post(url, json={"instances": ROWS}, timeout=30)
     assert good.status_code == 200, good.text
-    missing = {k: v for k, v in ROWS[0].items() if k != "tenure_months"}
+    missing = {**ROWS[0], "tenure_months": None}  # imputed and counted
     assert httpx.post(url, json={"instances": [missing]}, timeout=30).status_code == 200
     unknown = {**ROWS[0], "contract": "Lifetime"}
     assert httpx.post(url, json={"instances": [unknown]}, timeout=30).status_code == 200
