@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.k8s.test_dashboard import DASHBOARD, _metric_names
 
-from .conftest import Server
+from .conftest import Server, start_server
 from .test_protocols import ROWS
 
 pytestmark = pytest.mark.integration
@@ -63,10 +64,28 @@ def _queries() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def exported(server: Server, small_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def dashboard_server(
+    small_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """``kubeloop serve --model-dir`` on the small bundle (a generous start-up deadline: the
+    first start compiles the forest kernel, slow on a busy machine)."""
+    directory = tmp_path_factory.mktemp("dashboard-server")
+    running = start_server(
+        ["--model-dir", str(small_bundle)], name="churn", log=directory / "server.log", timeout=300
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def exported(
+    dashboard_server: Server, small_bundle: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
     """Names exported by the server after real traffic, plus the monitor's after one run."""
     from kubeloop.monitoring import metrics as monitor_metrics
     from kubeloop.monitoring.monitor import MonitorConfig, run_once
+
+    server = dashboard_server
 
     url = f"{server.url}/v1/models/{server.name}:predict"
     good = httpx.post(url, json={"instances": ROWS}, timeout=30)
