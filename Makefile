@@ -8,10 +8,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test check unit lint typecheck bench clean tools system-deps manifests kind-up kind-e2e kind-down
 
-# Debian packages the tests call (promtool and the Prometheus server come with `prometheus`).
+# Debian packages the tests call (promtool and the Prometheus server come with `prometheus`;
+# headless `chromium` opens the HTML report in tests/integration/report).
 # hack/ensure-debian-packages.sh installs the missing ones (as root or through sudo) or names the
 # command to run.
-DEBIAN_PACKAGES := prometheus
+DEBIAN_PACKAGES := prometheus chromium
 
 install: $(STAMP)
 

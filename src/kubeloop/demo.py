@@ -58,6 +58,8 @@ class DemoConfig:
         workdir: Where everything goes (default: a temporary directory).
         keep: Keep ``workdir`` at the end.
         swap_timeout: Seconds to wait for the server to switch versions.
+        report_html: Where the HTML report goes (default: ``report.html`` in ``workdir`` when
+            it is kept; none otherwise).
     """
 
     data: Path | None = None
@@ -70,6 +72,7 @@ class DemoConfig:
     workdir: Path | None = None
     keep: bool = False
     swap_timeout: float = 120.0
+    report_html: Path | None = None
 
 
 @contextmanager
@@ -210,6 +213,7 @@ def _loop(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, Any]:
             f"retrain: {bool(calm.decision and calm.decision.retrain)}"
         )
         say("4/6 drifted traffic: covariate shift + concept change")
+        drift_started = time.time()
         sent = send_traffic(server.url, config.model, drifted, bundle.schema, prefix="drifted")
         write_labels(work / "labels.csv", sent, drifted[target].reset_index(drop=True))
         say(f"   {len(drifted)} drifted rows sent; their labels arrived in labels.csv")
@@ -235,6 +239,9 @@ def _loop(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, Any]:
             _say_check(check, alarm, say)
     finally:
         server.stop()
+    report_html = _html_report(config, work, monitor, alarm, drift_started)
+    if report_html is not None:
+        say(f"HTML report: {report_html}")
     return {
         "drift_detected": bool(alarm.report and alarm.report.drifted_features),
         "retrain_started": alarm.outcome is not None,
@@ -255,7 +262,20 @@ def _loop(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, Any]:
         "live_metric_after": check.performance.current if check and check.performance else None,
         "retrain_runs": len(load_state(monitor.state_file).retrain_starts),
         "error": alarm.error,
+        "report_html": str(report_html) if report_html else None,
     }  # fmt: skip
+
+
+def _html_report(
+    config: DemoConfig, work: Path, monitor: MonitorConfig, alarm: MonitorResult, since: float
+) -> Path | None:
+    """The HTML report of the drift alarm (the old champion, the drifted window, the history)."""
+    path = config.report_html or (work / "report.html" if config.keep or config.workdir else None)
+    if path is None:
+        return None
+    from kubeloop.report import monitor_report, write_report
+
+    return write_report(path, monitor_report(monitor, alarm, since=since))
 
 
 def _metrics(metrics: dict[str, Any]) -> dict[str, float]:

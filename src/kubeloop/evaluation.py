@@ -22,7 +22,7 @@ from sklearn import metrics as _skm
 from kubeloop.data import Task
 from kubeloop.errors import DataValidationError
 
-__all__ = ["evaluate", "validation_score", "write_plots"]
+__all__ = ["curve_points", "evaluate", "validation_score", "write_plots"]
 
 _IMPORTANCE_TOP = 20
 
@@ -199,12 +199,11 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
-def _curves(
-    path: Path, labels: np.ndarray, probs: np.ndarray, names: list[str], *, roc: bool
-) -> Path:
-    """ROC or precision-recall curves: the positive class, or one curve per class (OvR)."""
-    figure = _figure()
-    axes = figure.add_subplot()
+def _curve_series(
+    labels: np.ndarray, probs: np.ndarray, names: list[str], *, roc: bool
+) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """``(class name, x, y, AUC or AP)`` of the positive class, or of each class (OvR)."""
+    series = []
     ks = [1] if probs.shape[1] == 2 else list(range(probs.shape[1]))
     for k in ks:
         truth = labels == k
@@ -216,7 +215,18 @@ def _curves(
         else:
             y, x, _ = _skm.precision_recall_curve(truth, probs[:, k])
             score = _skm.average_precision_score(truth, probs[:, k])
-        axes.plot(x, y, label=f"{names[k]} ({'AUC' if roc else 'AP'} {score:.3f})")
+        series.append((names[k], x, y, float(score)))
+    return series
+
+
+def _curves(
+    path: Path, labels: np.ndarray, probs: np.ndarray, names: list[str], *, roc: bool
+) -> Path:
+    """ROC or precision-recall curves: the positive class, or one curve per class (OvR)."""
+    figure = _figure()
+    axes = figure.add_subplot()
+    for name, x, y, score in _curve_series(labels, probs, names, roc=roc):
+        axes.plot(x, y, label=f"{name} ({'AUC' if roc else 'AP'} {score:.3f})")
     if roc:
         axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
     axes.set_xlabel("false positive rate" if roc else "recall")
@@ -225,6 +235,45 @@ def _curves(
     if axes.get_legend_handles_labels()[0]:
         axes.legend(loc="lower right" if roc else "lower left", fontsize="small")
     return _save(figure, path)
+
+
+def _thin(values: np.ndarray, keep: np.ndarray) -> list[float]:
+    return [round(float(v), 5) for v in values[keep]]
+
+
+def curve_points(
+    task: Task,
+    y_true: np.ndarray,
+    prediction: np.ndarray,
+    *,
+    classes: Sequence[str] = (),
+    points: int = 60,
+) -> dict[str, Any]:
+    """The data behind the evaluation plots, small enough for ``metrics.json``.
+
+    Classification: ``{"roc": [...], "pr": [...]}``, one ``{"name", "x", "y", "score"}`` series
+    per curve (the positive class, or each class one-vs-rest), thinned to about ``points``
+    points. Regression: ``{"residuals": {"edges": [...], "counts": [...]}}`` (20 bins of
+    true - predicted). The HTML report draws its charts from these.
+    """
+    if task == "regression":
+        y, p = _regression_arrays(y_true, prediction)
+        residual = y - p
+        low, high = float(residual.min()), float(residual.max())
+        pad = max(high - low, abs(high), 1.0) * 1e-6  # near-constant residuals: still 20 bins
+        counts, edges = np.histogram(residual, bins=20, range=(low - pad, high + pad))
+        return {"residuals": {"edges": [float(e) for e in edges], "counts": counts.tolist()}}
+    labels, probs = _labels_and_probabilities(y_true, prediction)
+    names = list(classes) or [str(k) for k in range(probs.shape[1])]
+    result: dict[str, Any] = {}
+    for key, roc in (("roc", True), ("pr", False)):
+        result[key] = []
+        for name, x, y, score in _curve_series(labels, probs, names, roc=roc):
+            keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), points)).astype(int))
+            result[key].append(
+                {"name": name, "x": _thin(x, keep), "y": _thin(y, keep), "score": score}
+            )
+    return result
 
 
 def _confusion(path: Path, matrix: np.ndarray, names: list[str]) -> Path:

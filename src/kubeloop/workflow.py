@@ -24,7 +24,7 @@ from kubeloop.bundle import Bundle, load_bundle, write_bundle
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.data import Dataset, Part, Schema, Task, build_dataset, load_dataset, split_dataset
 from kubeloop.errors import ConfigError, TrainingError
-from kubeloop.evaluation import evaluate, write_plots
+from kubeloop.evaluation import curve_points, evaluate, write_plots
 from kubeloop.explain import Explainer, global_importance
 from kubeloop.features import FastTransform, PreprocessorSpec, fit_preprocessor
 from kubeloop.names import check_name
@@ -195,6 +195,9 @@ def finish_bundle(
                 for name, value in sorted(importance.items(), key=lambda kv: -kv[1])
             ],
         },
+        "curves": curve_points(
+            schema.task, y_test, predictions[chosen.name], classes=schema.classes
+        ),
     }
     x_train, _ = matrices["train"]
     profile = build_reference_profile(train_features, schema, chosen.model.predict(x_train))

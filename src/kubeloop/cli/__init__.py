@@ -18,7 +18,7 @@ from kubeloop.errors import KubeloopError
 __all__ = ["build_parser", "main"]
 
 # Sub-command modules, in the order `kubeloop --help` lists them.
-_COMMANDS = ("train", "pipeline", "serve", "predict", "explain", "monitor", "demo")
+_COMMANDS = ("train", "pipeline", "serve", "predict", "explain", "monitor", "report", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

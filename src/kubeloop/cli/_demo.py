@@ -38,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--report", type=Path, help="write the outcome as JSON here")
+    parser.add_argument(
+        "--report-html",
+        type=Path,
+        help="write the HTML report here (default: report.html in the kept working directory)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -48,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         data=args.data, target=args.target, model=args.model, rows=args.rows,
         traffic_rows=args.traffic_rows, workers=args.workers,
         num_boost_round=args.num_boost_round, workdir=args.workdir, keep=args.keep,
+        report_html=args.report_html,
     )  # fmt: skip
     # A copy of stdout: the demo sends the pipeline steps' own output to a log file meanwhile.
     sys.stdout.flush()
@@ -71,6 +77,8 @@ def _run(args: argparse.Namespace) -> int:
         f"versions: {result['version_before']} -> {result['version_after']}; "
         f"served now: {result['served_version_after']}"
     )
+    if result.get("report_html"):
+        print(f"HTML report: {result['report_html']}")
     verdict = "CLOSED" if result["closed"] else "NOT CLOSED"
     print(
         f"loop {verdict} in {result['seconds']:.0f}s"

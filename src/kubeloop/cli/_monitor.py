@@ -81,6 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--metrics-port", type=int, help="serve monitor metrics on this port")
     parser.add_argument("--metrics-file", type=Path, help="write monitor metrics (textfile)")
     parser.add_argument("--json", action="store_true", help="print each result as JSON")
+    parser.add_argument("--report-html", type=Path, help="write the HTML report after each run")
     parser.set_defaults(func=_run)
 
 
@@ -180,6 +181,10 @@ def _run(args: argparse.Namespace) -> int:
     def show(result: Any) -> None:
         if args.metrics_file:
             write_textfile(args.metrics_file)
+        if args.report_html:
+            from kubeloop.report import monitor_report, write_report
+
+            progress(f"report: {write_report(args.report_html, monitor_report(config, result))}")
         if args.json:
             print(json.dumps(_result_json(result), default=str), flush=True)
         elif result.report is not None:

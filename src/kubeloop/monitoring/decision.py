@@ -25,6 +25,7 @@ from kubeloop.errors import ConfigError
 
 __all__ = [
     "DAY_S",
+    "HISTORY_KEEP",
     "Decision",
     "MonitorState",
     "TriggerPolicy",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 DAY_S = 86_400.0
+HISTORY_KEEP = 200
 _STATE_FORMAT = 1
 
 
@@ -77,6 +79,9 @@ class MonitorState:
         last_scrape: The previous ``/metrics`` scrape (:meth:`Scrape.to_dict`), for deltas.
         last_decision: The previous decision (:meth:`Decision.to_dict`).
         errors: Count of failed source reads since the state was created.
+        history: One record per run, oldest first (the last :data:`HISTORY_KEEP`): time,
+            versions, drift share, the decision and the retraining run's gate outcome; the
+            HTML report (:mod:`kubeloop.report`) draws the loop's history from it.
     """
 
     retrain_starts: tuple[float, ...] = ()
@@ -84,6 +89,11 @@ class MonitorState:
     last_scrape: dict[str, Any] | None = None
     last_decision: dict[str, Any] | None = None
     errors: int = 0
+    history: tuple[dict[str, Any], ...] = ()
+
+    def with_history(self, record: dict[str, Any]) -> MonitorState:
+        """The state with ``record`` appended to the history (oldest records dropped)."""
+        return replace(self, history=(*self.history, record)[-HISTORY_KEEP:])
 
     def with_run_started(self, run: dict[str, Any], now: float) -> MonitorState:
         """The state after a retrain start (old starts beyond 24 h dropped)."""
@@ -193,6 +203,7 @@ def load_state(path: Path) -> MonitorState:
             last_scrape=data.get("last_scrape"),
             last_decision=data.get("last_decision"),
             errors=int(data.get("errors", 0)),
+            history=tuple(dict(record) for record in data.get("history", ())),
         )
     except (ValueError, TypeError, AttributeError) as error:
         raise ConfigError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +130,7 @@ class MonitorResult:
     outcome: Any = None
     error: str | None = None
     notes: tuple[str, ...] = ()
+    counts: dict[str, dict[str, float]] | None = None
 
 
 def _bundle(config: MonitorConfig) -> Bundle:
@@ -264,6 +265,9 @@ def run_once(
     except SourceError as unreachable:
         m.MONITOR_ERRORS.labels(model=config.model, source=source).inc()
         state = replace(state, errors=state.errors + 1)
+        state = state.with_history(
+            {"at": now, "bundle_version": bundle.version, "error": str(unreachable)}
+        )
         save_state(config.state_file, state)
         m.LAST_RUN.labels(model=config.model).set(now)
         say(f"source unavailable: {unreachable}")
@@ -304,11 +308,40 @@ def run_once(
     if decision.retrain and config.retrain_data and not config.dry_run:
         state, outcome, error = _start(config, decision, state, recent, start_run, say, now)
     state = replace(state, last_decision={**decision.to_dict(), "at": now, "error": error})
+    state = state.with_history(
+        _history_record(now, bundle.version, served, report, performance, decision, outcome, error)
+    )
     save_state(config.state_file, state)
     m.LAST_RUN.labels(model=config.model).set(now)
     return MonitorResult(
-        bundle.version, served, report, performance, decision, outcome, error, tuple(notes)
+        bundle.version, served, report, performance, decision, outcome, error, tuple(notes), counts
     )
+
+
+def _history_record(
+    now: float,
+    bundle_version: str,
+    served: str | None,
+    report: DriftReport | None,
+    performance: Performance | None,
+    decision: Decision,
+    outcome: Any,
+    error: str | None,
+) -> dict[str, Any]:
+    """One line of the monitor's history: what it saw, decided and what the run's gate did."""
+    run = asdict(outcome) if is_dataclass(outcome) and not isinstance(outcome, type) else None
+    return {
+        "at": now,
+        "bundle_version": bundle_version,
+        "served_version": served,
+        "rows": report.rows if report else None,
+        "drift_share": report.drift_share if report and report.judged else None,
+        "drifted_features": list(report.drifted_features) if report else [],
+        "performance": vars(performance) if performance else None,
+        "decision": decision.to_dict(),
+        "run": run,
+        "error": error,
+    }
 
 
 def run_forever(

@@ -40,8 +40,10 @@ __all__ = [
     "DriftConfig",
     "DriftReport",
     "FeatureDrift",
+    "align_counts",
     "compare_profile",
     "count_frame",
+    "count_labels",
     "reference_counts",
 ]
 
@@ -137,7 +139,8 @@ class DriftReport:
         }
 
 
-def _labels(feature_profile: Mapping[str, Any]) -> list[str]:
+def count_labels(feature_profile: Mapping[str, Any]) -> list[str]:
+    """The bin labels counts are kept under: :func:`~kubeloop.profile.bin_labels` + missing."""
     return [*bin_labels(dict(feature_profile)), MISSING_BIN]
 
 
@@ -150,8 +153,9 @@ def reference_counts(feature_profile: Mapping[str, Any]) -> np.ndarray:
     return np.asarray([*counts, feature_profile.get("missing", 0)], dtype=np.float64)
 
 
-def _align(feature_profile: Mapping[str, Any], counts: Mapping[str, float]) -> np.ndarray:
-    labels = _labels(feature_profile)
+def align_counts(feature_profile: Mapping[str, Any], counts: Mapping[str, float]) -> np.ndarray:
+    """Live ``{label: count}`` as a vector aligned with :func:`count_labels` (unknown folded)."""
+    labels = count_labels(feature_profile)
     index = {label: i for i, label in enumerate(labels)}
     vector = np.zeros(len(labels), dtype=np.float64)
     numeric = feature_profile["kind"] == "numeric"
@@ -193,7 +197,7 @@ def count_frame(profile: Mapping[str, Any], frame: pd.DataFrame) -> dict[str, di
         columns[PREDICTION] = "prediction"
     for name, column in columns.items():
         feature_profile = profile["prediction"] if name == PREDICTION else profile["features"][name]
-        labels = _labels(feature_profile)
+        labels = count_labels(feature_profile)
         if feature_profile["kind"] == "numeric":
             array = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
             missing = np.isnan(array)
@@ -270,7 +274,7 @@ def compare_profile(
         names.append(name)
         kinds.append(feature_profile["kind"])
         ref.append(reference_counts(feature_profile))
-        cur.append(_align(feature_profile, counts.get(name, {})))
+        cur.append(align_counts(feature_profile, counts.get(name, {})))
     features = _score(names, kinds, ref, cur, config)
     prediction = None
     live = counts.get(PREDICTION) or counts.get("prediction")
@@ -280,7 +284,7 @@ def compare_profile(
             [PREDICTION],
             ["numeric"],
             [reference_counts(pred_profile)],
-            [_align(pred_profile, live)],
+            [align_counts(pred_profile, live)],
             config,
         )[0]
     rows = max((f.rows for f in features), default=0)

@@ -20,6 +20,7 @@ def test_demo_closes_the_loop(
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the demo's temp dir goes
     report = tmp_path / "report.json"
+    page = tmp_path / "loop.html"
     code = main(
         [
             "demo",
@@ -31,6 +32,8 @@ def test_demo_closes_the_loop(
             "60",
             "--report",
             str(report),
+            "--report-html",
+            str(page),
         ]
     )
     out = capfd.readouterr().out
@@ -49,3 +52,8 @@ def test_demo_closes_the_loop(
     assert result["retrain_runs"] == 1  # the monitor ran again after the swap: no second run
     assert result["workdir"] is None and list(scratch.iterdir()) == []  # all cleaned up
     assert "loop CLOSED" in out and "6/6" in out
+    # The HTML report of the alarm: the old champion drifted, the gate promoted the new one.
+    assert f"HTML report: {page}" in out and result["report_html"] == str(page)
+    html = page.read_text(encoding="utf-8")
+    assert result["version_before"] in html and f"PROMOTED {result['version_after']}" in html
+    assert "<script" not in html and 'id="drifted-features"' in html
