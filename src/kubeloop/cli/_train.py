@@ -95,9 +95,9 @@ def _run(args: argparse.Namespace) -> int:
     tuning = result.bundle.metrics.get("tuning")
     if tuning:
         print(
-            f"\nTuning: {tuning['trial_count']} trials ({tuning['stopped_early']} stopped early) in "
-            f"{tuning['used_s']:.1f} s of a {tuning['budget_s']:g} s budget; best validation score "
-            f"{tuning['best_validation_score']:.5f} vs default "
+            f"\nTuning: {tuning['trial_count']} trials ({tuning['stopped_early']} stopped early) "
+            f"in {tuning['used_s']:.1f} s of a {tuning['budget_s']:g} s budget; best validation "
+            f"score {_score(tuning['best_validation_score'])} vs default "
             f"{_score(tuning['default_validation_score'])}; best parameters "
             f"{tuning['best_params']} ({tuning['best_rounds']} rounds)"
         )

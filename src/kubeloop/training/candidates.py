@@ -40,6 +40,8 @@ __all__ = [
 
 CANDIDATE_NAMES = ("xgboost", "linear", "random_forest")
 TUNED = "xgboost_tuned"  # the searched XGBoost, a candidate beside the default one
+# Below this, Ray Tune's start-up leaves no time for a trial.
+MIN_TUNE_BUDGET_S = 5.0
 
 Progress = Callable[[str], None]
 Matrix = tuple[np.ndarray, np.ndarray]
@@ -92,10 +94,11 @@ class TrainConfig:
     cv_folds: int = CV_FOLDS
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.tune_budget) and self.tune_budget >= 0):
+        budget = self.tune_budget
+        if not (math.isfinite(budget) and (budget == 0 or budget >= MIN_TUNE_BUDGET_S)):
             raise ConfigError(
-                f"tune_budget must be 0 (off) or a positive number of seconds, not "
-                f"{self.tune_budget}."
+                f"tune_budget (--tune-budget) must be 0 (off) or at least "
+                f"{MIN_TUNE_BUDGET_S:g} seconds, not {budget}."
             )
         if self.tune_max_trials < 0 or self.cv_below_rows < 0 or self.cv_folds < 2:
             raise ConfigError(
@@ -301,12 +304,20 @@ def train_candidates(
         except xgboost.core.XGBoostError as exc:
             raise TrainingError(f"XGBoost failed training the {name} candidate: {exc}") from None
         candidates.append(_scored(name, model, params, validation, task, holdout, say))
-    if tuning is not None:
+    if tuning is not None and tuning.booster is not None:
         model = XGBoostModel(tuning.booster, kind="xgboost", task=task, n_classes=n_classes)
         params = {**_tuned_params(task, n_classes, train[1], config, tuning), "tuned": True}
-        tuned = _scored(TUNED, model, params, validation, task, holdout, say)
-        candidates.append(replace(tuned, tuning=tuning.summary()))
-    return candidates
+        candidates.append(_scored(TUNED, model, params, validation, task, holdout, say))
+    return _with_tuning(candidates, tuning)
+
+
+def _with_tuning(candidates: list[Candidate], tuning: TuneResult | None) -> list[Candidate]:
+    """Attach the search's record to the tuned candidate (the default one if none came out)."""
+    if tuning is None:
+        return candidates
+    names = [c.name for c in candidates]
+    owner = TUNED if TUNED in names else "xgboost"
+    return [replace(c, tuning=tuning.summary()) if c.name == owner else c for c in candidates]
 
 
 def _scored(
@@ -389,7 +400,8 @@ def _cross_validated(
         f"{len(data[1])} training + validation rows (< {config.cv_below_rows}): candidates are "
         f"compared by {len(folds)}-fold cross-validation and refit on all of them"
     )
-    names = [*config.candidates, *([TUNED] if tuning is not None else [])]
+    searched = tuning is not None and tuning.booster is not None
+    names = [*config.candidates, *([TUNED] if searched else [])]
     candidates = []
     for name in names:
         boosted = name in ("xgboost", TUNED)
@@ -426,9 +438,8 @@ def _cross_validated(
             "rows": len(data[1]),
             "fold_scores": [round(s, 6) for s in scores],
         }
-        summary = tuning.summary() if tuning is not None and name == TUNED else None
-        candidates.append(Candidate(name, model, score, info, selection, summary))
-    return candidates
+        candidates.append(Candidate(name, model, score, info, selection))
+    return _with_tuning(candidates, tuning)
 
 
 def _baseline_fold_fit(

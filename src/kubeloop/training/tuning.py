@@ -86,7 +86,9 @@ class TuneResult:
         best_rounds: Boosting rounds of the best trial (its early-stopping point).
         best_score: The best trial's validation score.
         default_score: Trial 0's (the default configuration's) validation score.
-        booster: The best configuration refit with ``best_rounds`` rounds.
+        booster: The best configuration refit with ``best_rounds`` rounds; ``None`` when no
+            trial reported a score within the budget (then ``best_*`` hold the default's
+            parameters and no score).
     """
 
     budget_s: float
@@ -94,9 +96,9 @@ class TuneResult:
     trials: tuple[dict[str, Any], ...]
     best_params: dict[str, float]
     best_rounds: int
-    best_score: float
+    best_score: float | None
     default_score: float | None
-    booster: xgboost.Booster = field(repr=False)
+    booster: xgboost.Booster | None = field(repr=False)
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able record kept in ``metrics.json`` (everything but the booster)."""
@@ -146,7 +148,7 @@ def _search_class() -> type:
     """The Ray Tune searcher (built lazily: importing Ray Tune is slow)."""
     from ray.tune.search import Searcher
 
-    class PriorSearch(Searcher):  # type: ignore[misc]
+    class PriorSearch(Searcher):
         """Default, then priors, then prior draws and perturbations of the best, seeded."""
 
         def __init__(self, start: list[dict[str, float]], seed: int) -> None:
@@ -233,24 +235,27 @@ def _trial(config: dict[str, Any], data: Any = None, settings: Any = None) -> No
     every = _report_every(float(config["learning_rate"]))
 
     class Reporter(xgboost.callback.TrainingCallback):
+        """Keeps the best validation score; reports it every ``every`` rounds."""
+
+        best, best_rounds = -math.inf, 0
+
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            value = sign * float(next(iter(evals_log["validation"].values()))[-1])
+            if value > self.best:
+                self.best, self.best_rounds = value, epoch + 1
             if (epoch + 1) % every == 0:
-                history = next(iter(evals_log["validation"].values()))
-                best = max(sign * v for v in history)
-                tune.report({"score": best, "rounds": epoch + 1, "done_training": False})
+                tune.report({"score": self.best, "rounds": self.best_rounds, "done": False})
             return False
 
-    booster = fit_booster(
+    reporter = Reporter()
+    fit_booster(
         data,
         params,
         num_boost_round=settings["num_boost_round"],
         early_stopping_rounds=settings["early_stopping_rounds"],
-        callbacks=[Reporter()],
+        callbacks=[reporter],
     )
-    score = sign * float(booster.attributes().get("best_score", "nan"))
-    tune.report(
-        {"score": score, "rounds": booster.num_boosted_rounds(), "done_training": True}
-    )
+    tune.report({"score": reporter.best, "rounds": reporter.best_rounds, "done": True})
 
 
 def tune_xgboost(
@@ -298,7 +303,6 @@ def tune_xgboost(
     from kubeloop.training.distributed import ensure_ray
 
     say = progress or (lambda _line: None)
-    started = time.monotonic()
     if not budget_s > 0:
         raise ConfigError(f"The tuning budget must be positive seconds, not {budget_s}.")
     missing = [name for name in SEARCH_SPACE if name not in default]
@@ -306,10 +310,12 @@ def tune_xgboost(
         raise ConfigError(f"The default configuration misses the searched parameters {missing}.")
     local = not (ray_address or os.environ.get("RAY_ADDRESS"))
     ensure_ray(ray_address, num_cpus=os.cpu_count() if local else None)
+    # The budget starts once Ray is up: starting Ray is part of every run, tuned or not.
+    started = time.monotonic()
     cpus = max(1, int(ray.available_resources().get("CPU", 1)))
     # One trial at a time using every CPU: the sequence of trials (and so the search) is then
     # reproducible, and on a few cores XGBoost's threads beat a second concurrent trial.
-    settings = {
+    settings: dict[str, Any] = {
         "base": {**base_params, "seed": seed, "nthread": cpus},
         "num_boost_round": num_boost_round,
         "early_stopping_rounds": early_stopping_rounds,
@@ -360,17 +366,23 @@ def tune_xgboost(
         shutil.rmtree(storage, ignore_errors=True)
     trials = _trial_records(grid)
     finished = [t for t in trials if t["score"] is not None]
+    default_score = trials[0]["score"] if trials else None
     if not finished:
-        raise TrainingError(
-            f"No tuning trial reported a score within {budget_s:g} s; raise --tune-budget."
+        say(f"tuning: no trial reported a score within {budget_s:g} s; keeping the default")
+        return TuneResult(
+            budget_s=float(budget_s),
+            used_s=time.monotonic() - started,
+            trials=tuple(trials),
+            best_params=dict(start[0]),
+            best_rounds=0,
+            best_score=None,
+            default_score=None,
+            booster=None,
         )
     best = max(finished, key=lambda t: t["score"])
-    say(
-        f"tuning: {len(trials)} trials, best validation score {best['score']:.5f} "
-        f"(default {trials[0]['score'] if trials[0]['score'] is not None else float('nan'):.5f})"
-    )
+    say(f"tuning: {len(trials)} trials, best validation score {best['score']:.5f}")
     refit_params = {**settings["base"], **best["params"]}
-    fit = ray.remote(num_cpus=cpus)(fit_booster)
+    fit: Any = ray.remote(num_cpus=cpus)(fit_booster)  # type: ignore[arg-type]
     raw = ray.get(
         fit.remote(
             ray.put(data),
@@ -386,7 +398,7 @@ def tune_xgboost(
         best_params=dict(best["params"]),
         best_rounds=int(best["rounds"]),
         best_score=float(best["score"]),
-        default_score=trials[0]["score"],
+        default_score=default_score,
         booster=raw,
     )
 
@@ -396,15 +408,16 @@ def _trial_records(grid: Any) -> list[dict[str, Any]]:
     records = []
     for number, result in enumerate(sorted(grid, key=_start_order)):
         metrics = result.metrics or {}
+        config = result.config or {}
         score = metrics.get("score")
         records.append(
             {
                 "number": number,
-                "params": {k: result.config[k] for k in SEARCH_SPACE if k in result.config},
+                "params": {k: config[k] for k in SEARCH_SPACE if k in config},
                 "score": float(score) if score is not None else None,
                 "rounds": int(metrics.get("rounds", 0)),
                 "seconds": round(float(metrics.get("time_total_s", 0.0)), 2),
-                "stopped_early": not metrics.get("done_training", False),
+                "stopped_early": not metrics.get("done", False),
             }
         )
     return records
