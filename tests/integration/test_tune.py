@@ -121,6 +121,7 @@ def test_same_seed_same_search(ray_session: None) -> None:
             num_boost_round=300,
             early_stopping_rounds=20,
             max_trials=7,
+            concurrency=1,
         )
         assert time.monotonic() - started < 120.0 * 1.1
         return [t["params"] for t in result.trials], result.best_params
