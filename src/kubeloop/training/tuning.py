@@ -359,11 +359,9 @@ def tune_xgboost(
     search_s = budget_s * 0.85 - (time.monotonic() - started)
     if search_s < _MIN_SEARCH_S:
         raise ConfigError(f"A tuning budget of {budget_s:g} s leaves no time to search.")
-    say(f"tuning XGBoost for {budget_s:g} s (search {search_s:.0f} s, {concurrency} trials at a time)")
+    say(f"tuning XGBoost for {budget_s:g} s (search {search_s:.0f} s, {concurrency} at a time)")
     tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(_trial, data=data, settings=settings), {"cpu": 1}
-        ),
+        tune.with_resources(tune.with_parameters(_trial, data=data, settings=settings), {"cpu": 1}),
         tune_config=tune.TuneConfig(
             metric="score",
             mode="max",
