@@ -18,8 +18,9 @@ Search quality on a small machine comes from three choices rather than from many
 
 Trials train single-threaded XGBoost, one trial per Ray CPU at a time, on Ray workers, on the
 local Ray or the Ray cluster :func:`~kubeloop.training.distributed.ensure_ray` connects to; the
-matrices go into the object store once. The best configuration is refit as a Ray task with the
-number of rounds its trial found, so its validation score is the trial's.
+matrices go into the object store once. A trial that finishes saves its model beside the driver
+and the best saved one is the result (no refit); only when no model came back (trials on other
+nodes) is the best configuration refit as a Ray task with its trial's rounds.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -181,7 +183,7 @@ def _search_class() -> type:
                     config = _perturb(self._configs[best], self._rng)
             self._index[trial_id] = i
             self._configs.append(config)
-            return config
+            return {**config, "trial": i}
 
         def on_trial_complete(
             self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -244,7 +246,7 @@ def _trial(config: dict[str, Any], data: Any = None, settings: Any = None) -> No
     """One Ray Tune trial: train with early stopping, report the best score as it improves."""
     from ray import tune
 
-    params = {**settings["base"], **config}
+    params = {**settings["base"], **{k: v for k, v in config.items() if k in SEARCH_SPACE}}
     sign = _sign(params)
     every = _report_every(float(config["learning_rate"]))
 
@@ -262,13 +264,20 @@ def _trial(config: dict[str, Any], data: Any = None, settings: Any = None) -> No
             return False
 
     reporter = Reporter()
-    fit_booster(
+    booster = fit_booster(
         data,
         params,
         num_boost_round=settings["num_boost_round"],
         early_stopping_rounds=settings["early_stopping_rounds"],
         callbacks=[reporter],
     )
+    # The finished model goes beside the driver (same machine when Ray is local), so the best
+    # one needs no refit; a trial cut by ASHA or the budget leaves none.
+    target = Path(settings["models"]) / f"{config['trial']}.ubj"
+    if target.parent.is_dir():
+        temporary = target.with_suffix(".tmp")
+        booster.save_model(str(temporary))
+        os.replace(temporary, target)
     tune.report({"score": reporter.best, "rounds": reporter.best_rounds, "done": True})
 
 
@@ -355,8 +364,10 @@ def tune_xgboost(
         reduction_factor=_REDUCTION,
     )
     storage = tempfile.mkdtemp(prefix="kubeloop-tune-")
-    # The refit of the best configuration runs after the search; keep time for it.
-    search_s = budget_s * 0.85 - (time.monotonic() - started)
+    settings["models"] = os.path.join(storage, "models")
+    os.makedirs(settings["models"])
+    # Collecting the trials after the search's time budget takes a few seconds.
+    search_s = budget_s * 0.9 - (time.monotonic() - started)
     if search_s < _MIN_SEARCH_S:
         raise ConfigError(f"A tuning budget of {budget_s:g} s leaves no time to search.")
     say(f"tuning XGBoost for {budget_s:g} s (search {search_s:.0f} s, {concurrency} at a time)")
@@ -380,11 +391,12 @@ def tune_xgboost(
     )
     try:
         grid = tuner.fit()
+        trials = _trial_records(grid)
+        saved = {t["number"]: _load(settings["models"], t["number"]) for t in trials}
     except Exception as exc:  # TuneError, RayError...
         raise TrainingError(f"The XGBoost search on Ray Tune failed: {exc}") from None
     finally:
         shutil.rmtree(storage, ignore_errors=True)
-    trials = _trial_records(grid)
     finished = [t for t in trials if t["score"] is not None]
     default_score = trials[0]["score"] if trials else None
     if not finished:
@@ -399,18 +411,23 @@ def tune_xgboost(
             default_score=None,
             booster=None,
         )
-    best = max(finished, key=lambda t: t["score"])
+    kept = [t for t in finished if saved.get(t["number"]) is not None]
+    # The best trial that finished and saved its model; a refit (as a Ray task) only when no
+    # model came back, e.g. from trials on other nodes of a cluster.
+    best = max(kept or finished, key=lambda t: t["score"])
     say(f"tuning: {len(trials)} trials, best validation score {best['score']:.5f}")
-    refit_params = {**settings["base"], **best["params"]}
-    fit: Any = ray.remote(num_cpus=1)(fit_booster)  # type: ignore[arg-type]
-    raw = ray.get(
-        fit.remote(
-            ray.put(data),
-            refit_params,
-            num_boost_round=int(best["rounds"]),
-            early_stopping_rounds=None,
+    booster = saved.get(best["number"])
+    if booster is None:
+        fit: Any = ray.remote(num_cpus=1)(fit_booster)  # type: ignore[arg-type]
+        params = {**settings["base"], **best["params"]}
+        booster = ray.get(
+            fit.remote(
+                ray.put(data),
+                params,
+                num_boost_round=int(best["rounds"]),
+                early_stopping_rounds=None,
+            )
         )
-    )
     return TuneResult(
         budget_s=float(budget_s),
         used_s=time.monotonic() - started,
@@ -419,20 +436,20 @@ def tune_xgboost(
         best_rounds=int(best["rounds"]),
         best_score=float(best["score"]),
         default_score=default_score,
-        booster=raw,
+        booster=booster,
     )
 
 
 def _trial_records(grid: Any) -> list[dict[str, Any]]:
     """One record per trial, in the order the trials started."""
     records = []
-    for number, result in enumerate(sorted(grid, key=_start_order)):
+    for result in grid:
         metrics = result.metrics or {}
         config = result.config or {}
         score = metrics.get("score")
         records.append(
             {
-                "number": number,
+                "number": int(config.get("trial", -1)),
                 "params": {k: config[k] for k in SEARCH_SPACE if k in config},
                 "score": float(score) if score is not None else None,
                 "rounds": int(metrics.get("rounds", 0)),
@@ -440,8 +457,13 @@ def _trial_records(grid: Any) -> list[dict[str, Any]]:
                 "stopped_early": not metrics.get("done", False),
             }
         )
-    return records
+    return sorted(records, key=lambda r: int(r["number"]))
 
 
-def _start_order(result: Any) -> str:
-    return str((result.metrics or {}).get("trial_id", ""))
+def _load(directory: str, number: int) -> xgboost.Booster | None:
+    path = Path(directory) / f"{number}.ubj"
+    if not path.is_file():
+        return None
+    booster = xgboost.Booster()
+    booster.load_model(str(path))
+    return booster
