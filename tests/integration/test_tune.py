@@ -14,7 +14,9 @@ from kubeloop.cli import main
 from kubeloop.synth import generate_churn, generate_regression
 from kubeloop.training.tuning import SEARCH_SPACE, tune_xgboost
 
-BUDGET_S = 20.0
+# Ray Tune starts its trial actors inside the budget; on the shared 2-core machine that alone
+# took up to 20 s, so the budget leaves room for a few trials after it.
+BUDGET_S = 30.0
 
 
 def _train(data: Path, target: str, out: Path, *extra: str) -> int:
@@ -23,7 +25,7 @@ def _train(data: Path, target: str, out: Path, *extra: str) -> int:
 
 @pytest.fixture(scope="module")
 def tuned_churn(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle trained with a 10 s search on 3,000 generated rows (the holdout path)."""
+    """A bundle trained with a 30 s search on 3,000 generated rows (the holdout path)."""
     work = tmp_path_factory.mktemp("tuned-churn")
     data = work / "churn.csv"
     generate_churn(3000, seed=11).to_csv(data, index=False)
@@ -38,6 +40,7 @@ def test_tune_budget_records_trials_and_never_loses_to_default(tuned_churn: Path
     assert tuning["budget_s"] == BUDGET_S
     assert 0 < tuning["used_s"] <= BUDGET_S * 1.1
     assert tuning["trial_count"] == len(tuning["trials"]) >= 2
+    assert [t["number"] for t in tuning["trials"]] == list(range(tuning["trial_count"]))
     assert sum(t["seconds"] for t in tuning["trials"]) <= BUDGET_S * 1.1
     # Trial 0 is the default configuration.
     first = tuning["trials"][0]["params"]
@@ -85,7 +88,7 @@ def test_small_data_is_cross_validated_and_tuned(
     generate_regression(442, seed=3).to_csv(data, index=False)
     out = tmp_path / "bundle"
 
-    assert _train(data, "target", out, "--tune-budget", "8") == 0
+    assert _train(data, "target", out, "--tune-budget", "30") == 0
 
     metrics = json.loads((out / "metrics.json").read_text())
     train_and_validation = 442 - round(442 * 0.2)  # the test part stays out of the CV
@@ -120,14 +123,14 @@ def test_same_seed_same_search(ray_session: None) -> None:
             seed=seed,
             num_boost_round=300,
             early_stopping_rounds=20,
-            max_trials=7,
+            max_trials=6,
             concurrency=1,
         )
         assert time.monotonic() - started < 120.0 * 1.1
         return [t["params"] for t in result.trials], result.best_params
 
     first, again, other = search(1), search(1), search(2)
-    assert len(first[0]) == 7
+    assert len(first[0]) == 6
     assert first == again
     # The default and the four priors come first whatever the seed; the draws differ.
     assert other[0][:5] == first[0][:5]
