@@ -421,3 +421,11 @@ def test_s3_access_is_compiled_in_from_the_submitter_env(
         assert env["AWS_ENDPOINT_URL"] == "http://minio.kubeflow:9000"
         assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/var/run/secrets/kubeloop/s3/credentials"
         assert mounted[name]["secretAsVolume"][0]["secretName"] == "minio-creds"
+
+
+def test_rayjob_passes_the_tune_budget_to_the_cluster() -> None:
+    uris = ("s3://b/splits", "s3://b/features", "s3://b/out")
+    tuned = rayjob_spec(uris, workers=2, num_boost_round=300, seed=7, tune_budget=90.0)
+    assert tuned.entrypoint[-2:] == ["--tune-budget", "90"]
+    plain = rayjob_spec(uris, workers=2, num_boost_round=300, seed=7)
+    assert "--tune-budget" not in plain.entrypoint
