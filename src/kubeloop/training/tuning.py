@@ -446,6 +446,8 @@ def _trial_records(grid: Any) -> list[dict[str, Any]]:
     for result in grid:
         metrics = result.metrics or {}
         config = result.config or {}
+        if "trial" not in config:  # created but never started before the budget ran out
+            continue
         score = metrics.get("score")
         records.append(
             {
