@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean tools system-deps manifests kind-up kind-e2e kind-down
+.PHONY: install demo test lint typecheck unit bench clean tools system-deps manifests kind-up kind-e2e kind-down images images-for-tests
 
 # Debian packages the tests call (promtool and the Prometheus server come with `prometheus`).
 # hack/ensure-debian-packages.sh installs the missing ones (as root or through sudo) or names the
@@ -30,11 +30,22 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck tools system-deps
+test: lint typecheck tools system-deps images-for-tests
 	$(BIN)/python -m pytest -q --timeout=900
 
 system-deps:
 	hack/ensure-debian-packages.sh $(DEBIAN_PACKAGES)
+
+# The component and serving images (docker where a Docker engine answers, else podman, installed
+# and configured when missing; the base image is made locally when no registry serves it).
+# Cached: a rebuild without changes takes seconds. docs/kubernetes.md.
+images:
+	hack/images.sh
+
+# make test builds them for tests/integration/containers; where no engine can be had (no podman
+# and no way to install it) it says so and those tests skip.
+images-for-tests:
+	hack/images.sh --optional
 
 # checkov pins packages (packaging, boto3, networkx) that clash with kfp/ray/kserve, so it gets
 # its own virtualenv; tests/k8s/test_checkov.py runs .venv-tools/bin/checkov --skip-download.

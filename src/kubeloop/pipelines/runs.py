@@ -122,7 +122,8 @@ def start_training_run(
         run_name: KFP run name (cluster only).
         progress: Called with one human line per milestone.
         **cluster_options: More pipeline parameters (``inference_service``, ``namespace``,
-            ``canary_percent``, ``seed``) and, for a cluster, ``experiment``.
+            ``canary_percent``, ``seed``); for a cluster, ``experiment``; for a local run,
+            ``runner`` (``"subprocess"`` or ``"docker"``) and ``image`` (the docker runner's).
 
     Returns:
         The outcome (local) or the submitted run's id (cluster).
@@ -133,6 +134,8 @@ def start_training_run(
     """
     say = progress or quiet
     experiment = cluster_options.pop("experiment", "kubeloop")
+    runner = cluster_options.pop("runner", "subprocess")
+    image = cluster_options.pop("image", None)
     if host:
         arguments = pipeline_arguments(
             data, target=target, model_name=model_name, task=task, workers=workers,
@@ -159,7 +162,11 @@ def start_training_run(
     )  # fmt: skip
     say(f"local run: registry {registry.root}, MLflow {arguments['mlflow_uri']}")
     output = run_pipeline_locally(
-        arguments, pipeline_root=kubeloop_home() / "kfp-local", progress=say
+        arguments,
+        pipeline_root=kubeloop_home() / "kfp-local",
+        progress=say,
+        runner=runner,
+        image=image,
     )
     decision = GateDecision.from_json(output)
     return RunOutcome(
