@@ -43,9 +43,11 @@ images:
 	hack/images.sh
 
 # make test builds them for tests/integration/containers; where no engine can be had (no podman
-# and no way to install it) it says so and those tests skip.
+# and no way to install it) it says so and those tests skip. .venv-storage: KServe's
+# storage-initializer code (its pins clash with kfp's), which the tests fetch bundles with.
 images-for-tests:
 	hack/images.sh --optional
+	hack/storage-venv.sh
 
 # checkov pins packages (packaging, boto3, networkx) that clash with kfp/ray/kserve, so it gets
 # its own virtualenv; tests/k8s/test_checkov.py runs .venv-tools/bin/checkov --skip-download.

@@ -175,6 +175,30 @@ def _can_write(server: S3Server) -> bool:
         return False
 
 
+STORAGE_PYTHON = ROOT / ".venv-storage" / "bin" / "python"
+
+
+def storage_initializer(server: S3Server, uri: str, dest: Path) -> None:
+    """Fetch ``uri`` into ``dest`` with KServe's storage-initializer code (``kserve-storage``,
+    in its own virtualenv made by hack/storage-venv.sh: its pins clash with kfp's)."""
+    if not STORAGE_PYTHON.exists():
+        pytest.fail(f"{STORAGE_PYTHON} is missing: run hack/storage-venv.sh (make test does)")
+    env = {
+        **os.environ,
+        **server.env(),
+        "S3_ENDPOINT": server.endpoint.removeprefix("http://"),
+        "S3_USE_HTTPS": "0",
+        "S3_VERIFY_SSL": "0",
+    }
+    script = "import sys; from kserve_storage import Storage; Storage.download(*sys.argv[1:])"
+    result = subprocess.run(
+        [str(STORAGE_PYTHON), "-c", script, uri, str(dest)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    dest.chmod(0o755)  # the serving user (10001) reads it through the read-only mount
+
+
 @pytest.fixture
 def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     """The AWS variables of the S3 server in this process's environment (for this test)."""

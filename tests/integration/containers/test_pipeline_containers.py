@@ -25,7 +25,7 @@ from kubeloop.bundle import load_bundle
 from kubeloop.registry import Registry
 from kubeloop.synth import generate_churn
 
-from .conftest import COMPONENTS_IMAGE, Engine, S3Server
+from .conftest import COMPONENTS_IMAGE, Engine, S3Server, storage_initializer
 from .test_registry_s3 import _objects
 from .test_serving_container import Container, remove, start_serving
 
@@ -111,8 +111,6 @@ def champion_served(
     loop: Loop, engine: Engine, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Container, Path]]:
     """The champion fetched from the S3 registry by KServe's storage code, served read-only."""
-    from kserve_storage import Storage
-
     assert loop.run.returncode == 0, loop.run.stderr[-3000:]
     target = tmp_path_factory.mktemp("champion")
     with pytest.MonkeyPatch.context() as patch:
@@ -120,9 +118,8 @@ def champion_served(
             patch.setenv(name, value)
         registry = Registry(loop.registry)
         version = registry.champion("churn")
-        assert version is not None
-        Storage.download(registry.version_uri("churn", version), str(target))
-    target.chmod(0o755)
+    assert version is not None
+    storage_initializer(s3_server, registry.version_uri("churn", version), target)
     container = start_serving(engine, target)
     yield container, target
     remove(container)

@@ -28,7 +28,7 @@ from tests.integration.serving.test_protocols import (
 from kubeloop._demo_support import free_port
 from kubeloop.bundle import load_bundle
 
-from .conftest import SERVING_IMAGE, Engine, S3Server, wait_for
+from .conftest import SERVING_IMAGE, Engine, S3Server, storage_initializer, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -99,20 +99,10 @@ def model_dir(
 ) -> Path:
     """The bundle uploaded to S3, then fetched by KServe's storage code (as the
     storage-initializer does for an InferenceService's storageUri)."""
-    from kserve_storage import Storage
-
     bucket = s3_server.new_bucket()
-    uri = f"s3://{bucket}/models/churn"
     s3_server.fs().put(f"{churn_bundle}/", f"{bucket}/models/churn/", recursive=True)
     target = tmp_path_factory.mktemp("mnt-models")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in s3_server.env().items():
-            patch.setenv(name, value)
-        patch.setenv("S3_ENDPOINT", s3_server.endpoint.removeprefix("http://"))
-        patch.setenv("S3_USE_HTTPS", "0")
-        patch.setenv("S3_VERIFY_SSL", "0")
-        Storage.download(uri, str(target))
-    target.chmod(0o755)
+    storage_initializer(s3_server, f"s3://{bucket}/models/churn", target)
     assert sorted(p.name for p in target.iterdir()) == sorted(
         p.name for p in churn_bundle.iterdir()
     )
