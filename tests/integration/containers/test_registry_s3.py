@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.unit.test_registry import _bundle
 
 from kubeloop.bundle import MANIFEST
 from kubeloop.errors import RegistryError
 from kubeloop.registry import Registry
+from tests.unit.test_registry import _bundle
 
 from .conftest import S3Server
 

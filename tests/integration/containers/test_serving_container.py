@@ -18,15 +18,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from kubeloop._demo_support import free_port
+from kubeloop.bundle import load_bundle
 from tests.integration.serving.test_protocols import (
     ROWS,
     expected_probabilities,
     run_triton_grpc,
     v2_body,
 )
-
-from kubeloop._demo_support import free_port
-from kubeloop.bundle import load_bundle
 
 from .conftest import SERVING_IMAGE, Engine, S3Server, storage_initializer, wait_for
 
