@@ -6,18 +6,21 @@
 # the way this machine's pip does: its index settings and CA bundle go in as build secrets
 # (mounted for one RUN, never stored in a layer). Layers are cached by the engine, so a rebuild
 # without changes takes seconds. Prints each image's build time and size.
-# Usage: hack/images.sh [--optional]   (--optional: where no engine can be had, say so and exit 0;
-# make test uses it, and the container tests then skip saying why)
+# Usage: hack/images.sh [--optional] [components|serving]...   (default: both; --optional: where
+# no engine can be had, say so and exit 0; make test uses it, and the container tests then skip)
 set -euo pipefail
 # shellcheck source=hack/container-lib.sh
 source "$(dirname "$0")/container-lib.sh"
 
 if [ "${1:-}" = --optional ]; then
+  shift
   if ! (choose_engine); then
     log "no container engine here and none can be installed: the container tests will skip"
     exit 0
   fi
 fi
+wanted=("$@")
+[ "${#wanted[@]}" -gt 0 ] || wanted=(components serving)
 choose_engine
 log "engine: ${ENGINE}"
 
@@ -87,5 +90,10 @@ build() {
   printf '%s: %d MB, built in %d s\n' "${image}" "$((size / 1000000))" "${seconds}"
 }
 
-build components/Dockerfile "${COMPONENTS_IMAGE}"
-build serving/Dockerfile "${SERVING_IMAGE}"
+for name in "${wanted[@]}"; do
+  case "${name}" in
+    components) build components/Dockerfile "${COMPONENTS_IMAGE}" ;;
+    serving) build serving/Dockerfile "${SERVING_IMAGE}" ;;
+    *) die "unknown image ${name} (components or serving)" ;;
+  esac
+done
