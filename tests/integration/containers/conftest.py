@@ -131,6 +131,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         f"-volume.port={ports['volume']}", f"-volume.port.grpc={grpc['volume']}",
         f"-filer.port={ports['filer']}", f"-filer.port.grpc={grpc['filer']}",
         f"-s3.port.grpc={grpc['s3']}", "-volume.max=0", "-master.volumeSizeLimitMB=64",
+        # No Iceberg/Lance listeners: their fixed default ports clash between two servers.
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]  # fmt: skip
     log = (work / "weed.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=work)
