@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test check unit lint typecheck bench clean tools system-deps manifests kind-up kind-e2e kind-down
+.PHONY: install demo test check unit lint typecheck bench clean tools system-deps manifests kind-up kind-e2e kind-down images images-for-tests
 
 # Debian packages the tests call (promtool and the Prometheus server come with `prometheus`;
 # headless `chromium` opens the HTML report in tests/integration/report).
@@ -44,11 +44,24 @@ unit: install
 check: lint typecheck tools system-deps
 	$(PYTEST) -m "not integration" tests/unit tests/k8s $(PYTEST_ARGS)
 
-test: lint typecheck tools system-deps
+test: lint typecheck tools system-deps images-for-tests
 	$(PYTEST) $(PYTEST_ARGS)
 
 system-deps:
 	hack/ensure-debian-packages.sh $(DEBIAN_PACKAGES)
+
+# The component and serving images (docker where a Docker engine answers, else podman, installed
+# and configured when missing; the base image is made locally when no registry serves it).
+# Cached: a rebuild without changes takes seconds. docs/kubernetes.md.
+images:
+	hack/images.sh
+
+# make test builds them for tests/integration/containers; where no engine can be had (no podman
+# and no way to install it) it says so and those tests skip. .venv-storage: KServe's
+# storage-initializer code (its pins clash with kfp's), which the tests fetch bundles with.
+images-for-tests:
+	hack/images.sh --optional
+	hack/storage-venv.sh
 
 # checkov pins packages (packaging, boto3, networkx) that clash with kfp/ray/kserve, so it gets
 # its own virtualenv; tests/k8s/test_checkov.py runs .venv-tools/bin/checkov --skip-download.

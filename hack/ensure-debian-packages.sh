@@ -28,5 +28,7 @@ fi
 
 echo "installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-"${SUDO[@]}" apt-get update -qq
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Wait for another apt/dpkg run (up to 10 min) instead of failing on its lock.
+LOCK=(-o DPkg::Lock::Timeout=600)
+"${SUDO[@]}" apt-get "${LOCK[@]}" update -qq
+"${SUDO[@]}" apt-get "${LOCK[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

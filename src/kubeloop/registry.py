@@ -9,6 +9,11 @@ Writers never leave a half-written state a reader could pick up: locally a versi
 into a hidden temp sibling and renamed into place, and the pointer is written to a temp file and
 ``os.replace``-d; in object storage every bundle file is uploaded before ``manifest.json`` (readers
 verify against the manifest) and the pointer is a single PUT, which object stores apply atomically.
+
+In object storage the endpoint and credentials come from the standard variables
+(``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``) or ``storage_options``.
+A missing bucket or refused credentials are one :class:`RegistryError` at the first operation,
+before anything is written.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ __all__ = [
 DEFAULT_HOME = "kubeloop-home"
 _CHAMPION = "champion"
 _VERSIONS = "versions"
+_BUCKET_STORES = frozenset({"s3", "s3a", "gs", "gcs"})
 
 
 def kubeloop_home() -> Path:
@@ -68,6 +74,37 @@ class Registry:
         self._local = isinstance(self._fs, LocalFileSystem)
         self._root = str(Path(path).absolute()) if self._local else path.rstrip("/")
         self.root = self._root if self._local else self._fs.unstrip_protocol(self._root)
+        self._reachable = self._local
+
+    def _check_store(self) -> None:
+        """Object storage: one clear error when the bucket is missing or access is refused."""
+        if self._reachable:
+            return
+        protocols = (
+            self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,)
+        )
+        if not _BUCKET_STORES.intersection(protocols):
+            self._reachable = True  # no buckets (e.g. memory://): nothing to check
+            return
+        bucket = self._root.split("/", 1)[0]
+        where = os.environ.get("AWS_ENDPOINT_URL") or "the default endpoint"
+        try:
+            self._fs.ls(bucket, detail=False, refresh=True)
+        except FileNotFoundError:
+            raise RegistryError(
+                f"the registry {self.root} is unusable: bucket {bucket!r} does not exist at "
+                f"{where}; create it first."
+            ) from None
+        except PermissionError as exc:
+            raise RegistryError(
+                f"the registry {self.root} is unusable: access to bucket {bucket!r} at {where} "
+                f"was refused ({exc}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+            ) from None
+        except OSError as exc:
+            raise RegistryError(
+                f"the registry {self.root} is unreachable at {where}: {exc}"
+            ) from None
+        self._reachable = True
 
     def __repr__(self) -> str:
         return f"Registry({self.root!r})"
@@ -88,6 +125,7 @@ class Registry:
 
     def models(self) -> list[str]:
         """Names of the models that have at least one version."""
+        self._check_store()
         if not self._fs.isdir(self._root):
             return []
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self._fs.ls(self._root, detail=False)]
@@ -95,6 +133,7 @@ class Registry:
 
     def versions(self, model: str) -> list[str]:
         """Complete versions of ``model``, oldest first (version ids sort by creation time)."""
+        self._check_store()
         directory = self._join(model, _VERSIONS)
         if not self._fs.isdir(directory):
             return []
@@ -107,6 +146,7 @@ class Registry:
 
     def manifest(self, model: str, version: str) -> dict[str, Any]:
         """The manifest of one version (not re-verified; :meth:`fetch` verifies)."""
+        self._check_store()
         path = f"{self._join(model, _VERSIONS, version)}/{MANIFEST}"
         if not self._fs.isfile(path):
             raise RegistryError(
@@ -117,6 +157,7 @@ class Registry:
 
     def champion_record(self, model: str) -> dict[str, Any] | None:
         """The champion pointer's content, or ``None`` when the model has no champion yet."""
+        self._check_store()
         path = self._join(model, _CHAMPION)
         if not self._fs.isfile(path):
             return None

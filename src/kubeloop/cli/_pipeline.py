@@ -72,6 +72,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     where = run.add_mutually_exclusive_group(required=True)
     where.add_argument("--local", action="store_true", help="run here through kfp.local")
     where.add_argument("--host", help="KFP API endpoint, e.g. http://localhost:8888")
+    run.add_argument(
+        "--runner", choices=("subprocess", "docker"), default="subprocess",
+        help="--local: run the steps as subprocesses (default) or in the component image "
+        "through kfp.local.DockerRunner (Docker, or podman's socket via DOCKER_HOST)",
+    )  # fmt: skip
+    run.add_argument(
+        "--image", default=None,
+        help="--runner docker: the component image (default $KUBELOOP_IMAGE, else "
+        "kubeloop/kubeloop-components:dev from `make images`)",
+    )  # fmt: skip
     _run_options(run)
     run.set_defaults(func=_run)
 
@@ -119,6 +129,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1 (got {args.workers}).")
+    if args.host and (args.runner != "subprocess" or args.image):
+        raise ConfigError("--runner and --image apply to --local runs only.")
     progress = Progress(prefix="pipeline")
     outcome = start_training_run(
         args.data,
@@ -133,6 +145,8 @@ def _run(args: argparse.Namespace) -> int:
         mlflow_uri=args.mlflow_uri,
         progress=progress,
         experiment=args.experiment,
+        runner=args.runner,
+        image=args.image,
         **_extra(args),
     )
     sys.stdout.flush()

@@ -128,8 +128,9 @@ def start_training_run(
         run_name: KFP run name (cluster only).
         progress: Called with one human line per milestone.
         **cluster_options: More pipeline parameters (``inference_service``, ``namespace``,
-            ``canary_percent``, ``seed``, ``normalize_labels``) and, for a cluster,
-            ``experiment``.
+            ``canary_percent``, ``seed``, ``normalize_labels``); for a cluster, ``experiment``;
+            for a local run, ``runner`` (``"subprocess"`` or ``"docker"``) and ``image`` (the
+            docker runner's).
 
     Returns:
         The outcome (local) or the submitted run's id (cluster).
@@ -141,6 +142,8 @@ def start_training_run(
     check_name(model_name)
     say = progress or quiet
     experiment = cluster_options.pop("experiment", "kubeloop")
+    runner = cluster_options.pop("runner", "subprocess")
+    image = cluster_options.pop("image", None)
     if host:
         arguments = pipeline_arguments(
             data, target=target, model_name=model_name, task=task, workers=workers,
@@ -167,7 +170,11 @@ def start_training_run(
     )  # fmt: skip
     say(f"local run: registry {registry.root}, MLflow {arguments['mlflow_uri']}")
     output = run_pipeline_locally(
-        arguments, pipeline_root=kubeloop_home() / "kfp-local", progress=say
+        arguments,
+        pipeline_root=kubeloop_home() / "kfp-local",
+        progress=say,
+        runner=runner,
+        image=image,
     )
     decision = GateDecision.from_json(output)
     return RunOutcome(
