@@ -27,6 +27,19 @@ KUBELOOP = Path(sys.executable).with_name("kubeloop")
 VARIABLE = "KUBELOOP_TEST_RUN"
 
 
+def _describe(run: str) -> list[str]:
+    """pid, state and command line of each process of this run that is still there."""
+    left = []
+    for pid in marked_processes(run, variable=VARIABLE):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+        except OSError:
+            continue
+        left.append(f"{pid} {state} {command[:120].decode(errors='replace')}")
+    return left
+
+
 def test_kill_9_of_train_leaves_no_ray_process(tmp_path: Path, churn_frame: pd.DataFrame) -> None:
     data = tmp_path / "churn.csv"
     churn_frame.to_csv(data, index=False)
@@ -55,11 +68,14 @@ def test_kill_9_of_train_leaves_no_ray_process(tmp_path: Path, churn_frame: pd.D
         assert len(ours) >= 3, f"expected Ray's processes, found {ours}"
         train.send_signal(signal.SIGKILL)
         assert train.wait(timeout=30) == -signal.SIGKILL
-        wait_for(
-            lambda: not list(marked_processes(run, variable=VARIABLE)),
-            what="every Ray process of the killed run to exit",
-            timeout=60,
-        )
+        try:
+            wait_for(
+                lambda: not list(marked_processes(run, variable=VARIABLE)),
+                what="every Ray process of the killed run to exit",
+                timeout=60,
+            )
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}; left: {_describe(run)}") from None
     finally:
         if train.poll() is None:
             train.kill()

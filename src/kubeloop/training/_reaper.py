@@ -15,16 +15,18 @@ Run as ``python -I .../kubeloop/training/_reaper.py MARKER`` (Linux: it reads ``
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 __all__ = ["MARKER_ENV", "marked_processes", "start_reaper"]
 
 MARKER_ENV = "KUBELOOP_RAY_OWNER"
 _DEADLINE_S = 30.0
+_SNAPSHOT_S = 1.0  # seconds between looks at the driver's descendants
 _reapers: list[subprocess.Popen[bytes]] = []  # kept open: their stdin is the lifeline
 
 
@@ -67,12 +69,46 @@ def start_reaper(marker: str) -> bool:
     return True
 
 
-def _reap(marker: str) -> int:
-    """Kill every marked process until none is left (or the deadline passes); the count killed."""
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, start time) of every process now."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            table[int(entry)] = (int(fields[1]), fields[19])
+    return table
+
+
+def _descendants(roots: Iterable[int]) -> set[tuple[int, str]]:
+    """(pid, start time) of every process below ``roots`` (this reaper left out)."""
+    table = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found: set[tuple[int, str]] = set()
+    todo = [child for root in roots for child in children.get(root, [])]
+    while todo:
+        pid = todo.pop()
+        if pid != os.getpid():
+            found.add((pid, table[pid][1]))
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def _reap(marker: str, known: Iterable[tuple[int, str]] = ()) -> int:
+    """Kill every marked process, and every process seen below a marked one that still runs
+    (same pid and start time), until none is left or the deadline passes; the count killed."""
     killed: set[int] = set()
     deadline = time.monotonic() + _DEADLINE_S
     while time.monotonic() < deadline:
+        table = _processes()
         pids = set(marked_processes(marker))
+        pids |= {pid for pid, start in known if pid in table and table[pid][1] == start}
+        pids -= killed
         if not pids:
             break
         for pid in pids:
@@ -90,9 +126,16 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     marker = argv[0]
-    while sys.stdin.buffer.read(4096):  # nothing is ever written; EOF = the driver is gone
-        pass
-    _reap(marker)
+    # Ray's agents and workers normally carry the marker; the processes seen below a marked one
+    # (the raylet's agents and workers) are killed too, in case one of them was started with an
+    # environment of its own.
+    known: set[tuple[int, str]] = set()
+    while True:
+        ready, _, _ = select.select([0], [], [], _SNAPSHOT_S)
+        if ready and not os.read(0, 4096):  # nothing is ever written; EOF = the driver is gone
+            break
+        known |= _descendants(marked_processes(marker))
+    _reap(marker, known)
     return 0
 
 
