@@ -242,7 +242,7 @@ class RequestDecoder:
             want = "FP64, FP32 or INT64" if name in self._numeric else "BYTES"
             raise RequestError(
                 "wrong_datatype",
-                f"Input {name!r} has datatype {_show(datatype)}; this feature takes {want}.",
+                f"Input {name!r} has datatype {datatype[:40]}; this feature takes {want}.",
             )
         data = tensor.data
         if data is None or (rows and not len(data)):  # binary extension / gRPC raw contents

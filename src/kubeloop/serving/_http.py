@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -247,6 +248,8 @@ def _wide_json(body: bytes) -> bytes | None:
     def narrow(value: Any) -> Any:
         if type(value) is int and not -(2**63) <= value < 2**64:
             return float(value)  # OverflowError beyond the float range
+        if type(value) is float and not math.isfinite(value):
+            raise ValueError("1e400 and the like overflow to infinity")  # never null
         if type(value) is list:
             return [narrow(v) for v in value]
         if type(value) is dict:
