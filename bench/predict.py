@@ -140,6 +140,7 @@ def explain_latency(work: Path, bundle: Path, requests: int) -> None:
     import socket
 
     import httpx
+    import pandas as pd
 
     from kubeloop.bundle import load_bundle
     from kubeloop.synth import generate_churn
@@ -168,8 +169,11 @@ def explain_latency(work: Path, bundle: Path, requests: int) -> None:
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"server not ready: {(work / 'server.log').read_text()[-2000:]}")
             time.sleep(0.2)
-        names = load_bundle(bundle).schema.feature_names
+        schema = load_bundle(bundle).schema
+        names = schema.feature_names
         frame = generate_churn(requests, seed=3)[list(names)]
+        for name in schema.numeric_features:  # blank text is missing, as in training
+            frame[name] = pd.to_numeric(frame[name], errors="coerce")
         frame = frame.astype(object).where(frame.notna(), None)
         bodies = [
             json.dumps({"instances": [dict(zip(names, row, strict=True))]}).encode()
