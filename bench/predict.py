@@ -140,6 +140,7 @@ def explain_latency(work: Path, bundle: Path, requests: int) -> None:
     import socket
 
     import httpx
+    import pandas as pd
 
     from kubeloop.bundle import load_bundle
     from kubeloop.synth import generate_churn
@@ -158,16 +159,21 @@ def explain_latency(work: Path, bundle: Path, requests: int) -> None:
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 600
+        while True:
             try:
                 if httpx.get(f"{url}/v2/models/churn/ready", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"server not ready: {(work / 'server.log').read_text()[-2000:]}")
             time.sleep(0.2)
-        names = load_bundle(bundle).schema.feature_names
+        schema = load_bundle(bundle).schema
+        names = schema.feature_names
         frame = generate_churn(requests, seed=3)[list(names)]
+        for name in schema.numeric_features:  # blank text is missing, as in training
+            frame[name] = pd.to_numeric(frame[name], errors="coerce")
         frame = frame.astype(object).where(frame.notna(), None)
         bodies = [
             json.dumps({"instances": [dict(zip(names, row, strict=True))]}).encode()
