@@ -4,9 +4,10 @@
 # shellcheck shell=bash
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# Podman and what rootful podman needs on a machine without systemd (docs/kubernetes.md).
+# Podman and what rootful podman needs on a machine without systemd (docs/kubernetes.md), and
+# what the local base image is made with (debootstrap, binutils).
 PODMAN_PACKAGES=(podman buildah runc conmon containernetworking-plugins netavark aardvark-dns
-  fuse-overlayfs slirp4netns uidmap catatonit debootstrap iptables iproute2)
+  fuse-overlayfs slirp4netns uidmap catatonit debootstrap binutils iptables iproute2)
 PODMAN_DIR="${ROOT}/build/podman"
 COMPONENTS_IMAGE="kubeloop/kubeloop-components:${KUBELOOP_IMAGE_TAG:-dev}"
 SERVING_IMAGE="kubeloop/kubeloop-serving:${KUBELOOP_IMAGE_TAG:-dev}"
