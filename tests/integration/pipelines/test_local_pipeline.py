@@ -47,9 +47,10 @@ def test_first_run_promotes_and_is_tracked(first_run: RunOutcome, loop_home: Pat
     assert registry.champion("churn") == version
     assert first_run.challenger_score is not None and first_run.challenger_score > 0.7
 
-    (run,) = _mlflow_runs("churn")
+    # Other tests of this module may have added runs already (random order): the first run's
+    # MLflow run is the one run tagged with its version.
+    (run,) = [r for r in _mlflow_runs("churn") if r.data.tags["kubeloop.version"] == version]
     assert run.info.status == "FINISHED"
-    assert run.data.tags["kubeloop.version"] == version
     assert run.data.tags["kubeloop.promoted"] == "true"
     assert run.data.metrics["roc_auc"] == pytest.approx(first_run.challenger_score)
     assert {"candidates.linear.roc_auc", "f1", "log_loss"} <= set(run.data.metrics)
