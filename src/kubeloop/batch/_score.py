@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,6 +321,49 @@ def score_table(
     )
 
 
+class _Sink:
+    """Writes scored chunks in input order: output rows, refused rows, drift counts."""
+
+    def __init__(self, options: BatchOptions, served: Any, keep: Sequence[str]) -> None:
+        self.options = options
+        self.served = served
+        self.keep = list(keep)
+        self.writer = ChunkWriter(options.out)
+        self.rejects: ChunkWriter | None = None
+        self.counts: dict[str, dict[str, float]] = {}
+        self.rows = self.rejected = 0
+
+    def add(self, frame: pd.DataFrame, reasons: dict[int, str], raw: np.ndarray) -> None:
+        """Write one chunk's output (``raw``: the model output of every row of ``frame``)."""
+        served = self.served
+        ok = np.ones(len(frame), dtype=bool)
+        ok[list(reasons)] = False
+        columns, value = _outputs(served, raw, ok)
+        self.writer.write(
+            pa.table({**{c: pa.Array.from_pandas(frame[c]) for c in self.keep}, **columns})
+        )
+        if reasons:
+            if self.rejects is None:
+                self.rejects = ChunkWriter(self.options.rejects_path)
+            self.rejects.write(_rejects_table(frame, reasons, self.rows))
+            self.rejected += len(reasons)
+        features = served.bundle.schema.feature_names
+        scored = pd.DataFrame(
+            {**{name: frame[name] for name in features}, "prediction": value}, copy=False
+        )
+        _add_counts(
+            self.counts,
+            count_frame(served.bundle.reference_profile, scored[ok] if reasons else scored),
+        )
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        """Finish both files."""
+        self.writer.close()
+        if self.rejects is not None:
+            self.rejects.close()
+
+
 def _run(
     options: BatchOptions,
     served: Any,
@@ -327,46 +371,37 @@ def _run(
     wanted: Sequence[str],
     bar: Callable[[int, int | None], None] | None,
 ) -> tuple[int, int, dict[str, dict[str, float]]]:
-    writer = ChunkWriter(options.out)
-    rejects: ChunkWriter | None = None
-    counts: dict[str, dict[str, float]] = {}
-    rows = rejected = 0
-    keep = [c for c in options.keep if c in wanted]
-    profile = served.bundle.reference_profile
+    # A pipeline of two stages: the model predicts chunk i on a worker thread (XGBoost releases
+    # the GIL) while this thread writes chunk i - 1 and reads, checks and transforms chunk i + 1.
+    # At most two chunks are held besides the one being read.
+    sink = _Sink(options, served, [c for c in options.keep if c in wanted])
+    pending: tuple[pd.DataFrame, dict[int, str], Future[np.ndarray]] | None = None
     try:
-        for frame in reader.chunks(wanted):
-            frame = frame.reset_index(drop=True)
-            chunk = _Chunk(served, frame)
-            matrix = chunk.transform().matrix
-            raw = served.predict(matrix)
-            ok = np.ones(len(frame), dtype=bool)
-            ok[list(chunk.reasons)] = False
-            columns, value = _outputs(served, raw, ok)
-            table = pa.table(
-                {
-                    **{c: pa.Array.from_pandas(frame[c]) for c in keep},
-                    **columns,
-                }
-            )
-            writer.write(table)
-            if chunk.reasons:
-                if rejects is None:
-                    rejects = ChunkWriter(options.rejects_path)
-                rejects.write(_rejects_table(frame, chunk.reasons, rows))
-                rejected += len(chunk.reasons)
-            scored = frame[list(served.bundle.schema.feature_names)]
-            scored = scored.assign(prediction=value)
-            if chunk.reasons:
-                scored = scored[ok]
-            _add_counts(counts, count_frame(profile, scored))
-            rows += len(frame)
-            if bar is not None:
-                bar(rows, reader.total_rows)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kubeloop-predict") as pool:
+            for frame in reader.chunks(wanted):
+                frame = frame.reset_index(drop=True)
+                chunk = _Chunk(served, frame)
+                future = pool.submit(served.predict, chunk.transform().matrix)
+                if pending is not None:
+                    _finish(sink, pending, reader, bar)
+                pending = (frame, chunk.reasons, future)
+            if pending is not None:
+                _finish(sink, pending, reader, bar)
     finally:
-        writer.close()
-        if rejects is not None:
-            rejects.close()
-    return rows, rejected, counts
+        sink.close()
+    return sink.rows, sink.rejected, sink.counts
+
+
+def _finish(
+    sink: _Sink,
+    pending: tuple[pd.DataFrame, dict[int, str], Future[np.ndarray]],
+    reader: ChunkReader,
+    bar: Callable[[int, int | None], None] | None,
+) -> None:
+    frame, reasons, future = pending
+    sink.add(frame, reasons, future.result())
+    if bar is not None:
+        bar(sink.rows, reader.total_rows)
 
 
 def _rejects_table(frame: pd.DataFrame, reasons: dict[int, str], offset: int) -> pa.Table:
