@@ -167,7 +167,12 @@ class ChunkWriter:
         if self._schema is None:
             self._schema = table.schema
             if self.format == "parquet":
-                self._parquet = pq.ParquetWriter(self._handle, table.schema)
+                # Dictionary pages for labels and kept columns, not for probabilities (every
+                # value distinct: the dictionary is built, then dropped, at 4x the cost).
+                coded = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+                self._parquet = pq.ParquetWriter(
+                    self._handle, table.schema, use_dictionary=coded or False
+                )
         else:
             table = table.cast(self._schema)
         if self._parquet is not None:
