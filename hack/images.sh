@@ -73,6 +73,8 @@ EOF
 [ -f "${secrets}/pip-ca.crt" ] || touch "${secrets}/pip-ca.crt"
 
 build_args=()
+# podman writes OCI images by default, which have no HEALTHCHECK: the Docker format keeps it.
+[ "${ENGINE}" = podman ] && build_args+=(--format docker)
 for proxy in HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy; do
   [ -n "${!proxy:-}" ] && build_args+=(--build-arg "${proxy}")
 done

@@ -145,9 +145,14 @@ class XGBoostModel:
             raise BundleError(
                 f"{path} is not a readable XGBoost model: it is not UBJSON (first byte {head!r})."
             )
+        raw = path.read_bytes()
+        try:
+            _check_ubjson(raw)
+        except ValueError as exc:
+            raise BundleError(f"{path} is not a readable XGBoost model: {exc}") from None
         booster = xgboost.Booster()
         try:
-            booster.load_model(str(path))
+            booster.load_model(bytearray(raw))
         except (xgboost.core.XGBoostError, UnicodeDecodeError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BundleError(f"{path} is not a readable XGBoost model: {reason}") from None
@@ -292,3 +297,80 @@ def load_model(directory: Path, *, kind: str, task: Task, n_classes: int) -> Tab
     raise BundleError(
         f"Unknown model kind {kind!r}; expected one of {(*_XGBOOST_KINDS, 'linear')}."
     )
+
+
+# UBJSON value markers with a fixed payload size (bytes after the marker).
+_UBJSON_FIXED = {"Z": 0, "N": 0, "T": 0, "F": 0, "i": 1, "U": 1, "C": 1, "I": 2, "l": 4, "d": 4}
+_UBJSON_FIXED |= {"L": 8, "D": 8}
+_UBJSON_INTS = {"i": ">b", "U": ">B", "I": ">h", "l": ">i", "L": ">q"}
+_UBJSON_MAX_DEPTH = 64
+
+
+def _check_ubjson(data: bytes) -> None:
+    """Walk UBJSON ``data`` without decoding it; raise ``ValueError`` unless it is exactly one
+    complete value.
+
+    XGBoost reads past the end of a truncated UBJSON buffer (seen as a segmentation fault), so a
+    model file is checked here before XGBoost sees it.
+    """
+    end = _ubjson_value(memoryview(data), 0, None, 0)
+    if end != len(data):
+        raise ValueError(f"{len(data) - end} bytes follow the model object")
+
+
+def _ubjson_take(data: memoryview, pos: int, size: int) -> int:
+    if pos + size > len(data):
+        raise ValueError(f"it ends inside a value at byte {len(data)} (the file is truncated)")
+    return pos + size
+
+
+def _ubjson_int(data: memoryview, pos: int) -> tuple[int, int]:
+    """A length or count: an integer value with its own marker."""
+    marker = chr(data[_ubjson_take(data, pos, 1) - 1])
+    if marker not in _UBJSON_INTS:
+        raise ValueError(f"byte {pos} holds {marker!r} where a length was expected")
+    start = pos + 1
+    end = _ubjson_take(data, start, _UBJSON_FIXED[marker])
+    value = int(np.frombuffer(data[start:end], dtype=_UBJSON_INTS[marker])[0])
+    if value < 0:
+        raise ValueError(f"byte {pos} holds a negative length")
+    return value, end
+
+
+def _ubjson_value(data: memoryview, pos: int, marker: str | None, depth: int) -> int:
+    """The position after the value at ``pos`` (``marker``: its type, fixed by the container)."""
+    if marker is None:
+        marker = chr(data[_ubjson_take(data, pos, 1) - 1])
+        pos += 1
+    if marker in _UBJSON_FIXED:
+        return _ubjson_take(data, pos, _UBJSON_FIXED[marker])
+    if marker in "SH":
+        length, pos = _ubjson_int(data, pos)
+        return _ubjson_take(data, pos, length)
+    if marker not in "[{":
+        raise ValueError(f"byte {pos - 1} holds {marker!r}, which is not a UBJSON value")
+    if depth >= _UBJSON_MAX_DEPTH:
+        raise ValueError(f"it nests deeper than {_UBJSON_MAX_DEPTH} containers")
+    is_object = marker == "{"
+    typed = count = None
+    if pos < len(data) and chr(data[pos]) == "$":
+        typed = chr(data[_ubjson_take(data, pos + 1, 1) - 1])
+        pos += 2
+        if pos >= len(data) or chr(data[pos]) != "#":
+            raise ValueError(f"byte {pos}: a typed container must give its count")
+    if pos < len(data) and chr(data[pos]) == "#":
+        count, pos = _ubjson_int(data, pos + 1)
+    if count is not None and typed in _UBJSON_FIXED and not is_object:
+        return _ubjson_take(data, pos, count * _UBJSON_FIXED[typed])  # a packed array
+    seen = 0
+    while count is None or seen < count:
+        if count is None:
+            closing = chr(data[_ubjson_take(data, pos, 1) - 1])
+            if closing == ("}" if is_object else "]"):
+                return pos + 1
+        if is_object:
+            length, pos = _ubjson_int(data, pos)
+            pos = _ubjson_take(data, pos, length)
+        pos = _ubjson_value(data, pos, typed, depth + 1)
+        seen += 1
+    return pos

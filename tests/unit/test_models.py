@@ -159,3 +159,21 @@ def test_truncated_xgboost_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "model.ubj").write_bytes(data[: len(data) // 2])
     with pytest.raises(BundleError, match="not a readable XGBoost model"):
         load_model(tmp_path, kind="xgboost", task="regression", n_classes=1)
+
+
+def test_every_truncation_of_a_model_file_is_refused_before_xgboost_reads_it(
+    tmp_path: Path,
+) -> None:
+    # XGBoost reads past the end of a truncated UBJSON buffer (a segmentation fault, seen once
+    # under a random test order): the walk in kubeloop.models refuses it first.
+    model = XGBoostModel(_booster("regression", 1, CASES[2][2]), task="regression", n_classes=1)
+    data = model.save(tmp_path).read_bytes()
+    for cut in range(1, len(data), max(1, len(data) // 400)):
+        (tmp_path / "model.ubj").write_bytes(data[:cut])
+        with pytest.raises(BundleError, match="is not a readable XGBoost model"):
+            load_model(tmp_path, kind="xgboost", task="regression", n_classes=1)
+    (tmp_path / "model.ubj").write_bytes(data + b"}")
+    with pytest.raises(BundleError, match="1 bytes follow the model object"):
+        load_model(tmp_path, kind="xgboost", task="regression", n_classes=1)
+    (tmp_path / "model.ubj").write_bytes(data)
+    assert load_model(tmp_path, kind="xgboost", task="regression", n_classes=1) is not None

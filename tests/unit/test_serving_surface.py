@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
@@ -61,3 +63,15 @@ def test_json_rules() -> None:
     assert _wide_json(b"[" * 100_000 + b"]" * 100_000) is None
     assert orjson.loads(_wide_json(b'{"a": 1' + b"0" * 30 + b"}") or b"") == {"a": 1e30}
     assert show("x" * 100) == "'" + "x" * 36 + "..."
+
+
+@pytest.mark.parametrize("workers", ["2", "0"])
+def test_serve_refuses_more_than_one_worker_process(
+    workers: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kubeloop.cli import main
+
+    assert main(["serve", "--model-dir", str(tmp_path), "--workers", workers]) == 2
+    err = capsys.readouterr().err
+    assert f"--workers must be 1; got {workers}" in err
+    assert "scale with replicas" in err

@@ -65,13 +65,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--kfp-host", help="KFP API host (default: kfp.local in this process)")
     parser.add_argument("--workers", type=int, default=2, help="Ray workers for retraining")
     parser.add_argument("--gate-margin", type=float, default=0.0, help="promotion margin")
-    parser.add_argument(
-        "--tune-budget",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="hyperparameter search seconds of each retraining run (default 0: none)",
-    )
     parser.add_argument("--mlflow-uri", help="MLflow tracking URI of retraining runs")
     parser.add_argument(
         "--inference-service",
@@ -173,7 +166,6 @@ def _run(args: argparse.Namespace) -> int:
         kfp_host=args.kfp_host,
         workers=args.workers,
         gate_margin=args.gate_margin,
-        tune_budget=args.tune_budget,
         mlflow_uri=args.mlflow_uri,
         inference_service=args.inference_service,
         namespace=args.namespace,

@@ -80,7 +80,6 @@ def train(
     num_boost_round: int,
     seed: int,
     candidate_names: str,
-    tune_budget: float,
     candidates: Output[Model],
 ) -> str:
     """Train every candidate: XGBoost through Ray Train (in-process, RayCluster or RayJob)."""
@@ -98,7 +97,6 @@ def train(
         num_boost_round=num_boost_round,
         seed=seed,
         candidates=candidate_names,
-        tune_budget=tune_budget,
         progress=Progress(prefix="train"),
     )
 
@@ -113,7 +111,6 @@ def evaluate(
     workers: int,
     num_boost_round: int,
     seed: int,
-    tune_budget: float,
     gate_margin: float,
     mlflow_uri: str,
     bundle: Output[Model],
@@ -134,7 +131,6 @@ def evaluate(
         "workers": workers,
         "seed": seed,
         "num_boost_round": num_boost_round,
-        "tune_budget": tune_budget,
         "gate_margin": gate_margin,
     }
     result = evaluate_and_report(

@@ -10,7 +10,6 @@ A pure ASGI middleware in front of KServe's FastAPI app (and of the body guard o
 - **versions**: ``/v2/models/{name}/versions/{v}/...`` and ``?model_version=v`` are served when
   ``v`` is the served version and answered 404 naming the served version otherwise (KServe
   would answer 501);
-- ``:explain`` without an explain handler: 404 (KServe would answer 501);
 - ``Content-Encoding`` other than identity (gzip, ...): 415, nothing is inflated;
 - at most ``--max-concurrency`` inference requests in flight (0: no limit); more get 503 with
   ``Retry-After``;
@@ -130,15 +129,6 @@ class SurfacePolicy:
             return
         if path == "/v2/health/ready" and not self.model.ready:
             await answer(send, 503, f"Not ready: no model is loaded ({self.model.name!r}).")
-            return
-        if path.endswith(":explain") and not has_explainer(self.model):
-            await self._refuse(
-                send,
-                404,
-                "",
-                "This server has no explainer: POST /v1/models/{name}:explain is not served; "
-                "use :predict.",
-            )
             return
         if "/versions/" in path or b"model_version" in scope["query_string"]:
             rewritten = await self._version(scope, send)

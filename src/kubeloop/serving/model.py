@@ -61,17 +61,6 @@ class BundleModel(kserve.Model):
         self._served: Served | None = None
         self.on_start: Callable[[], None] | None = None
         self.on_stop: Callable[[], None] | None = None
-        # How a ``--workers`` process rebuilds this model: KServe pickles the model registry
-        # into each spawned worker, and a loaded bundle (locks, metric children) cannot travel.
-        self.rebuild: tuple[Callable[..., BundleModel], tuple[Any, ...]] | None = None
-
-    def __reduce__(self) -> tuple[Callable[..., BundleModel], tuple[Any, ...]]:
-        if self.rebuild is None:
-            raise TypeError(
-                f"BundleModel {self.name!r} has no rebuild recipe; build it with "
-                "kubeloop.serving.build_model to use --workers."
-            )
-        return self.rebuild
 
     @property
     def served(self) -> Served | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,7 +44,7 @@ class ServeOptions:
         model: Model name inside the registry (also the endpoint name by default).
         name: Endpoint name; default: ``model``, else the bundle's own name.
         http_port: REST port. grpc_port: gRPC port (``enable_grpc`` off: none).
-        workers: Uvicorn worker processes (each loads the bundle and keeps its own metrics).
+        workers: Must be 1 (one process per pod; scale with replicas).
         poll_interval: Seconds between reads of the champion pointer.
         max_request_bytes: Larger request bodies are refused with 413.
         drift_counters: Count request values into the reference bins.
@@ -94,8 +93,12 @@ class ServeOptions:
             raise ConfigError(
                 f"--max-request-bytes must be positive; got {self.max_request_bytes}."
             )
-        if self.workers < 1:
-            raise ConfigError(f"--workers must be at least 1; got {self.workers}.")
+        if self.workers != 1:
+            raise ConfigError(
+                f"--workers must be 1; got {self.workers}. kubeloop serves one process per pod, "
+                "so that every request rule (the gRPC checks, the header and body timeouts, the "
+                "concurrency limit) applies to every request; scale with replicas instead."
+            )
         if self.max_concurrency < 0:
             raise ConfigError(
                 f"--max-concurrency must be 0 (no limit) or more; got {self.max_concurrency}."
@@ -127,11 +130,10 @@ def build_model(options: ServeOptions) -> BundleModel:
     """Create the (not yet loaded) model with its watcher and payload log wired in."""
     payload_log = None
     if options.payload_log is not None:
-        path = options.payload_log
-        if options.workers > 1:  # one file per process: no interleaved lines, no rotation races
-            path = path.with_name(f"{path.name}.{os.getpid()}")
         payload_log = PayloadLogger(
-            path, sample_rate=options.payload_sample_rate, max_bytes=options.payload_max_bytes
+            options.payload_log,
+            sample_rate=options.payload_sample_rate,
+            max_bytes=options.payload_max_bytes,
         )
     if options.model_dir is not None:
         model_dir = Path(options.model_dir)
@@ -145,7 +147,6 @@ def build_model(options: ServeOptions) -> BundleModel:
     else:
         assert options.registry is not None and options.model is not None
         model = _registry_model(options, payload_log)
-    model.rebuild = (_rebuild, (options,))
     return model
 
 
@@ -163,17 +164,6 @@ def _registry_model(options: ServeOptions, payload_log: PayloadLogger | None) ->
     holder.append(watcher)
     model.on_start = watcher.start
     model.on_stop = watcher.stop
-    return model
-
-
-def _rebuild(options: ServeOptions) -> BundleModel:
-    """Unpickling hook: a ``--workers`` process builds, loads and starts its own model."""
-    from kserve.model_server import app
-
-    model = build_model(options)
-    model.load()
-    _install_surface(app, model, options)
-    model.start()
     return model
 
 
@@ -217,13 +207,11 @@ def serve(options: ServeOptions) -> int:
     model = build_model(options)
     model.load()
     state = _install_surface(app, model, options)
-    if options.workers == 1:  # KServe's multi-process mode builds its own servers
-        install_servers(state)
+    install_servers(state)
     server = kserve.ModelServer(
         http_port=options.http_port,
         grpc_port=options.grpc_port,
         enable_grpc=options.enable_grpc,
-        workers=options.workers,
         grace_period=options.grace_period,
     )
     _share_kserve_logging()

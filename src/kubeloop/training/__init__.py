@@ -5,7 +5,6 @@ Ray is imported lazily (only when XGBoost is trained), so importing this package
 
 from kubeloop.training.candidates import (
     CANDIDATE_NAMES,
-    TUNED,
     Candidate,
     TrainConfig,
     train_candidates,
@@ -15,7 +14,6 @@ from kubeloop.training.distributed import ensure_ray, train_xgboost_distributed
 
 __all__ = [
     "CANDIDATE_NAMES",
-    "TUNED",
     "Candidate",
     "TrainConfig",
     "ensure_ray",

@@ -199,7 +199,7 @@ def _bytes_tensor_body(prefix: int, data: bytes) -> tuple[bytes, int]:
 
 HOSTILE: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
     # (id, path, body, extra headers, status, message pattern)
-    ("explain", "/v1/models/churn:explain", b'{"instances": []}', {}, 404, "no explainer"),
+    ("explain", "/v1/models/churn:explain", b'{"instances": []}', {}, 400, "non-empty list"),
     (
         "header-length-abc",
         V2,
@@ -411,7 +411,8 @@ def test_openapi_describes_the_served_model_and_every_error(server: Server) -> N
     assert document["info"]["version"] == version
     paths = document["paths"]
     assert "/v1/models/churn:predict" in paths and "/v2/models/churn/infer" in paths
-    assert not any(":explain" in p or "/repository/" in p for p in paths)
+    assert "/v1/models/churn:explain" in paths  # served: kubeloop.serving.explain
+    assert not any("/repository/" in p for p in paths)
     schemas = document["components"]["schemas"]
     instance = schemas["V1Instance"]["oneOf"][0]
     assert set(instance["required"]) == set(GOOD)
