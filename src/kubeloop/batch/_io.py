@@ -85,7 +85,8 @@ class ChunkReader:
             ) from None
 
     def chunks(self, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
-        """The selected ``columns`` of the table, one frame per chunk, in file order."""
+        """The selected ``columns`` of the table, one frame per chunk, in file order, each indexed
+        from 0."""
         text = [c for c in self._text if c in columns]
         try:
             if self.format == "parquet":
@@ -101,13 +102,15 @@ class ChunkReader:
                             )
                     yield table.to_pandas()
             else:
-                yield from pd.read_csv(
+                for frame in pd.read_csv(
                     self._handle,
                     usecols=list(columns),
                     dtype={name: str for name in [*text, *self._raw] if name in columns},
                     chunksize=self.chunk_rows,
                     compression=self._compression,
-                )
+                ):
+                    frame.index = pd.RangeIndex(len(frame))  # rows of the chunk, as Parquet's
+                    yield frame
         except DataValidationError:
             raise
         except Exception as exc:
