@@ -18,7 +18,6 @@ Usage: ``python bench/predict.py [--rows 1000000] [--rounds 3] [--only abc]``. O
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -113,25 +112,47 @@ def throughput(work: Path, bundle: Path, data: Path, rows: int, rounds: int) -> 
     )
 
 
-def _peak_rss(bundle: Path, data: Path, out: Path, chunk: int) -> float:
-    command = [
+# Run by a fresh, small interpreter: ru_maxrss of a child counts the memory it inherited at fork
+# time, so a child forked straight from this (large) process would report this process's size.
+_LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+print(status, usage.ru_maxrss)
+"""
+
+
+def _peak_rss(command: list[str]) -> float:
+    """Peak RSS of ``command`` in MiB (a fresh process, started by a small launcher)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *command], capture_output=True, text=True, check=True
+    )
+    status, peak = (int(word) for word in done.stdout.split())
+    if status != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({status})")
+    return peak / 1024.0  # KiB -> MiB
+
+
+def _predict_command(bundle: Path, data: Path, out: Path, chunk: int) -> list[str]:
+    return [
         str(KUBELOOP), "predict", "--model-dir", str(bundle), "--data", str(data),
         "--out", str(out), "--chunk-rows", str(chunk), "--no-progress",
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({status})")
-    return usage.ru_maxrss / 1024.0  # KiB -> MiB
 
 
 def memory(work: Path, bundle: Path, big: Path, rows: int) -> None:
-    small = work / "small.parquet"
+    small, one = work / "small.parquet", work / "one.parquet"
     _table(small, rows // 4, seed=2)
+    _table(one, 1, seed=3)
+    fixed = _peak_rss(_predict_command(bundle, one, work / "m.parquet", 1))
     print("(b) peak RSS of `kubeloop predict` (MiB):")
+    print(f"    one row (imports + bundle, the fixed part): {fixed:.0f}")
     print(f"    {'chunk rows':>10}  {rows // 4:>12,} rows  {rows:>12,} rows")
     for chunk in (20_000, 100_000):
-        peaks = [_peak_rss(bundle, data, work / "m.parquet", chunk) for data in (small, big)]
+        peaks = [
+            _peak_rss(_predict_command(bundle, data, work / "m.parquet", chunk))
+            for data in (small, big)
+        ]
         print(f"    {chunk:>10,}  {peaks[0]:>17.0f}  {peaks[1]:>17.0f}")
 
 

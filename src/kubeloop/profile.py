@@ -49,6 +49,7 @@ __all__ = [
 ]
 
 PROFILE_FORMAT = 1
+_COMPARE_FROM, _COMPARE_EDGES = 1_024, 32  # when assign_bins counts edges instead of searching
 UNKNOWN_BIN = "__unknown__"
 MISSING_BIN = "missing"
 
@@ -60,7 +61,16 @@ def assign_bins(edges: Sequence[float] | np.ndarray, values: np.ndarray) -> np.n
     ``(-inf, edges[0]]``, bin ``i`` is ``(edges[i-1], edges[i]]``, the last bin is
     ``(edges[-1], inf)``. NaN lands in the last bin, so drop missing values first.
     """
-    return np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="left")
+    edges = np.asarray(edges, dtype=np.float64)
+    if values.size < _COMPARE_FROM or len(edges) > _COMPARE_EDGES:
+        return np.searchsorted(edges, values, side="left")
+    # The same answer for a long column and a few edges: the number of edges below each value,
+    # one vectorised comparison per edge (several times faster than a binary search per value).
+    bins = np.zeros(values.shape, dtype=np.intp)
+    for edge in edges.tolist():
+        bins += values > edge
+    bins[np.isnan(values)] = len(edges)
+    return bins
 
 
 def _quantile_edges(finite: np.ndarray, bins: int) -> list[float]:

@@ -56,6 +56,21 @@ def test_assign_bins_boundaries_go_to_the_lower_bin() -> None:
     assert assign_bins([], np.array([-1.0, 0.0, 7.0])).tolist() == [0, 0, 0]
 
 
+def test_assign_bins_on_long_columns_equals_the_binary_search() -> None:
+    """Long columns are binned by counting edges; the answer is searchsorted's, ties, infinities
+    and NaN (last bin) included."""
+    rng = np.random.default_rng(5)
+    edges = np.unique(np.round(rng.normal(size=12), 1))
+    values = np.round(rng.normal(size=50_000), 1)  # many values equal to an edge
+    values[::97] = np.nan
+    values[::101] = np.inf
+    values[::103] = -np.inf
+    want = np.searchsorted(edges, values, side="left")
+    assert assign_bins(edges, values).tolist() == want.tolist()
+    assert assign_bins(edges.tolist(), values[:3]).tolist() == want[:3].tolist()
+    assert assign_bins([], values).tolist() == [0] * len(values)
+
+
 def test_numeric_profile_counts_sum_to_rows_and_edges_increase() -> None:
     values = np.random.default_rng(1).normal(size=1000)
     values[::50] = np.nan

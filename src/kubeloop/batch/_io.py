@@ -69,6 +69,9 @@ class ChunkReader:
             if self.format == "parquet":
                 self._parquet = pq.ParquetFile(self._handle)
                 self.columns = list(self._parquet.schema_arrow.names)
+                stored = [name for name in self._text if name in self.columns]
+                if stored:  # text read as codes + distinct values (no string object per row)
+                    self._parquet = pq.ParquetFile(self._handle, read_dictionary=stored)
                 self.total_rows = self._parquet.metadata.num_rows
             else:
                 self._compression = _compression(path)
@@ -82,16 +85,14 @@ class ChunkReader:
             ) from None
 
     def chunks(self, columns: Sequence[str]) -> Iterator[pd.DataFrame]:
-        """The selected ``columns`` of the table, one frame per chunk, in file order."""
+        """The selected ``columns`` of the table, one frame per chunk, in file order, each indexed
+        from 0."""
         text = [c for c in self._text if c in columns]
         try:
             if self.format == "parquet":
-                # Dictionary-encode the text columns here (row group by row group): cheap, and
-                # pandas then holds codes + the distinct values instead of one object per row.
-                for batch in self._parquet.iter_batches(
-                    batch_size=self.chunk_rows, columns=list(columns), use_threads=True
-                ):
-                    table = pa.Table.from_batches([batch])
+                # Text columns stored as text are dictionary-encoded here (stored ones are read
+                # so): pandas then holds codes + the distinct values, not one object per row.
+                for table in self._parquet_tables(list(columns)):
                     for name in text:
                         index = table.schema.get_field_index(name)
                         column = table.column(index)
@@ -101,13 +102,15 @@ class ChunkReader:
                             )
                     yield table.to_pandas()
             else:
-                yield from pd.read_csv(
+                for frame in pd.read_csv(
                     self._handle,
                     usecols=list(columns),
                     dtype={name: str for name in [*text, *self._raw] if name in columns},
                     chunksize=self.chunk_rows,
                     compression=self._compression,
-                )
+                ):
+                    frame.index = pd.RangeIndex(len(frame))  # rows of the chunk, as Parquet's
+                    yield frame
         except DataValidationError:
             raise
         except Exception as exc:
@@ -115,6 +118,24 @@ class ChunkReader:
                 f"Cannot read '{self.path}' as {self.format.upper()}: {type(exc).__name__}: "
                 f"{exc}. Fix or remove the damaged part of the file."
             ) from None
+
+    def _parquet_tables(self, columns: list[str]) -> Iterator[pa.Table]:
+        """Tables of ``chunk_rows`` rows (the last may be shorter). Dictionary-read columns end
+        Arrow's batches at row-group boundaries, so batches are joined and cut here."""
+        held: list[pa.RecordBatch] = []
+        count = 0
+        for batch in self._parquet.iter_batches(
+            batch_size=self.chunk_rows, columns=columns, use_threads=True
+        ):
+            held.append(batch)
+            count += batch.num_rows
+            while count >= self.chunk_rows:
+                table = pa.Table.from_batches(held)
+                yield table.slice(0, self.chunk_rows)
+                rest = table.slice(self.chunk_rows)
+                held, count = rest.to_batches(), rest.num_rows
+        if count:
+            yield pa.Table.from_batches(held)
 
     def close(self) -> None:
         """Close the underlying file."""
@@ -149,7 +170,12 @@ class ChunkWriter:
         if self._schema is None:
             self._schema = table.schema
             if self.format == "parquet":
-                self._parquet = pq.ParquetWriter(self._handle, table.schema)
+                # Dictionary pages for labels and kept columns, not for probabilities (every
+                # value distinct: the dictionary is built, then dropped, at 4x the cost).
+                coded = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+                self._parquet = pq.ParquetWriter(
+                    self._handle, table.schema, use_dictionary=coded or False
+                )
         else:
             table = table.cast(self._schema)
         if self._parquet is not None:

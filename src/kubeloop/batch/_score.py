@@ -11,8 +11,10 @@ reference profile is counted chunk by chunk with the monitor's code and reported
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from kubeloop.monitoring.report import DriftReport, compare_profile, count_frame
 __all__ = ["BatchOptions", "BatchResult", "explain_table", "score_table"]
 
 DEFAULT_CHUNK_ROWS = 100_000
+_BLOCK_ROWS = 8_192  # rows transformed and predicted at a time (~0.3 ms fixed cost a call)
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ def explain_table(
     try:
         _check_columns(served, str(data), reader.columns)
         for frame in reader.chunks(list(served.bundle.schema.feature_names)):
-            chunk = _Chunk(served, frame.reset_index(drop=True))
+            chunk = _Chunk(served, frame)
             matrix = chunk.transform().matrix
             ok = np.ones(len(frame), dtype=bool)
             ok[list(chunk.reasons)] = False
@@ -217,12 +220,13 @@ class _Chunk:
                 if feature.is_numeric:
                     self.columns[feature.name][row] = np.nan
 
-    def transform(self) -> Any:
-        """The model input; a row that breaks the whole chunk is found and refused first."""
+    def transform(self, rows: slice = slice(None)) -> Any:
+        """The model input of ``rows`` (default: all); a row that breaks the transform of its
+        rows is found and refused first."""
         try:
-            return self.served.transform.transform_columns(self.columns)
+            return self.served.transform.transform_columns(self._rows(rows))
         except DataValidationError:
-            for row in range(len(self.frame)):
+            for row in range(*rows.indices(len(self.frame))):
                 self._check(row)
             for feature in self.served.bundle.schema.features:
                 if not feature.is_numeric:
@@ -230,7 +234,12 @@ class _Chunk:
                     for row in self.reasons:
                         column[row] = None
                     self.columns[feature.name] = column
-            return self.served.transform.transform_columns(self.columns)
+            return self.served.transform.transform_columns(self._rows(rows))
+
+    def _rows(self, rows: slice) -> dict[str, Any]:
+        if rows == slice(None):
+            return self.columns
+        return {name: column[rows] for name, column in self.columns.items()}
 
 
 def _outputs(served: Any, raw: np.ndarray, ok: np.ndarray) -> tuple[dict[str, pa.Array], Any]:
@@ -320,6 +329,49 @@ def score_table(
     )
 
 
+class _Sink:
+    """Writes scored chunks in input order: output rows, refused rows, drift counts."""
+
+    def __init__(self, options: BatchOptions, served: Any, keep: Sequence[str]) -> None:
+        self.options = options
+        self.served = served
+        self.keep = list(keep)
+        self.writer = ChunkWriter(options.out)
+        self.rejects: ChunkWriter | None = None
+        self.counts: dict[str, dict[str, float]] = {}
+        self.rows = self.rejected = 0
+
+    def add(self, frame: pd.DataFrame, reasons: dict[int, str], raw: np.ndarray) -> None:
+        """Write one chunk's output (``raw``: the model output of every row of ``frame``)."""
+        served = self.served
+        ok = np.ones(len(frame), dtype=bool)
+        ok[list(reasons)] = False
+        columns, value = _outputs(served, raw, ok)
+        self.writer.write(
+            pa.table({**{c: pa.Array.from_pandas(frame[c]) for c in self.keep}, **columns})
+        )
+        if reasons:
+            if self.rejects is None:
+                self.rejects = ChunkWriter(self.options.rejects_path)
+            self.rejects.write(_rejects_table(frame, reasons, self.rows))
+            self.rejected += len(reasons)
+        features = served.bundle.schema.feature_names
+        scored = pd.DataFrame(
+            {**{name: frame[name] for name in features}, "prediction": value}, copy=False
+        )
+        _add_counts(
+            self.counts,
+            count_frame(served.bundle.reference_profile, scored[ok] if reasons else scored),
+        )
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        """Finish both files."""
+        self.writer.close()
+        if self.rejects is not None:
+            self.rejects.close()
+
+
 def _run(
     options: BatchOptions,
     served: Any,
@@ -327,46 +379,62 @@ def _run(
     wanted: Sequence[str],
     bar: Callable[[int, int | None], None] | None,
 ) -> tuple[int, int, dict[str, dict[str, float]]]:
-    writer = ChunkWriter(options.out)
-    rejects: ChunkWriter | None = None
-    counts: dict[str, dict[str, float]] = {}
-    rows = rejected = 0
-    keep = [c for c in options.keep if c in wanted]
-    profile = served.bundle.reference_profile
+    # Chunk i is transformed and predicted in blocks of rows: each block is transformed here
+    # (small enough to stay in the CPU cache: half the time of one pass over the chunk) and
+    # predicted single-threaded on a pool of one thread per core (XGBoost releases the GIL),
+    # while this thread goes on with the next block, writes chunk i - 1 and reads chunk i + 1.
+    # Blocks, not one call on all cores, because this thread needs a core part of the time: a
+    # multi-threaded call would wait for its slowest thread, here any idle worker takes the next
+    # block. At most two chunks are held besides the one being read.
+    sink = _Sink(options, served, [c for c in options.keep if c in wanted])
+    pending: tuple[pd.DataFrame, dict[int, str], list[Future[np.ndarray]]] | None = None
     try:
-        for frame in reader.chunks(wanted):
-            frame = frame.reset_index(drop=True)
-            chunk = _Chunk(served, frame)
-            matrix = chunk.transform().matrix
-            raw = served.predict(matrix)
-            ok = np.ones(len(frame), dtype=bool)
-            ok[list(chunk.reasons)] = False
-            columns, value = _outputs(served, raw, ok)
-            table = pa.table(
-                {
-                    **{c: pa.Array.from_pandas(frame[c]) for c in keep},
-                    **columns,
-                }
-            )
-            writer.write(table)
-            if chunk.reasons:
-                if rejects is None:
-                    rejects = ChunkWriter(options.rejects_path)
-                rejects.write(_rejects_table(frame, chunk.reasons, rows))
-                rejected += len(chunk.reasons)
-            scored = frame[list(served.bundle.schema.feature_names)]
-            scored = scored.assign(prediction=value)
-            if chunk.reasons:
-                scored = scored[ok]
-            _add_counts(counts, count_frame(profile, scored))
-            rows += len(frame)
-            if bar is not None:
-                bar(rows, reader.total_rows)
+        with ThreadPoolExecutor(_cores(), thread_name_prefix="kubeloop-predict") as pool:
+            for frame in reader.chunks(wanted):
+                chunk = _Chunk(served, frame)
+                blocks = [
+                    pool.submit(served.small_model.predict, chunk.transform(rows).matrix)
+                    for rows in _blocks(len(frame))
+                ]
+                if pending is not None:
+                    _finish(sink, pending, reader, bar)
+                pending = (frame, chunk.reasons, blocks)
+            if pending is not None:
+                _finish(sink, pending, reader, bar)
     finally:
-        writer.close()
-        if rejects is not None:
-            rejects.close()
-    return rows, rejected, counts
+        sink.close()
+    return sink.rows, sink.rejected, sink.counts
+
+
+def _blocks(rows: int) -> list[slice]:
+    """Row ranges of ``_BLOCK_ROWS`` rows (the last may be shorter; one range for no rows)."""
+    return [slice(start, start + _BLOCK_ROWS) for start in range(0, max(rows, 1), _BLOCK_ROWS)]
+
+
+def _cores() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's
+    CPU limit), as XGBoost counts them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()
+        if quota != "max":
+            cores = min(cores or 1, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores or 1)
+
+
+def _finish(
+    sink: _Sink,
+    pending: tuple[pd.DataFrame, dict[int, str], list[Future[np.ndarray]]],
+    reader: ChunkReader,
+    bar: Callable[[int, int | None], None] | None,
+) -> None:
+    frame, reasons, blocks = pending
+    raw = blocks[0].result() if len(blocks) == 1 else np.concatenate([b.result() for b in blocks])
+    sink.add(frame, reasons, raw)
+    if bar is not None:
+        bar(sink.rows, reader.total_rows)
 
 
 def _rejects_table(frame: pd.DataFrame, reasons: dict[int, str], offset: int) -> pa.Table:

@@ -146,13 +146,14 @@ class FastTransform:
             # Same two IEEE operations, in the same order, as StandardScaler.transform.
             matrix[:, : len(self._numeric_names)] = (block - self._means) / self._scales
         if self._categorical:
-            row_index = np.arange(rows)
+            # One-hot cells set through flat offsets (half the time of 2-D fancy indexing).
+            flat, row_start = matrix.reshape(-1), np.arange(0, rows * self._width, self._width)
             for codes in self._category_codes(columns, imputed, unknown, exact):
                 known = codes >= 0
                 if known.all():
-                    matrix[row_index, codes] = 1.0
+                    flat[row_start + codes] = 1.0
                 else:  # unseen categories keep an all-zero one-hot block
-                    matrix[row_index[known], codes[known]] = 1.0
+                    flat[row_start[known] + codes[known]] = 1.0
         return TransformResult(matrix=matrix, imputed=imputed, unknown=unknown, codes=exact)
 
     def _one_row(self, columns: Mapping[str, Any]) -> TransformResult | None:
