@@ -1,7 +1,7 @@
 """Benchmark batch scoring and explanations (one run, ratios measured side by side).
 
-Usage: ``python bench/predict.py [--rows 1000000] [--rounds 3] [--only abc]``. One XGBoost model
-(300 trees, depth 6, generated churn data) is trained here and written as a bundle.
+Usage: ``python bench/predict.py [--rows 1000000] [--rounds 3] [--only abc]``. The model is
+bench/serve.py's (300 trees of depth 6 on 20,000 generated churn rows), written as a bundle.
 
 (a) throughput: ``kubeloop predict`` (Parquet in, Parquet out; read, validation, transform,
     predict, write and the drift counts all included) against in-process
@@ -25,40 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROWS_TRAIN = 20_000
-TREES = 300
 KUBELOOP = Path(sys.executable).with_name("kubeloop")
 
 
 def _bundle(work: Path) -> Path:
-    import xgboost
+    """The bench/serve.py model (same data, trees and depth), written as a bundle."""
+    from serve import _prepare
 
-    from kubeloop.bundle import write_bundle
-    from kubeloop.data import build_dataset
-    from kubeloop.features import FastTransform, fit_preprocessor
-    from kubeloop.models import XGBoostModel
-    from kubeloop.profile import build_reference_profile
-    from kubeloop.synth import generate_churn
-
-    data = build_dataset(generate_churn(ROWS_TRAIN, seed=0), target="churned")
-    _, spec = fit_preprocessor(data.X, data.schema)
-    matrix = FastTransform(spec).transform(data.X)
-    booster = xgboost.train(
-        {"objective": "binary:logistic", "max_depth": 6, "eta": 0.05},
-        xgboost.DMatrix(matrix, label=data.y),
-        num_boost_round=TREES,
-    )
-    model = XGBoostModel(booster, task="classification", n_classes=2)
-    return write_bundle(
-        work / "bundle",
-        name="churn",
-        schema=data.schema,
-        preprocessor=spec,
-        model=model,
-        reference_profile=build_reference_profile(data.X, data.schema, model.predict(matrix)),
-        metrics={},
-        data_hash=data.data_hash,
-    )
+    _prepare(work)
+    return work / "bundle"
 
 
 def _table(path: Path, rows: int, seed: int) -> None:
