@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kubeloop.bundle import Bundle
 from kubeloop.features import FastTransform
-from kubeloop.forest import CompiledForest
 from kubeloop.models import TabularModel, XGBoostModel
 from kubeloop.serving._decode import Columns, RequestDecoder
 from kubeloop.serving._observe import Observer
+
+if TYPE_CHECKING:
+    from kubeloop.forest import CompiledForest
 
 __all__ = ["Served", "verified_forest"]
 
@@ -58,12 +61,24 @@ class Served:
         """The bundle version id."""
         return self.bundle.version
 
+    def compile_forest(self) -> bool:
+        """Compile the model's trees for the few-row path (:func:`verified_forest`) unless that
+        was done; whether a compiled forest serves now. The one field set after construction:
+        a request reads ``forest`` once, and sees either XGBoost's path or the proven-equal one.
+        """
+        if self.forest is None and isinstance(self.bundle.model, XGBoostModel):
+            forest = verified_forest(self.bundle.model)
+            if forest is not None:
+                object.__setattr__(self, "forest", forest)  # frozen otherwise: a set-once slot
+        return self.forest is not None
+
     @classmethod
     def prepare(
         cls, bundle: Bundle, name: str, *, drift_counters: bool = True, compile_forest: bool = True
     ) -> Served:
         """Build the request-path objects of ``bundle`` and run one warm-up prediction
-        (``compile_forest=False``: no compiled forest, for callers that predict large batches)."""
+        (``compile_forest=False``: no compiled forest yet, see :meth:`compile_forest`; callers
+        that predict large batches never need one)."""
         schema = bundle.schema
         transform = FastTransform(bundle.preprocessor)
         served = cls(
@@ -81,12 +96,10 @@ class Served:
             classes=np.array(schema.classes, dtype=object),
             class_list=list(schema.classes),
             small_model=_single_threaded(bundle.model),
-            forest=(
-                verified_forest(bundle.model)
-                if compile_forest and isinstance(bundle.model, XGBoostModel)
-                else None
-            ),
+            forest=None,
         )
+        if compile_forest:
+            served.compile_forest()
         # A row of missing values exercises imputation, the transform and the model once, so a
         # broken bundle fails here (before it is swapped in) and the first request is not slow.
         warm: Columns = {
@@ -118,6 +131,8 @@ def verified_forest(model: XGBoostModel) -> CompiledForest | None:
     probabilities, relative to the largest value for regression); otherwise, or when the booster
     cannot be compiled, the reason is logged and ``inplace_predict`` keeps serving every request.
     """
+    from kubeloop.forest import CompiledForest  # numba: imported by the first compile
+
     try:
         forest = CompiledForest.from_booster(model.booster)
         rng = np.random.default_rng(0)
