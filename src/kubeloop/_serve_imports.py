@@ -25,8 +25,8 @@ process XGBoost's estimator classes would lack scikit-learn's bases.
 """
 
 from __future__ import annotations
-
 import __future__
+
 import importlib
 import importlib.abc
 import importlib.machinery

@@ -187,7 +187,7 @@ def install_servers(policy: SurfaceState) -> None:
                 if server.started:
                     policy.model.release_forest()
 
-            server.startup = listening  # type: ignore[method-assign]
+            server.startup = listening
 
     class KubeloopGRPCServer(GRPCServer):
         async def start(self, max_workers: int) -> None:
