@@ -1,9 +1,10 @@
 """Benchmark the model server's cold start: process start -> model ready, kubeloop vs MLServer.
 
-Usage: ``python bench/coldstart.py [--runs 7] [--no-image-env]``. Issue 12, benchmark (c):
-``kubeloop serve --model-dir <bundle>`` against MLServer 1.7 with its XGBoost runtime
-(``mlserver-xgboost``) serving the same booster (the bundle's ``model.ubj``); target: the ratio
-of the medians <= 1.0.
+Usage: ``python bench/coldstart.py [--runs 7] [--no-image-env] [--baseline-src DIR]``.
+
+Issue 12, benchmark (c): ``kubeloop serve --model-dir <bundle>`` against MLServer 1.7 with its
+XGBoost runtime (``mlserver-xgboost``) serving the same booster (the bundle's ``model.ubj``);
+target: the ratio of the medians <= 1.0.
 
 Each side is started as a user starts it, with its defaults (REST and gRPC; MLServer also its
 metrics port), and is ready when ``GET /v2/models/churn/ready`` answers 200 (polled every 5 ms);
@@ -13,6 +14,9 @@ one prediction then checks that it serves. kubeloop is measured in two environme
   training libraries installed);
 - ``image``: a virtual environment with only ``serving/requirements.txt`` (what the serving image
   installs; no scikit-learn), running this checkout's ``src``.
+
+``--baseline-src DIR`` adds kubeloop from another source tree (e.g. an older commit's ``src``,
+from ``git archive``) in the dev environment, to compare before and after in one run.
 
 MLServer gets its own virtual environment (``mlserver==1.7.*``, ``mlserver-xgboost==1.7.*``,
 ``uvloop<0.22``: see :data:`MLSERVER_REQUIREMENTS`). All
@@ -190,7 +194,7 @@ def _v2_request(bundle: Path, row: dict[str, object]) -> tuple[bytes, bytes]:
     return ours, theirs
 
 
-def run(runs: int, image_env: bool) -> int:
+def run(runs: int, image_env: bool, baseline_src: Path | None) -> int:
     work = Path(tempfile.mkdtemp(prefix="kubeloop-coldstart-"))
     print("preparing: the bench/serve.py model (20,000 generated churn rows, 300 trees) ...")
     _prepare(work)
@@ -218,6 +222,15 @@ def run(runs: int, image_env: bool) -> int:
         ),
         Side("kubeloop-dev", [sys.executable, "-m", "kubeloop", *serve_args], cwd=work),
     ]
+    if baseline_src is not None:
+        sides.append(
+            Side(
+                "kubeloop-baseline",
+                [sys.executable, "-m", "kubeloop", *serve_args],
+                cwd=work,
+                env={"PYTHONPATH": str(baseline_src)},
+            )
+        )
     if image_env:
         image_python = _venv(BUILD / "bench-serving" / ".venv", _serving_requirements())
         installed = subprocess.run(
@@ -257,11 +270,13 @@ def run(runs: int, image_env: bool) -> int:
     for side in sides[1:]:
         ratio = statistics.median(side.times) / statistics.median(base.times)
         per_round = statistics.median(o / b for o, b in zip(side.times, base.times, strict=True))
+        line = f"  (c) {side.name}/mlserver: {ratio:.2f}  (median of per-round ratios "
+        line += f"{per_round:.2f}"
+        if side.name == "kubeloop-baseline":  # for comparison only: no target
+            print(line + ")")
+            continue
         ok = ratio <= TARGET
-        print(
-            f"  (c) {side.name}/mlserver: {ratio:.2f}  (median of per-round ratios "
-            f"{per_round:.2f}; target <= {TARGET:g})  {'PASS' if ok else 'MISS'}"
-        )
+        print(f"{line}; target <= {TARGET:g})  {'PASS' if ok else 'MISS'}")
         if not ok:
             failures.append(side.name)
     shutil.rmtree(work, ignore_errors=True)
@@ -278,10 +293,17 @@ def main() -> int:
         action="store_false",
         help="skip kubeloop in the serving image's environment (serving/requirements.txt)",
     )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also start kubeloop from this source tree (its src directory), for comparison",
+    )
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    return run(args.runs, args.image_env)
+    if args.baseline_src is not None and not (args.baseline_src / "kubeloop").is_dir():
+        parser.error(f"--baseline-src {args.baseline_src}: no kubeloop package there")
+    return run(args.runs, args.image_env, args.baseline_src)
 
 
 if __name__ == "__main__":
