@@ -263,7 +263,7 @@ def run(runs: int, image_env: bool, baseline_src: Path | None) -> int:
     print(f"\nprocess start -> model ready, median of {runs}:")
     for side in sides:
         print(
-            f"  {side.name:15s} {statistics.median(side.times):.2f}s  "
+            f"  {side.name:17s} {statistics.median(side.times):.2f}s  "
             f"(min {min(side.times):.2f}s, max {max(side.times):.2f}s)"
         )
     failures = []
