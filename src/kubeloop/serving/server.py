@@ -231,8 +231,8 @@ def serve(options: ServeOptions) -> int:
         f", grpc :{options.grpc_port}" if options.enable_grpc else "",
     )
     # Everything loaded so far lives for the whole process: keep it out of every future garbage
-    # collection (a full collection over KServe, pandas and XGBoost objects costs milliseconds).
-    gc.collect()
+    # collection (a full collection over KServe and XGBoost objects costs milliseconds). No
+    # collection first: here it would free under a hundred objects, for ~40 ms of the start.
     gc.freeze()
     server.start([model])
     return 0
