@@ -148,3 +148,34 @@ def test_forest_compiles_only_once_released(small_bundle: Path) -> None:
     assert [p["probability"] for p in after["predictions"]] == pytest.approx(
         [p["probability"] for p in before["predictions"]], abs=1e-5
     )
+
+
+# After slim_server_imports(): KServe's package and pandas still work for code that uses them.
+_STILL_THERE = """
+import sys
+from kubeloop._serve_imports import slim_server_imports
+
+slim_server_imports()
+import kserve
+from kserve.protocol.infer_type import InferInput, InferRequest
+
+assert "kubernetes" not in sys.modules and "pandas.core" not in sys.modules
+request = InferRequest("m", [InferInput("x", [2], "FP64", [1.0, 2.0])])
+frame = request.as_dataframe()  # KServe's DataFrame helper: pandas is loaded now
+assert frame["x"].tolist() == [1.0, 2.0] and "pandas.core" in sys.modules
+import pandas
+
+assert pandas.DataFrame is type(frame)
+from kserve import KServeClient, Model  # names of KServe's own __init__: it runs now
+
+assert Model is kserve.model.Model and "kubernetes" in sys.modules
+print("kserve and pandas as usual")
+"""
+
+
+def test_kserve_and_pandas_work_as_usual_after_the_slim_imports() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", _STILL_THERE], capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "kserve and pandas as usual" in completed.stdout
