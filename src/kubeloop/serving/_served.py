@@ -1,7 +1,8 @@
 """``Served``: everything the request path needs from one loaded, verified bundle.
 
-Built once per bundle (at load and at each hot swap) and never changed, so a request that holds
-a reference keeps a consistent view while a swap replaces the model's reference.
+Built once per bundle (at load and at each hot swap) and never changed but for its compiled
+forest, set once when proven equal to the model (:meth:`Served.compile_forest`), so a request that
+holds a reference keeps a consistent view while a swap replaces the model's reference.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Served:
     classes: np.ndarray  # object array of class labels; empty for regression
     class_list: list[str]  # the same labels as a list (the single-row path)
     small_model: TabularModel  # the same model, single-threaded, for small requests
-    forest: CompiledForest | None  # the same trees compiled, for a few rows (XGBoost only)
+    forest: CompiledForest | None  # the same trees compiled, for a few rows: compile_forest()
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Predict with the compiled forest for a few rows, the single-threaded copy for small
