@@ -6,9 +6,12 @@ Issue 12, benchmark (c): ``kubeloop serve --model-dir <bundle>`` against MLServe
 XGBoost runtime (``mlserver-xgboost``) serving the same booster (the bundle's ``model.ubj``);
 target: the ratio of the medians <= 1.0.
 
-Each side is started as a user starts it, with its defaults (REST and gRPC; MLServer also its
-metrics port), and is ready when ``GET /v2/models/churn/ready`` answers 200 (polled every 5 ms);
-one prediction then checks that it serves. kubeloop is measured in two environments:
+Each side is started as a user starts it (REST and gRPC; MLServer also its metrics port), and is
+ready when ``GET /v2/models/churn/ready`` answers 200 (polled every 5 ms); one prediction then
+checks that it serves. MLServer runs twice: ``mlserver`` with ``parallel_workers: 0`` (the model
+in the server process: MLServer's fastest start, the baseline of the target) and
+``mlserver-default`` with its defaults (one inference worker process). kubeloop is measured in
+two environments:
 
 - ``dev``: this interpreter's environment (the project's ``.venv``, scikit-learn, Ray and the
   training libraries installed);
@@ -19,11 +22,10 @@ one prediction then checks that it serves. kubeloop is measured in two environme
 from ``git archive``) in the dev environment, to compare before and after in one run.
 
 MLServer gets its own virtual environment (``mlserver==1.7.*``, ``mlserver-xgboost==1.7.*``,
-``uvloop<0.22``: see :data:`MLSERVER_REQUIREMENTS`). All
-three environments are made under ``build/`` on first use and reused while their requirements
-are unchanged. The sides take turns within each round (the order rotates), so background load
-hits them alike; each ratio is of the medians, and the median of the per-round ratios is shown
-beside it.
+``uvloop<0.22``: see :data:`MLSERVER_REQUIREMENTS`). It and the image-like environment are made
+under ``build/`` on first use and reused while their requirements are unchanged. The sides take
+turns within each round (the order rotates), so background load hits them alike; each ratio is
+of the medians, and the median of the per-round ratios is shown beside it.
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ BUILD = ROOT / "build"
 # uvloop 0.22 and later break MLServer 1.7's inference workers (asyncio.get_event_loop() in a
 # new process raises), so its model never loads: the uvloop of MLServer 1.7's time.
 MLSERVER_REQUIREMENTS = ("mlserver==1.7.*", "mlserver-xgboost==1.7.*", "uvloop<0.22")
+# MLServer started two ways: the model loaded in the server process (parallel_workers 0: its
+# fastest start, the target's baseline) and as MLServer starts by default (one inference worker
+# process, which loads the model again), for comparison.
+MLSERVER_SETTINGS: dict[str, dict[str, object]] = {
+    "mlserver": {"parallel_workers": 0},
+    "mlserver-default": {},
+}
 TARGET = 1.0
 READY_TIMEOUT = 120.0
 
@@ -100,23 +109,32 @@ def _status(port: int, method: str, path: str, body: bytes | None = None) -> int
 
 class Side:
     """One server to start: a command line (with ``{http}``, ``{grpc}``, ``{metrics}`` ports
-    filled in per start) run in ``cwd`` with extra environment."""
+    filled in per start) run in ``cwd`` with extra environment; for MLServer, its server
+    settings (written to ``cwd/settings.json`` per start, with the ports)."""
 
     def __init__(
-        self, name: str, command: list[str], *, cwd: Path, env: dict[str, str] | None = None
+        self,
+        name: str,
+        command: list[str],
+        *,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        mlserver: dict[str, object] | None = None,
     ) -> None:
         self.name = name
         self.command = command
         self.cwd = cwd
         self.env = env or {}
+        self.mlserver = mlserver
         self.times: list[float] = []
 
     def start_to_ready(self, infer: bytes) -> float:
         """Seconds from starting the process to its model's readiness; then one prediction."""
         ports = {key: _free_port() for key in ("http", "grpc", "metrics")}
         command = [part.format(**ports) for part in self.command]
-        if self.name == "mlserver":
-            _mlserver_settings(self.cwd, ports)
+        if self.mlserver is not None:
+            settings = {f"{key}_port": port for key, port in ports.items()}
+            (self.cwd / "settings.json").write_text(json.dumps({**self.mlserver, **settings}))
         start = time.perf_counter()
         process = subprocess.Popen(
             command,
@@ -145,16 +163,6 @@ class Side:
                 process.wait()
         self.times.append(elapsed)
         return elapsed
-
-
-def _mlserver_settings(folder: Path, ports: dict[str, int]) -> None:
-    """MLServer's server settings (its defaults but the ports) for one start."""
-    settings = {
-        "http_port": ports["http"],
-        "grpc_port": ports["grpc"],
-        "metrics_port": ports["metrics"],
-    }
-    (folder / "settings.json").write_text(json.dumps(settings))
 
 
 def _v2_request(bundle: Path, row: dict[str, object]) -> tuple[bytes, bytes]:
@@ -199,27 +207,27 @@ def run(runs: int, image_env: bool, baseline_src: Path | None) -> int:
     print("preparing: the bench/serve.py model (20,000 generated churn rows, 300 trees) ...")
     _prepare(work)
     bundle = work / "bundle"
-    mlserver_dir = work / "mlserver"
-    mlserver_dir.mkdir()
-    shutil.copy(bundle / "model.ubj", mlserver_dir / "model.ubj")
-    (mlserver_dir / "model-settings.json").write_text(
-        json.dumps(
-            {
-                "name": "churn",
-                "implementation": "mlserver_xgboost.XGBoostModel",
-                "parameters": {"uri": "./model.ubj"},
-            }
-        )
-    )
     mlserver_python = _venv(BUILD / "bench-mlserver" / ".venv", list(MLSERVER_REQUIREMENTS))
+    mlservers = []
+    for name, settings in MLSERVER_SETTINGS.items():
+        folder = work / name
+        folder.mkdir()
+        shutil.copy(bundle / "model.ubj", folder / "model.ubj")
+        (folder / "model-settings.json").write_text(
+            json.dumps(
+                {
+                    "name": "churn",
+                    "implementation": "mlserver_xgboost.XGBoostModel",
+                    "parameters": {"uri": "./model.ubj"},
+                }
+            )
+        )
+        command = [str(mlserver_python.with_name("mlserver")), "start", str(folder)]
+        mlservers.append(Side(name, command, cwd=folder, mlserver=settings))
     serve_args = ["serve", "--model-dir", str(bundle), "--http-port", "{http}"]
     serve_args += ["--grpc-port", "{grpc}"]
     sides = [
-        Side(
-            "mlserver",
-            [str(mlserver_python.with_name("mlserver")), "start", str(mlserver_dir)],
-            cwd=mlserver_dir,
-        ),
+        *mlservers,
         Side("kubeloop-dev", [sys.executable, "-m", "kubeloop", *serve_args], cwd=work),
     ]
     if baseline_src is not None:
@@ -256,10 +264,10 @@ def run(runs: int, image_env: bool, baseline_src: Path | None) -> int:
         order = sides[index % len(sides) :] + sides[: index % len(sides)]
         results = []
         for side in order:
-            body = theirs if side.name == "mlserver" else ours
+            body = theirs if side.mlserver is not None else ours
             results.append(f"{side.name} {side.start_to_ready(body):.2f}s")
         print(f"  round {index + 1}: " + ", ".join(results), flush=True)
-    base = sides[0]
+    base = sides[0]  # MLServer's fastest start: the target's baseline
     print(f"\nprocess start -> model ready, median of {runs}:")
     for side in sides:
         print(
@@ -270,10 +278,10 @@ def run(runs: int, image_env: bool, baseline_src: Path | None) -> int:
     for side in sides[1:]:
         ratio = statistics.median(side.times) / statistics.median(base.times)
         per_round = statistics.median(o / b for o, b in zip(side.times, base.times, strict=True))
-        line = f"  (c) {side.name}/mlserver: {ratio:.2f}  (median of per-round ratios "
+        line = f"  (c) {side.name}/{base.name}: {ratio:.2f}  (median of per-round ratios "
         line += f"{per_round:.2f}"
-        if side.name == "kubeloop-baseline":  # for comparison only: no target
-            print(line + ")")
+        if not side.name.startswith("kubeloop-") or side.name == "kubeloop-baseline":
+            print(line + ")")  # for comparison only: no target
             continue
         ok = ratio <= TARGET
         print(f"{line}; target <= {TARGET:g})  {'PASS' if ok else 'MISS'}")
