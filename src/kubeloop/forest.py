@@ -7,7 +7,8 @@ walks every tree for a row: a 300-tree depth-6 model takes about 12 us per row (
 vectorised step per depth level, took 35-45 us: its 40 numpy calls cost more than the work). The
 kernel walks one level of every tree before the next, so the trees' independent node loads
 overlap instead of waiting on each other. For large batches XGBoost is faster; callers pick by
-row count. The kernel is compiled on first use (about a second, once per process).
+row count. The kernel is compiled on first use (about a second) and cached on disk where it can be
+(see :func:`_kernel`).
 
 The rules are XGBoost's: features are compared in float32, a row goes left when
 ``x < split_condition``, a missing value (NaN) follows the node's ``default_left``; a leaf's value
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numba
@@ -35,9 +37,19 @@ __all__ = ["SUPPORTED_OBJECTIVES", "CompiledForest"]
 SUPPORTED_OBJECTIVES = ("binary:logistic", "multi:softprob", "reg:squarederror")
 
 
-# Compiled once per process on first use; no on-disk cache (a read-only install, as in the
-# serving image, cannot hold one). nogil: request threads may walk trees at the same time.
-@numba.njit(nogil=True, cache=False)
+def _kernel(function: Callable[..., Any]) -> Any:
+    """``function`` compiled on first use, nogil (request threads may walk trees at once), its
+    machine code cached on disk where numba finds a writable place (``__pycache__`` beside this
+    file, ``NUMBA_CACHE_DIR``, the user's cache directory) and compiled per process where none
+    is (numba needs write access even to read its cache: a read-only install without a writable
+    home or ``NUMBA_CACHE_DIR`` compiles every time)."""
+    try:
+        return numba.njit(nogil=True, cache=True)(function)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(function)
+
+
+@_kernel
 def _margins(
     X: np.ndarray,
     records: np.ndarray,

@@ -302,7 +302,7 @@ def load_model(directory: Path, *, kind: str, task: Task, n_classes: int) -> Tab
 # UBJSON value markers with a fixed payload size (bytes after the marker).
 _UBJSON_FIXED = {"Z": 0, "N": 0, "T": 0, "F": 0, "i": 1, "U": 1, "C": 1, "I": 2, "l": 4, "d": 4}
 _UBJSON_FIXED |= {"L": 8, "D": 8}
-_UBJSON_INTS = {"i": ">b", "U": ">B", "I": ">h", "l": ">i", "L": ">q"}
+_UBJSON_INTS = {"i", "U", "I", "l", "L"}  # big-endian; all signed but "U"
 _UBJSON_MAX_DEPTH = 64
 
 
@@ -331,7 +331,7 @@ def _ubjson_int(data: memoryview, pos: int) -> tuple[int, int]:
         raise ValueError(f"byte {pos} holds {marker!r} where a length was expected")
     start = pos + 1
     end = _ubjson_take(data, start, _UBJSON_FIXED[marker])
-    value = int(np.frombuffer(data[start:end], dtype=_UBJSON_INTS[marker])[0])
+    value = int.from_bytes(data[start:end], "big", signed=marker != "U")
     if value < 0:
         raise ValueError(f"byte {pos} holds a negative length")
     return value, end

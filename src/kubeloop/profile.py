@@ -29,13 +29,15 @@ Format (``format`` 1)::
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from kubeloop.data import Schema, normalize_category
 from kubeloop.errors import ConfigError, DataValidationError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "MISSING_BIN",
@@ -137,6 +139,8 @@ def build_reference_profile(
         ConfigError: ``bins`` is below 2.
         DataValidationError: a schema feature is missing from ``X`` or row counts disagree.
     """
+    import pandas as pd  # here: the model server bins requests with this module, without pandas
+
     if bins < 2:
         raise ConfigError(f"bins must be at least 2 to profile a distribution; got {bins}.")
     predicted = np.asarray(predictions, dtype=np.float64)

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kubeloop`` console script."""
     args = build_parser().parse_args(argv)
+    # Whether this call is the process's command (the console script, ``python -m kubeloop``)
+    # rather than a call from code that goes on: a sub-command may then import less.
+    args.process_command = argv is None
     try:
         return int(args.func(args))
     except KubeloopError as error:

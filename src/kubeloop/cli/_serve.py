@@ -117,6 +117,10 @@ def build_serve_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if getattr(args, "process_command", False):  # this process is the server: import less
+        from kubeloop._serve_imports import slim_server_imports
+
+        slim_server_imports()
     from kubeloop.serving import ServeOptions, serve
 
     parsed = build_serve_parser().parse_args(args.serve_args)

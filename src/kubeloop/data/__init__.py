@@ -23,8 +23,9 @@ inference), ``_dataset`` (target, task, validation: :func:`build_dataset`, :func
 and ``_split`` (:func:`split_dataset`).
 """
 
-from kubeloop.data._dataset import build_dataset, load_dataset
-from kubeloop.data._read import read_table
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from kubeloop.data._schema import SCHEMA_FORMAT as SCHEMA_FORMAT
 from kubeloop.data._schema import (
     ColumnKind,
@@ -34,7 +35,32 @@ from kubeloop.data._schema import (
     Task,
     normalize_category,
 )
-from kubeloop.data._split import Part, Splits, split_dataset
+
+if TYPE_CHECKING:
+    from kubeloop.data._dataset import build_dataset, load_dataset
+    from kubeloop.data._read import read_table
+    from kubeloop.data._split import Part, Splits, split_dataset
+
+# The parts that read, infer and split data use pandas; they are imported on first use, so that
+# the schema types (all a model server needs from this package) come without pandas.
+_LAZY = {
+    "build_dataset": "_dataset",
+    "load_dataset": "_dataset",
+    "read_table": "_read",
+    "Part": "_split",
+    "Splits": "_split",
+    "split_dataset": "_split",
+}
+
+
+def __getattr__(name: str) -> Any:
+    part = _LAZY.get(name)
+    if part is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{part}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ColumnKind",

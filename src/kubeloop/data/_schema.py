@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
-import pandas as pd
 
 from kubeloop.errors import BundleError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Task = Literal["classification", "regression"]
 ColumnKind = Literal["numeric", "categorical", "binary"]
 
 SCHEMA_FORMAT = 1
+_PANDAS_MISSING = ("NAType", "NaTType")
 
 
 def normalize_category(value: Any) -> str | None:
@@ -29,7 +32,12 @@ def normalize_category(value: Any) -> str | None:
     Returns:
         The normalized string, or ``None`` for a missing value.
     """
-    if value is None or value is pd.NA or value is pd.NaT:
+    if value is None:
+        return None
+    kind = type(value)
+    # pandas' missing values (``pd.NA``, ``pd.NaT``), known by their types' names: pandas is not
+    # imported for this (the schema and this rule serve requests without pandas).
+    if kind.__name__ in _PANDAS_MISSING and kind.__module__.startswith("pandas."):
         return None
     if isinstance(value, float | np.floating):
         if math.isnan(value):

@@ -5,7 +5,8 @@ served version (``NOT_FOUND`` naming it otherwise), the repository RPCs refused
 (``PERMISSION_DENIED``) unless ``--enable-model-repository``, server readiness false while no
 model is loaded, the concurrency limit (``RESOURCE_EXHAUSTED``), and a request that is not a
 valid protobuf message answered ``INVALID_ARGUMENT`` (gRPC would say ``UNKNOWN``). REST: uvicorn
-runs with the header deadline of :mod:`._slow`.
+runs with the header deadline of :mod:`._slow`, and tells the model once it listens
+(:meth:`~kubeloop.serving.model.BundleModel.release_forest`: work that can wait starts then).
 
 ``kserve.ModelServer`` creates its servers itself; :func:`install_servers` points it at these
 subclasses before it starts.
@@ -178,6 +179,15 @@ def install_servers(policy: SurfaceState) -> None:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.config.http = protocol
+            server = self._server
+            startup = server.startup
+
+            async def listening(sockets: Any = None) -> None:
+                await startup(sockets=sockets)
+                if server.started:
+                    policy.model.release_forest()
+
+            server.startup = listening
 
     class KubeloopGRPCServer(GRPCServer):
         async def start(self, max_workers: int) -> None:

@@ -1,22 +1,26 @@
 """``Served``: everything the request path needs from one loaded, verified bundle.
 
-Built once per bundle (at load and at each hot swap) and never changed, so a request that holds
-a reference keeps a consistent view while a swap replaces the model's reference.
+Built once per bundle (at load and at each hot swap) and never changed but for its compiled
+forest, set once when proven equal to the model (:meth:`Served.compile_forest`), so a request that
+holds a reference keeps a consistent view while a swap replaces the model's reference.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kubeloop.bundle import Bundle
 from kubeloop.features import FastTransform
-from kubeloop.forest import CompiledForest
 from kubeloop.models import TabularModel, XGBoostModel
 from kubeloop.serving._decode import Columns, RequestDecoder
 from kubeloop.serving._observe import Observer
+
+if TYPE_CHECKING:
+    from kubeloop.forest import CompiledForest
 
 __all__ = ["Served", "verified_forest"]
 
@@ -41,7 +45,7 @@ class Served:
     classes: np.ndarray  # object array of class labels; empty for regression
     class_list: list[str]  # the same labels as a list (the single-row path)
     small_model: TabularModel  # the same model, single-threaded, for small requests
-    forest: CompiledForest | None  # the same trees compiled, for a few rows (XGBoost only)
+    forest: CompiledForest | None  # the same trees compiled, for a few rows: compile_forest()
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Predict with the compiled forest for a few rows, the single-threaded copy for small
@@ -58,12 +62,24 @@ class Served:
         """The bundle version id."""
         return self.bundle.version
 
+    def compile_forest(self) -> bool:
+        """Compile the model's trees for the few-row path (:func:`verified_forest`) unless that
+        was done; whether a compiled forest serves now. The one field set after construction:
+        a request reads ``forest`` once, and sees either XGBoost's path or the proven-equal one.
+        """
+        if self.forest is None and isinstance(self.bundle.model, XGBoostModel):
+            forest = verified_forest(self.bundle.model)
+            if forest is not None:
+                object.__setattr__(self, "forest", forest)  # frozen otherwise: a set-once slot
+        return self.forest is not None
+
     @classmethod
     def prepare(
         cls, bundle: Bundle, name: str, *, drift_counters: bool = True, compile_forest: bool = True
     ) -> Served:
         """Build the request-path objects of ``bundle`` and run one warm-up prediction
-        (``compile_forest=False``: no compiled forest, for callers that predict large batches)."""
+        (``compile_forest=False``: no compiled forest yet, see :meth:`compile_forest`; callers
+        that predict large batches never need one)."""
         schema = bundle.schema
         transform = FastTransform(bundle.preprocessor)
         served = cls(
@@ -81,12 +97,10 @@ class Served:
             classes=np.array(schema.classes, dtype=object),
             class_list=list(schema.classes),
             small_model=_single_threaded(bundle.model),
-            forest=(
-                verified_forest(bundle.model)
-                if compile_forest and isinstance(bundle.model, XGBoostModel)
-                else None
-            ),
+            forest=None,
         )
+        if compile_forest:
+            served.compile_forest()
         # A row of missing values exercises imputation, the transform and the model once, so a
         # broken bundle fails here (before it is swapped in) and the first request is not slow.
         warm: Columns = {
@@ -118,6 +132,8 @@ def verified_forest(model: XGBoostModel) -> CompiledForest | None:
     probabilities, relative to the largest value for regression); otherwise, or when the booster
     cannot be compiled, the reason is logged and ``inplace_predict`` keeps serving every request.
     """
+    from kubeloop.forest import CompiledForest  # numba: imported by the first compile
+
     try:
         forest = CompiledForest.from_booster(model.booster)
         rng = np.random.default_rng(0)

@@ -64,9 +64,9 @@ class SurfaceLimits:
 
 def has_explainer(model: Any) -> bool:
     """Whether ``model`` overrides KServe's ``explain`` (else ``:explain`` is not served)."""
-    import kserve
+    from kserve.model import Model
 
-    return type(model).explain is not kserve.Model.explain
+    return type(model).explain is not Model.explain
 
 
 class SurfaceState:

@@ -30,9 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from kserve.protocol.infer_type import InferRequest
 
-from kubeloop.explain import Explainer, Explanation
-
 if TYPE_CHECKING:
+    from kubeloop.explain import Explainer, Explanation
     from kubeloop.serving._served import Served
 
 __all__ = [
@@ -47,9 +46,13 @@ EXPLAIN_OUTPUTS = ("contributions", "bias", "margin")
 
 
 def explainer_of(served: Served) -> Explainer:
-    """The explainer of the served bundle, built on first use and kept with it."""
+    """The explainer of the served bundle, built on first use and kept with it (its TreeSHAP
+    kernels, and numba with them, are imported then: a server that explains nothing never loads
+    them)."""
     explainer = served.__dict__.get("_explainer")
     if explainer is None:
+        from kubeloop.explain import Explainer
+
         bundle = served.bundle
         explainer = Explainer(bundle.model, bundle.preprocessor, bundle.schema.feature_names)
         object.__setattr__(served, "_explainer", explainer)  # Served is frozen: a cache slot

@@ -5,24 +5,32 @@ The request path uses no pandas and no scikit-learn: request -> one numpy column
 ``inplace_predict`` or the linear model's dot product). Everything derived from one bundle sits
 in an immutable :class:`Served`; a request reads ``self._served`` once, so a hot swap (one
 reference assignment) never mixes two versions inside a request.
+
+A bundle is served as soon as it is verified: its trees are compiled for the few-row path
+(:class:`kubeloop.forest.CompiledForest`, a numba kernel: about a second for the first bundle of
+a process) on a background thread, and serve few-row requests once proven equal
+(:meth:`Served.compile_forest`); until then XGBoost predicts every request.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import kserve
 import numpy as np
 import orjson
+from kserve.errors import ModelNotReady
+from kserve.model import Model
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from kubeloop.bundle import load_bundle
 from kubeloop.errors import DataValidationError
 from kubeloop.features import TransformResult
+from kubeloop.models import XGBoostModel
 from kubeloop.serving import metrics
 from kubeloop.serving._decode import Columns, RequestError
 from kubeloop.serving._http import mark_rejected, take_v2_data
@@ -35,7 +43,7 @@ __all__ = ["BundleModel", "Served"]
 _log = logging.getLogger("kubeloop.serving")
 
 
-class BundleModel(kserve.Model):
+class BundleModel(Model):
     """Serve one kubeloop bundle through ``kserve.ModelServer``.
 
     Args:
@@ -44,6 +52,9 @@ class BundleModel(kserve.Model):
             champion); called by :meth:`load`.
         drift_counters: Count request values into the reference-profile bins.
         payload_log: Where sampled requests are logged, or ``None``.
+        hold_forest: Compile the trees of a loaded bundle only after :meth:`release_forest`
+            (the server calls it once it listens: compiling is no part of the start); otherwise
+            right after each load.
     """
 
     def __init__(
@@ -53,12 +64,16 @@ class BundleModel(kserve.Model):
         *,
         drift_counters: bool = True,
         payload_log: PayloadLogger | None = None,
+        hold_forest: bool = False,
     ) -> None:
         super().__init__(name)
         self._loader = loader
         self._drift_counters = drift_counters
         self._payload_log = payload_log
         self._served: Served | None = None
+        self._forest_released = threading.Event()
+        if not hold_forest:
+            self._forest_released.set()
         self.on_start: Callable[[], None] | None = None
         self.on_stop: Callable[[], None] | None = None
 
@@ -90,7 +105,10 @@ class BundleModel(kserve.Model):
         """
         try:
             served = Served.prepare(
-                load_bundle(path), self.name, drift_counters=self._drift_counters
+                load_bundle(path),
+                self.name,
+                drift_counters=self._drift_counters,
+                compile_forest=False,
             )
         except Exception:
             metrics.MODEL_LOAD_FAILURES.labels(self.name).inc()
@@ -100,7 +118,22 @@ class BundleModel(kserve.Model):
         if previous is not None and previous.version != served.version:
             metrics.MODEL_INFO.remove(self.name, previous.version)
         _log.info("serving %s version %s from %s", self.name, served.version, path)
+        if isinstance(served.bundle.model, XGBoostModel):
+            threading.Thread(
+                target=self._add_forest, args=(served,), name="kubeloop-forest", daemon=True
+            ).start()
         return served
+
+    def release_forest(self) -> None:
+        """Let loaded bundles' trees be compiled now (see ``hold_forest``)."""
+        self._forest_released.set()
+
+    def _add_forest(self, served: Served) -> None:
+        """Compile ``served``'s trees, unless another bundle replaced it meanwhile (a failed or
+        unequal compile is logged, and XGBoost keeps serving)."""
+        self._forest_released.wait()
+        if self._served is served:
+            served.compile_forest()
 
     def unload(self) -> None:
         """Stop serving (the model-repository extension's unload): not ready until a load."""
@@ -160,7 +193,7 @@ class BundleModel(kserve.Model):
         """Predict a V1 body or a V2 request; client mistakes raise ``InvalidInput`` (400)."""
         served = self._served
         if served is None:
-            raise kserve.errors.ModelNotReady(self.name)
+            raise ModelNotReady(self.name)
         v2 = isinstance(payload, InferRequest)
         if isinstance(payload, InferRequest) and not payload.from_grpc:
             data = take_v2_data()  # the values of a JSON body the HTTP guard parsed already
@@ -238,7 +271,7 @@ class BundleModel(kserve.Model):
         (see :mod:`kubeloop.serving.explain`); the same validation and 400s as ``:predict``."""
         served = self._served
         if served is None:
-            raise kserve.errors.ModelNotReady(self.name)
+            raise ModelNotReady(self.name)
         row = served.decoder.v1_row(payload)
         result = served.transform.transform_row(row) if row is not None else None
         if result is None:
