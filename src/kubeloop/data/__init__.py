@@ -34,9 +34,10 @@ from kubeloop.data._schema import (
     Task,
     normalize_category,
 )
-from kubeloop.data._split import Part, Splits, split_dataset
+from kubeloop.data._split import PARTS, Part, Splits, split_dataset
 
 __all__ = [
+    "PARTS",
     "ColumnKind",
     "Dataset",
     "FeatureInfo",
