@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -45,9 +46,11 @@ AUC_TOLERANCE = 0.005
 TRAIN_RATIO, TRAIN_GOAL, BIG_RATIO = 2.0, 1.3, 1.3
 
 
-def _timed(command: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+def _timed(
+    command: list[str], env: dict[str, str] | None = None
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     seconds = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"{command[:3]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -69,7 +72,12 @@ def _stages(stderr: str) -> str:
 
 def bench_cli(data: Path, target: str, repeats: int) -> bool:
     """(a): ``kubeloop train`` vs the plain script, interleaved; True when the targets hold."""
-    print(f"(a) kubeloop train vs plain script on {data.name}, {repeats} interleaved runs each")
+    # The plain script gets the OpenMP wait policy kubeloop's commands set for themselves.
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    print(
+        f"(a) kubeloop train vs plain script on {data.name}, {repeats} interleaved runs each "
+        f"(both OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']})"
+    )
     ours, plain, stages = [], [], []
     auc_ours = auc_plain = float("nan")
     with tempfile.TemporaryDirectory(prefix="kubeloop-bench-") as work:
@@ -82,7 +90,7 @@ def bench_cli(data: Path, target: str, repeats: int) -> bool:
             stages.append(_stages(done.stderr))
             auc_ours = json.loads((out / "metrics.json").read_text())["roc_auc"]
             script = [sys.executable, str(HERE / "plain_train.py"), str(data), target]
-            seconds, done = _timed(script)
+            seconds, done = _timed(script, env)
             plain.append(seconds)
             auc_plain = json.loads(done.stdout)["test_roc_auc"]
             print(f"  run {run + 1}: kubeloop {ours[-1]:5.2f} s   plain {plain[-1]:5.2f} s")
