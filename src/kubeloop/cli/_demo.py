@@ -35,7 +35,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--rows", type=int, default=4000, help="generated reference rows")
     parser.add_argument("--traffic-rows", type=int, default=2000, help="rows per traffic phase")
     parser.add_argument(
-        "--workers", type=workers_arg, default=AUTO, help=f"each training run: {WORKERS_HELP}"
+        "--workers",
+        type=workers_arg,
+        default=AUTO,
+        metavar="auto|N",
+        help=f"each training run: {WORKERS_HELP}",
     )
     parser.add_argument("--num-boost-round", type=int, default=150, help="most XGBoost rounds")
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: temp dir)")

@@ -65,7 +65,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--target", help="target column of --data")
     parser.add_argument("--kfp-host", help="KFP API host (default: kfp.local in this process)")
     parser.add_argument(
-        "--workers", type=workers_arg, default=AUTO, help=f"retraining runs: {WORKERS_HELP}"
+        "--workers",
+        type=workers_arg,
+        default=AUTO,
+        metavar="auto|N",
+        help=f"retraining runs: {WORKERS_HELP}",
     )
     parser.add_argument("--gate-margin", type=float, default=0.0, help="promotion margin")
     parser.add_argument("--mlflow-uri", help="MLflow tracking URI of retraining runs")

@@ -33,7 +33,9 @@ def _run_options(parser: argparse.ArgumentParser, *, batch: bool = False) -> Non
         "--normalize-labels", action="store_true",
         help="merge target labels that differ only in case or surrounding spaces",
     )  # fmt: skip
-    parser.add_argument("--workers", type=workers_arg, default=AUTO, help=WORKERS_HELP)
+    parser.add_argument(
+        "--workers", type=workers_arg, default=AUTO, metavar="auto|N", help=WORKERS_HELP
+    )
     parser.add_argument(
         "--gate-margin", type=float, default=0.0,
         help="how much better (validation score) the challenger must be (default 0)",

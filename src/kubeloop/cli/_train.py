@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="auto",
         help="learning task (default: inferred from the target)",
     )
-    parser.add_argument("--workers", type=workers_arg, default=AUTO, help=WORKERS_HELP)
+    parser.add_argument(
+        "--workers", type=workers_arg, default=AUTO, metavar="auto|N", help=WORKERS_HELP
+    )
     parser.add_argument(
         "--out",
         type=Path,
