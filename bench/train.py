@@ -72,11 +72,14 @@ def _stages(stderr: str) -> str:
 
 def bench_cli(data: Path, target: str, repeats: int) -> bool:
     """(a): ``kubeloop train`` vs the plain script, interleaved; True when the targets hold."""
-    # The plain script gets the OpenMP wait policy kubeloop's commands set for themselves.
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    # The plain script gets the OpenMP spin count kubeloop's commands set for themselves.
+    env = {**os.environ}
+    if "OMP_WAIT_POLICY" not in env:
+        env.setdefault("GOMP_SPINCOUNT", "30000")
+    spin = env.get("GOMP_SPINCOUNT", "-")
     print(
         f"(a) kubeloop train vs plain script on {data.name}, {repeats} interleaved runs each "
-        f"(both OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']})"
+        f"(both GOMP_SPINCOUNT={spin})"
     )
     ours, plain, stages = [], [], []
     auc_ours = auc_plain = float("nan")

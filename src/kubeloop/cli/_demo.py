@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kubeloop.console import Progress, format_table
 from kubeloop.names import model_name_arg
-from kubeloop.training.engine import AUTO, WORKERS_HELP, passive_openmp, workers_arg
+from kubeloop.training.engine import AUTO, WORKERS_HELP, short_openmp_spin, workers_arg
 
 __all__ = ["register"]
 
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    passive_openmp()  # before XGBoost or scikit-learn is imported
+    short_openmp_spin()  # before XGBoost or scikit-learn is imported
     from kubeloop.demo import DemoConfig, run_demo
 
     config = DemoConfig(

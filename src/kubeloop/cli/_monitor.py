@@ -12,7 +12,7 @@ from typing import Any
 
 from kubeloop.console import Progress, format_table
 from kubeloop.names import model_name_arg
-from kubeloop.training.engine import AUTO, WORKERS_HELP, passive_openmp, workers_arg
+from kubeloop.training.engine import AUTO, WORKERS_HELP, short_openmp_spin, workers_arg
 
 __all__ = ["psi_table", "register"]
 
@@ -140,7 +140,7 @@ def _result_json(result: Any) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    passive_openmp()  # before XGBoost or scikit-learn is imported
+    short_openmp_spin()  # before XGBoost or scikit-learn is imported
     from kubeloop.monitoring.decision import TriggerPolicy
     from kubeloop.monitoring.metrics import REGISTRY, write_textfile
     from kubeloop.monitoring.monitor import MonitorConfig, run_forever, run_once

@@ -9,7 +9,7 @@ from typing import Any
 
 from kubeloop.console import Progress
 from kubeloop.names import model_name_arg
-from kubeloop.training.engine import AUTO, WORKERS_HELP, passive_openmp, workers_arg
+from kubeloop.training.engine import AUTO, WORKERS_HELP, short_openmp_spin, workers_arg
 
 __all__ = ["register"]
 
@@ -122,7 +122,7 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    passive_openmp()  # before XGBoost or scikit-learn is imported
+    short_openmp_spin()  # before XGBoost or scikit-learn is imported
     from kubeloop.errors import ConfigError
     from kubeloop.pipelines.runs import start_training_run
 

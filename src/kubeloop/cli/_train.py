@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kubeloop.console import Progress, format_table
 from kubeloop.names import NAME_RULE, is_valid_name, model_name_arg, shown
-from kubeloop.training.engine import AUTO, WORKERS_HELP, passive_openmp, workers_arg
+from kubeloop.training.engine import AUTO, WORKERS_HELP, short_openmp_spin, workers_arg
 
 __all__ = ["register"]
 
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    passive_openmp()  # before XGBoost or scikit-learn is imported
+    short_openmp_spin()  # before XGBoost or scikit-learn is imported
     # Heavy imports (Ray, XGBoost, scikit-learn) only when the command actually runs.
     from kubeloop.errors import ConfigError
     from kubeloop.training import TrainConfig
