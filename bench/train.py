@@ -75,7 +75,7 @@ def bench_cli(data: Path, target: str, repeats: int) -> bool:
     # The plain script gets the OpenMP spin count kubeloop's commands set for themselves.
     env = {**os.environ}
     if "OMP_WAIT_POLICY" not in env:
-        env.setdefault("GOMP_SPINCOUNT", "30000")
+        env.setdefault("GOMP_SPINCOUNT", "1000")
     spin = env.get("GOMP_SPINCOUNT", "-")
     print(
         f"(a) kubeloop train vs plain script on {data.name}, {repeats} interleaved runs each "

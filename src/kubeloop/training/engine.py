@@ -75,20 +75,21 @@ def parse_workers(value: str | int) -> Workers:
 
 
 def short_openmp_spin() -> None:
-    """Let idle OpenMP threads spin only briefly before they sleep (``GOMP_SPINCOUNT=30000``),
+    """Let idle OpenMP threads spin only briefly before they sleep (``GOMP_SPINCOUNT=1000``),
     unless the environment already sets ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY``.
 
     XGBoost and scikit-learn run GNU OpenMP threads on every core; by default an idle thread
     spins ~300,000 times waiting for the next parallel region. When anything else runs on the
     machine, the spinning threads take the cores from the threads that have work. Measured on a
-    2-core machine, the random-forest baseline of the Telco data: quiet 2.6 s (default), 2.4 s
-    (30,000), 3.6 s (``OMP_WAIT_POLICY=PASSIVE``); beside two busy processes 14.5 s, 7.4 s and
-    8.9 s; beside a test run 36-51 s by default, 4.4-6.4 s passive. Called by the training
-    commands before XGBoost is loaded (OpenMP reads it once, when it starts); the processes they
-    start (pipeline steps, Ray workers, the demo's server) inherit it.
+    2-core machine running other benchmarks, the demo's train step (XGBoost + random forest):
+    8.7 s by default, 12.2 s with a spin count of 30,000, 2.3 s with ``OMP_WAIT_POLICY=PASSIVE``,
+    1.8-3.4 s with spin counts of 100-2,000; on a quiet machine a spin count of 3,000 was as fast
+    as the default, ``PASSIVE`` 40% slower. Called by the training commands before XGBoost is
+    loaded (OpenMP reads it once, when it starts); the processes they start (pipeline steps, Ray
+    workers, the demo's server) inherit it.
     """
     if "OMP_WAIT_POLICY" not in os.environ:
-        os.environ.setdefault("GOMP_SPINCOUNT", "30000")
+        os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 
 def workers_arg(value: str) -> Workers:
