@@ -72,10 +72,8 @@ def _stages(stderr: str) -> str:
 
 def bench_cli(data: Path, target: str, repeats: int) -> bool:
     """(a): ``kubeloop train`` vs the plain script, interleaved; True when the targets hold."""
-    # The plain script gets the OpenMP spin count kubeloop's commands set for themselves.
+    # The plain script gets the OpenMP spin count kubeloop's commands set (main() set it here).
     env = {**os.environ}
-    if "OMP_WAIT_POLICY" not in env:
-        env.setdefault("GOMP_SPINCOUNT", "1000")
     spin = env.get("GOMP_SPINCOUNT", "-")
     print(
         f"(a) kubeloop train vs plain script on {data.name}, {repeats} interleaved runs each "
@@ -183,7 +181,8 @@ def bench_big(rows: int, features: int, rounds: int, seed: int) -> bool:
     X, y, X_test, y_test = X_all[:rows], y_all[:rows], X_all[rows:], y_all[rows:]
     print(
         f"(b) {rows:,} rows x {features} features, {rounds} rounds, no early stopping: "
-        f"{WORKERS} Ray Train workers vs one process with nthread={WORKERS}"
+        f"{WORKERS} Ray Train workers vs one process with nthread={WORKERS} "
+        f"(GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '-')})"
     )
 
     def ray_fit() -> tuple[float, dict[str, float], xgboost.Booster]:
@@ -256,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from kubeloop.training.engine import short_openmp_spin
+
+    short_openmp_spin()  # as kubeloop's commands do; before XGBoost loads, for both sides
     if args.big:
         ok = bench_big(args.rows, args.features, args.rounds, args.seed)
     else:
