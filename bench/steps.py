@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     result = json.loads(probe.stdout)
     if args.run:
+        from kubeloop.training.engine import short_openmp_spin
+
+        short_openmp_spin()  # what `kubeloop pipeline run` sets for its steps
         result["run_s"], result["run"] = run_pipeline(args.run, args.target)
     if args.json:
         print(json.dumps(result))
