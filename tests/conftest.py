@@ -66,15 +66,15 @@ def churn_frame() -> Any:
 
 
 @pytest.fixture(scope="session")
-def churn_bundle(
-    tmp_path_factory: pytest.TempPathFactory, ray_session: None, churn_frame: Any
-) -> Path:
-    """A bundle trained once per test run on generated churn data (read-only: do not modify)."""
+def churn_bundle(tmp_path_factory: pytest.TempPathFactory, churn_frame: Any) -> Path:
+    """A bundle trained once per test run on generated churn data (read-only: do not modify).
+
+    XGBoost trains in this process (``workers=0``: no Ray needed)."""
     from kubeloop.training import TrainConfig
     from kubeloop.workflow import run_training
 
     out = tmp_path_factory.mktemp("bundles") / "churn"
-    config = TrainConfig(workers=2, num_boost_round=60, early_stopping_rounds=10)
+    config = TrainConfig(workers=0, num_boost_round=60, early_stopping_rounds=10)
     run_training(churn_frame, target="churned", out=out, config=config, name="churn")
     return out
 

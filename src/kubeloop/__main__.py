@@ -1,7 +1,5 @@
 """``python -m kubeloop`` runs the command line."""
 
-import sys
+from kubeloop.cli import run
 
-from kubeloop.cli import main
-
-sys.exit(main())
+run()

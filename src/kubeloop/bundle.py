@@ -35,15 +35,17 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kubeloop.data import Schema
 from kubeloop.errors import BundleError, KubeloopError
 from kubeloop.features import PreprocessorSpec
-from kubeloop.models import TabularModel, load_model
 from kubeloop.names import check_name
+
+if TYPE_CHECKING:  # loaded by load_bundle: verifying and registering need no XGBoost
+    from kubeloop.models import TabularModel
 
 __all__ = ["BUNDLE_FORMAT", "MANIFEST", "Bundle", "load_bundle", "verify_bundle", "write_bundle"]
 
@@ -405,6 +407,8 @@ def load_bundle(path: Path) -> Bundle:
     """
     path = Path(path)
     manifest = verify_bundle(path)
+    from kubeloop.models import load_model
+
     try:
         schema = Schema.from_dict(_read_json(path / "schema.json"))
         preprocessor = PreprocessorSpec.from_dict(_read_json(path / "preprocessor.json"))

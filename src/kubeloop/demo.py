@@ -39,6 +39,7 @@ from kubeloop.monitoring.decision import TriggerPolicy, load_state
 from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult, run_once
 from kubeloop.monitoring.report import DriftConfig
 from kubeloop.registry import Registry
+from kubeloop.training.engine import AUTO, Workers, shared_local_ray
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -53,7 +54,9 @@ class DemoConfig:
         model: Model name in the registry and on the endpoint.
         rows: Generated reference rows.
         traffic_rows: Rows of healthy traffic, and of drifted traffic.
-        workers: Ray workers of each training run.
+        workers: How each training run trains XGBoost (:mod:`kubeloop.training.engine`):
+            ``"auto"`` (in the train step's process), or a Ray Train worker count (then one
+            local Ray is started once and shared by both runs).
         num_boost_round: Most XGBoost rounds (early stopping applies).
         workdir: Where everything goes (default: a temporary directory).
         keep: Keep ``workdir`` at the end.
@@ -67,7 +70,7 @@ class DemoConfig:
     model: str = "churn"
     rows: int = 4000
     traffic_rows: int = 2000
-    workers: int = 1
+    workers: Workers = AUTO
     num_boost_round: int = 150
     workdir: Path | None = None
     keep: bool = False
@@ -87,32 +90,6 @@ def _home(path: Path) -> Iterator[None]:
             os.environ.pop("KUBELOOP_HOME", None)
         else:
             os.environ["KUBELOOP_HOME"] = saved
-
-
-@contextmanager
-def _shared_ray(log: Path) -> Iterator[None]:
-    """Start Ray once and let both pipeline runs' train steps join it (``RAY_ADDRESS``).
-
-    Saves a Ray start per run; an existing ``RAY_ADDRESS`` is used as is.
-    """
-    if os.environ.get("RAY_ADDRESS"):
-        yield
-        return
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        with quiet_output(log):  # Ray's start-up banner and warnings go to the log file
-            ray.init(
-                num_cpus=max(os.cpu_count() or 2, 2), include_dashboard=False, log_to_driver=False
-            )
-    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
-    try:
-        yield
-    finally:
-        os.environ.pop("RAY_ADDRESS", None)
-        if started:
-            ray.shutdown()
 
 
 def _datasets(config: DemoConfig, work: Path) -> tuple[str, pd.DataFrame, pd.DataFrame, str]:
@@ -179,8 +156,8 @@ def _loop(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, Any]:
     reference, healthy, drifted, target = _datasets(config, work)
     say(f"1/6 data: {reference} ({len(pd.read_csv(reference))} rows), target {target!r}")
     say(
-        "2/6 training pipeline (kfp.local: validate, features, XGBoost on Ray, evaluate, gate, "
-        "register) -- about a minute"
+        "2/6 training pipeline (kfp.local: validate, features, XGBoost through Ray Train, "
+        "evaluate, gate, register)"
     )
     first = _train(reference, target, config, registry_dir, logs / "pipeline-1.log", say)
     registry = Registry(str(registry_dir))
@@ -311,10 +288,10 @@ def run_demo(
     work = config.workdir or Path(tempfile.mkdtemp(prefix="kubeloop-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        with _home(work / "home"):
-            say("starting Ray (shared by both training runs)")
-            with _shared_ray(work / "ray.log"):
-                result = _loop(config, work, say)
+        with _home(work / "home"), shared_local_ray(config.workers) as ray_address:
+            if ray_address:
+                say(f"Ray started once at {ray_address}, shared by both training runs")
+            result = _loop(config, work, say)
     finally:
         if not config.keep and config.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

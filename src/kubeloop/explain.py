@@ -21,13 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xgboost
 
-from kubeloop._treeshap import TreeShap
 from kubeloop.features import PreprocessorSpec
 from kubeloop.models import LinearModel, TabularModel, XGBoostModel
+
+if TYPE_CHECKING:
+    from kubeloop._treeshap import TreeShap
 
 __all__ = ["Explainer", "Explanation", "global_importance"]
 
@@ -63,6 +66,17 @@ def _feature_map(spec: PreprocessorSpec, features: Sequence[str]) -> np.ndarray:
     return mapping
 
 
+def _tabulate(booster: xgboost.Booster, max_entries: int) -> TreeShap | None:
+    """The booster's TreeSHAP tables; ``None`` when it cannot be tabulated (too deep, another
+    objective)."""
+    from kubeloop._treeshap import TreeShap  # numba: compiled on first use
+
+    try:
+        return TreeShap.from_booster(booster, max_entries=max_entries)
+    except ValueError:
+        return None
+
+
 class Explainer:
     """Explain one bundle's model in terms of its input features.
 
@@ -72,6 +86,9 @@ class Explainer:
         features: Input feature names in schema order (the order of the result).
         max_table_entries: Largest TreeSHAP table (float64 entries) built for a booster;
             a larger model is explained by XGBoost's own TreeSHAP.
+        tables: Build TreeSHAP tables at all. ``False`` explains a booster with XGBoost's own
+            TreeSHAP (same values): nothing is compiled, the better choice for one large batch
+            (the global importance written at training).
 
     Raises:
         TypeError: ``model`` is neither an XGBoost nor a linear model.
@@ -84,6 +101,7 @@ class Explainer:
         features: Sequence[str],
         *,
         max_table_entries: int = 1 << 22,
+        tables: bool = True,
     ) -> None:
         if not isinstance(model, XGBoostModel | LinearModel):
             raise TypeError(f"cannot explain a {type(model).__name__}")
@@ -93,9 +111,8 @@ class Explainer:
         self._boosters: tuple[xgboost.Booster, xgboost.Booster] | None = None
         self._tables: TreeShap | None = None
         if isinstance(model, XGBoostModel):
-            try:
-                self._tables = TreeShap.from_booster(model.booster, max_entries=max_table_entries)
-            except ValueError:  # not tabulated (too deep, other objective): XGBoost's TreeSHAP
+            self._tables = _tabulate(model.booster, max_table_entries) if tables else None
+            if self._tables is None:  # XGBoost's own TreeSHAP
                 single = model.booster.copy()
                 single.set_param({"nthread": 1})
                 self._boosters = (single, model.booster)

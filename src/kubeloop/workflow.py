@@ -7,6 +7,9 @@ The steps after the data stage are shared with the pipeline: :func:`prepare_inpu
 + matrices), :func:`train_all` (candidates), :func:`finish_bundle` (test metrics, choice,
 ``metrics.json``, profile, plots, bundle). :func:`run_training` chains them in memory; the KFP
 steps (:mod:`kubeloop.pipelines.stages`, :mod:`~kubeloop.pipelines.reports`) keep results on disk.
+Each of those steps is a Python process of its own, so the heavy parts (XGBoost and Ray,
+plotting, the bundle) are imported by the functions that use them: the features step imports no
+XGBoost.
 """
 
 from __future__ import annotations
@@ -15,21 +18,29 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from kubeloop.bundle import Bundle, load_bundle, write_bundle
 from kubeloop.console import ProgressFn, quiet
-from kubeloop.data import Dataset, Part, Schema, Task, build_dataset, load_dataset, split_dataset
+from kubeloop.data import (
+    PARTS,
+    Dataset,
+    Part,
+    Schema,
+    Task,
+    build_dataset,
+    load_dataset,
+    split_dataset,
+)
 from kubeloop.errors import ConfigError, TrainingError
-from kubeloop.evaluation import curve_points, evaluate, write_plots
-from kubeloop.explain import Explainer, global_importance
 from kubeloop.features import FastTransform, PreprocessorSpec, fit_preprocessor
 from kubeloop.names import check_name
-from kubeloop.profile import build_reference_profile
-from kubeloop.training import Candidate, TrainConfig, train_candidates
+
+if TYPE_CHECKING:
+    from kubeloop.bundle import Bundle
+    from kubeloop.training import Candidate, TrainConfig
 
 __all__ = [
     "PARTS",
@@ -45,7 +56,6 @@ __all__ = [
     "train_all",
 ]
 
-PARTS = ("train", "validation", "test")
 # The metrics every candidate is compared on, per task (the CLI's and the KFP UI's tables).
 SUMMARY_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("roc_auc", "pr_auc", "f1", "accuracy", "precision", "recall", "log_loss"),
@@ -121,6 +131,8 @@ def train_all(
     progress: ProgressFn | None = None,
 ) -> list[Candidate]:
     """Train every candidate of ``config`` on ``matrices["train"]``, scored on ``"validation"``."""
+    from kubeloop.training import train_candidates
+
     return train_candidates(
         matrices["train"],
         matrices["validation"],
@@ -167,6 +179,11 @@ def finish_bundle(
     Raises:
         TrainingError: ``candidates`` is empty.
     """
+    from kubeloop.bundle import load_bundle, write_bundle
+    from kubeloop.evaluation import curve_points, evaluate, write_plots
+    from kubeloop.explain import Explainer, global_importance
+    from kubeloop.profile import build_reference_profile
+
     say = progress or quiet
     if not candidates:
         raise TrainingError("No candidates were trained; name at least one candidate.")
@@ -178,7 +195,8 @@ def finish_bundle(
         for c in candidates
     }
     say(f"chosen: {chosen.name} (best validation score {chosen.validation_score:.4f})")
-    explainer = Explainer(chosen.model, preprocessor, schema.feature_names)
+    # One batch: XGBoost's own TreeSHAP (same values, nothing to compile on the critical path).
+    explainer = Explainer(chosen.model, preprocessor, schema.feature_names, tables=False)
     importance = global_importance(explainer.explain(x_test))
     metrics = {
         **tested[chosen.name],
@@ -275,6 +293,8 @@ def run_training(
         DataValidationError: The data cannot be trained on; nothing was written.
         ConfigError: ``out`` already exists, or ``name`` is not a valid model name.
     """
+    from kubeloop.training import TrainConfig
+
     check_name(name)
     config = config or TrainConfig()
     say = progress or quiet

@@ -64,6 +64,10 @@ def test_kill_9_of_train_leaves_no_ray_process(tmp_path: Path, churn_frame: pd.D
             timeout=600,
         )
         assert train.poll() is None, log.read_text()[-3000:]
+        shown = log.read_text()
+        assert "engine: 2 Ray Train worker(s) x 1 CPU on a local Ray" in shown
+        # Ray's own log lines (start-up, token authentication...) stay out of the output.
+        assert "Started a local Ray instance" not in shown and "worker.py" not in shown, shown
         ours = [pid for pid in marked_processes(run, variable=VARIABLE) if pid != train.pid]
         assert len(ours) >= 3, f"expected Ray's processes, found {ours}"
         train.send_signal(signal.SIGKILL)

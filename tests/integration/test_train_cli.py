@@ -1,4 +1,5 @@
-"""`kubeloop train` end to end: real Ray (2 workers), real files, real bundles."""
+"""`kubeloop train` end to end: real Ray (2 workers) or Ray Train's local mode (the default with no
+Ray cluster), real files, real bundles."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def test_train_generated_churn_writes_bundle_and_table(
         assert name in printed.out
     assert f"{metrics['model']} *" in printed.out
     assert "features prepared" in printed.err  # progress went to stderr
+    assert "engine: 2 Ray Train worker(s) x 1 CPU" in printed.err  # --workers 2 is obeyed
     bundle = load_bundle(out)
     assert bundle.schema.target == "churned"
     assert "customer_id" not in bundle.schema.feature_names  # id-like column dropped
@@ -173,10 +175,18 @@ def test_existing_output_directory_is_refused(tmp_path: Path, churn_frame: pd.Da
 
 
 def test_telco_churn_reaches_published_auc(
-    ray_session: None, telco_csv: Path, tmp_path: Path
+    telco_csv: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     out = tmp_path / "telco"
-    assert _train(telco_csv, "Churn", out, "--workers", "2") == 0
+    assert _train(telco_csv, "Churn", out) == 0  # workers=auto: in this process, no Ray start
+    err = capsys.readouterr().err
+    assert "engine: in this process (Ray Train local mode" in err
+    assert "workers=auto and no Ray cluster configured" in err
+    assert json.loads((out / "manifest.json").read_text())["params"]["workers"] == "auto"
     metrics = json.loads((out / "metrics.json").read_text())
     print(
         "telco test metrics:",
@@ -189,9 +199,9 @@ def test_telco_churn_reaches_published_auc(
     assert "customerID" not in [f["name"] for f in schema["features"]]
 
 
-def test_california_housing_rmse(ray_session: None, housing_csv: Path, tmp_path: Path) -> None:
+def test_california_housing_rmse(housing_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "housing"
-    assert _train(housing_csv, "median_house_value", out, "--workers", "2") == 0
+    assert _train(housing_csv, "median_house_value", out) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     print(
         "housing test rmse by candidate:", {k: v["rmse"] for k, v in metrics["candidates"].items()}

@@ -1,9 +1,13 @@
-"""kubeloop.training against a real Ray (2 Train workers) on small generated data."""
+"""kubeloop.training against a real Ray (2 Train workers, and Ray Train's local mode) on small
+generated data."""
 
 from __future__ import annotations
 
 import math
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +18,8 @@ from kubeloop.training import (
     CANDIDATE_NAMES,
     TrainConfig,
     ensure_ray,
+    resolve_engine,
+    shared_local_ray,
     train_candidates,
     train_xgboost_distributed,
 )
@@ -85,7 +91,9 @@ def test_candidates_are_all_trained_and_sensibly_scored(
     # Early stopping on the validation split ended training well before the cap.
     assert 0 < by_name["xgboost"].params["rounds"] < FAST.num_boost_round
     assert by_name["xgboost"].params["workers"] == 2
+    assert by_name["xgboost"].params["engine"] == "ray-train-workers"
     assert any("xgboost: validation score" in line for line in lines)
+    assert any(line.startswith("engine: 2 Ray Train worker(s) x 1 CPU") for line in lines)
 
 
 def test_binary_parameters_balance_the_classes(ray_session: None) -> None:
@@ -174,3 +182,74 @@ def test_bad_requests_fail_before_ray_is_used() -> None:
             early_stopping_rounds=None,
             workers=4,
         )
+
+
+# A fresh Python: trains with workers="auto" and no Ray cluster, then says whether Ray started.
+_AUTO = """
+import numpy as np, ray
+from kubeloop.training import train_xgboost_distributed
+rng = np.random.default_rng(0)
+X = rng.standard_normal((600, 4)); y = (X[:, 0] > 0).astype(np.int64)
+booster = train_xgboost_distributed((X[:400], y[:400]), (X[400:], y[400:]),
+    params={"objective": "binary:logistic", "eval_metric": ["auc"]}, num_boost_round=50,
+    early_stopping_rounds=5, progress=print)
+print("rounds", booster.num_boosted_rounds(), "ray initialized", ray.is_initialized())
+"""
+
+
+def test_auto_without_a_cluster_trains_in_process_without_starting_ray() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(
+        [sys.executable, "-c", _AUTO], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "engine: in this process (Ray Train local mode" in done.stdout
+    assert "ray initialized False" in done.stdout  # no ray.init, no actors
+    rounds = int(done.stdout.split("rounds ")[1].split()[0])
+    assert 0 < rounds <= 50
+    assert "Running in local mode" not in done.stderr  # Ray's own line is held back
+
+
+def test_auto_on_a_ray_cluster_sizes_workers_to_it(
+    ray_session: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+
+    monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    engine = resolve_engine("auto")
+    # The test Ray is one node with 2 CPUs: one worker with both.
+    assert (engine.workers, engine.cpus_per_worker) == (1, 2)
+    assert "workers=auto on a Ray cluster" in engine.describe()
+    lines: list[str] = []
+    train, validation = _split(*_data("classification", 2))
+    booster = train_xgboost_distributed(
+        train,
+        validation,
+        params={"objective": "binary:logistic", "max_depth": 3},
+        num_boost_round=10,
+        early_stopping_rounds=None,
+        progress=lines.append,
+    )
+    assert booster.num_boosted_rounds() == 10
+    assert lines == [engine.describe()]
+
+
+def test_consecutive_runs_share_one_local_ray(
+    ray_session: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child run (a pipeline step) attaches to the Ray this process shares."""
+    import ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    node = ray.get_runtime_context().get_node_id()
+    child = _AUTO.replace("progress=print)", "progress=print, workers=1)")
+    with shared_local_ray(1) as address:
+        assert address == os.environ["RAY_ADDRESS"] == ray.get_runtime_context().gcs_address
+        done = subprocess.run(
+            [sys.executable, "-c", child], capture_output=True, text=True, timeout=300
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"the local Ray shared by consecutive runs ({address})" in done.stdout
+    assert "ray initialized True" in done.stdout
+    assert "Started a local Ray instance" not in done.stdout + done.stderr
+    assert "RAY_ADDRESS" not in os.environ and ray.get_runtime_context().get_node_id() == node

@@ -8,14 +8,19 @@ one clear line and exit with status 2; nothing else is swallowed.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib
+import os
 import sys
+import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from kubeloop import __version__
 from kubeloop.errors import KubeloopError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run"]
 
 # Sub-command modules, in the order `kubeloop --help` lists them.
 _COMMANDS = ("train", "pipeline", "serve", "predict", "explain", "monitor", "report", "demo")
@@ -51,5 +56,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> NoReturn:
+    """The ``kubeloop`` console script: :func:`main`, then a quick exit.
+
+    Tearing down an interpreter that has loaded Ray, XGBoost and pandas takes about half a second
+    (measured on 2 cores: 0.55 s after ``import ray.train.xgboost``) that the user only waits for.
+    Once the command is done and this is the only thread, the output is flushed, the ``atexit``
+    handlers run (Ray's shutdown, temporary directories, logging) and the process exits without
+    the module teardown. With other threads alive it exits normally, waiting for them.
+    """
+    code = main()
+    if threading.active_count() > 1:
+        sys.exit(code)
+    _flush()
+    atexit._run_exitfuncs()
+    _flush()
+    os._exit(code)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        # A closed pipe or stream: nothing more can be shown.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kubeloop.console import Progress, format_table
 from kubeloop.names import model_name_arg
+from kubeloop.training.engine import AUTO, WORKERS_HELP, short_openmp_spin, workers_arg
 
 __all__ = ["register"]
 
@@ -33,7 +34,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--rows", type=int, default=4000, help="generated reference rows")
     parser.add_argument("--traffic-rows", type=int, default=2000, help="rows per traffic phase")
-    parser.add_argument("--workers", type=int, default=1, help="Ray workers per training run")
+    parser.add_argument(
+        "--workers",
+        type=workers_arg,
+        default=AUTO,
+        metavar="auto|N",
+        help=f"each training run: {WORKERS_HELP}",
+    )
     parser.add_argument("--num-boost-round", type=int, default=150, help="most XGBoost rounds")
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -47,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run(args: argparse.Namespace) -> int:
+    short_openmp_spin()  # before XGBoost or scikit-learn is imported
     from kubeloop.demo import DemoConfig, run_demo
 
     config = DemoConfig(

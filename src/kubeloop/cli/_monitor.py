@@ -12,6 +12,7 @@ from typing import Any
 
 from kubeloop.console import Progress, format_table
 from kubeloop.names import model_name_arg
+from kubeloop.training.engine import AUTO, WORKERS_HELP, short_openmp_spin, workers_arg
 
 __all__ = ["psi_table", "register"]
 
@@ -63,7 +64,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--data", help="reference data to retrain on (path or URL)")
     parser.add_argument("--target", help="target column of --data")
     parser.add_argument("--kfp-host", help="KFP API host (default: kfp.local in this process)")
-    parser.add_argument("--workers", type=int, default=2, help="Ray workers for retraining")
+    parser.add_argument(
+        "--workers",
+        type=workers_arg,
+        default=AUTO,
+        metavar="auto|N",
+        help=f"retraining runs: {WORKERS_HELP}",
+    )
     parser.add_argument("--gate-margin", type=float, default=0.0, help="promotion margin")
     parser.add_argument("--mlflow-uri", help="MLflow tracking URI of retraining runs")
     parser.add_argument(
@@ -133,6 +140,7 @@ def _result_json(result: Any) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    short_openmp_spin()  # before XGBoost or scikit-learn is imported
     from kubeloop.monitoring.decision import TriggerPolicy
     from kubeloop.monitoring.metrics import REGISTRY, write_textfile
     from kubeloop.monitoring.monitor import MonitorConfig, run_forever, run_once

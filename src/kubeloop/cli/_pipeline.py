@@ -9,6 +9,7 @@ from typing import Any
 
 from kubeloop.console import Progress
 from kubeloop.names import model_name_arg
+from kubeloop.training.engine import AUTO, WORKERS_HELP, short_openmp_spin, workers_arg
 
 __all__ = ["register"]
 
@@ -32,7 +33,9 @@ def _run_options(parser: argparse.ArgumentParser, *, batch: bool = False) -> Non
         "--normalize-labels", action="store_true",
         help="merge target labels that differ only in case or surrounding spaces",
     )  # fmt: skip
-    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers (default 2)")
+    parser.add_argument(
+        "--workers", type=workers_arg, default=AUTO, metavar="auto|N", help=WORKERS_HELP
+    )
     parser.add_argument(
         "--gate-margin", type=float, default=0.0,
         help="how much better (validation score) the challenger must be (default 0)",
@@ -119,11 +122,10 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    short_openmp_spin()  # before XGBoost or scikit-learn is imported
     from kubeloop.errors import ConfigError
     from kubeloop.pipelines.runs import start_training_run
 
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1 (got {args.workers}).")
     if args.host and (args.runner != "subprocess" or args.image):
         raise ConfigError("--runner and --image apply to --local runs only.")
     progress = Progress(prefix="pipeline")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kubeloop.console import Progress, format_table
 from kubeloop.names import NAME_RULE, is_valid_name, model_name_arg, shown
+from kubeloop.training.engine import AUTO, WORKERS_HELP, short_openmp_spin, workers_arg
 
 __all__ = ["register"]
 
@@ -16,11 +17,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add the ``train`` sub-command."""
     parser = subparsers.add_parser(
         "train",
-        help="train XGBoost (over Ray) and baselines on a CSV/Parquet file; write a model bundle",
+        help="train XGBoost (Ray Train) and baselines on a CSV/Parquet file; write a model bundle",
         description=(
-            "Validate the data, prepare features, train XGBoost distributed over Ray plus "
-            "linear and random-forest baselines, evaluate every candidate on a held-out split "
-            "and write the best one as a model bundle. Bad data writes nothing and exits 2."
+            "Validate the data, prepare features, train XGBoost through Ray Train (in this "
+            "process, or over Ray Train workers when a Ray cluster is configured) plus linear "
+            "and random-forest baselines, evaluate every candidate on a held-out split and write "
+            "the best one as a model bundle. Bad data writes nothing and exits 2."
         ),
     )
     parser.add_argument("--data", required=True, help="CSV or Parquet file (path or fsspec URL)")
@@ -31,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="auto",
         help="learning task (default: inferred from the target)",
     )
-    parser.add_argument("--workers", type=int, default=2, help="Ray Train workers (default 2)")
+    parser.add_argument(
+        "--workers", type=workers_arg, default=AUTO, metavar="auto|N", help=WORKERS_HELP
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -54,19 +58,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--ray-address",
         default=None,
-        help="Ray cluster address (default: RAY_ADDRESS, else Ray starts in-process)",
+        help="Ray cluster address (default: RAY_ADDRESS; none: no Ray cluster)",
     )
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    short_openmp_spin()  # before XGBoost or scikit-learn is imported
     # Heavy imports (Ray, XGBoost, scikit-learn) only when the command actually runs.
     from kubeloop.errors import ConfigError
     from kubeloop.training import TrainConfig
     from kubeloop.workflow import SUMMARY_METRICS, candidate_rows, run_training
 
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1 (got {args.workers}).")
     stem = Path(str(args.data).rstrip("/")).stem or "model"
     if args.name is None and not is_valid_name(stem):
         raise ConfigError(

@@ -39,7 +39,7 @@ from kubeloop.data._schema import (
 if TYPE_CHECKING:
     from kubeloop.data._dataset import build_dataset, load_dataset
     from kubeloop.data._read import read_table
-    from kubeloop.data._split import Part, Splits, split_dataset
+    from kubeloop.data._split import PARTS, Part, Splits, split_dataset
 
 # The parts that read, infer and split data use pandas; they are imported on first use, so that
 # the schema types (all a model server needs from this package) come without pandas.
@@ -47,6 +47,7 @@ _LAZY = {
     "build_dataset": "_dataset",
     "load_dataset": "_dataset",
     "read_table": "_read",
+    "PARTS": "_split",
     "Part": "_split",
     "Splits": "_split",
     "split_dataset": "_split",
@@ -63,6 +64,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "PARTS",
     "ColumnKind",
     "Dataset",
     "FeatureInfo",

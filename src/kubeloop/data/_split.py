@@ -11,6 +11,8 @@ import pandas as pd
 from kubeloop.data._schema import Dataset, Schema
 from kubeloop.errors import ConfigError, DataValidationError
 
+PARTS = ("train", "validation", "test")  # the parts of :class:`Splits`, in this order
+
 
 @dataclass(frozen=True)
 class Part:

@@ -40,6 +40,7 @@ from kubeloop.monitoring.sources import (
     counter_delta,
 )
 from kubeloop.names import check_name
+from kubeloop.training.engine import AUTO, Workers, shared_local_ray
 
 __all__ = ["MonitorConfig", "MonitorResult", "parse_window", "run_forever", "run_once"]
 
@@ -70,7 +71,8 @@ class MonitorConfig:
         retrain_data: Reference data for retraining; ``None`` never starts a run.
         target: Target column of ``retrain_data``.
         kfp_host: KFP API for cluster runs; ``None`` runs ``kfp.local`` in this process.
-        workers: Ray workers for the training step.
+        workers: How the retraining run's train step trains XGBoost
+            (:mod:`kubeloop.training.engine`): ``"auto"``, ``0`` or a Ray Train worker count.
         num_boost_round: Most XGBoost rounds of the retraining run.
         gate_margin: How much better the challenger must score to be promoted.
         mlflow_uri: MLflow tracking URI of the retraining run (``None``: the run's default).
@@ -95,7 +97,7 @@ class MonitorConfig:
     retrain_data: str | None = None
     target: str | None = None
     kfp_host: str | None = None
-    workers: int = 2
+    workers: Workers = AUTO
     num_boost_round: int = 400
     gate_margin: float = 0.0
     mlflow_uri: str | None = None
@@ -355,12 +357,16 @@ def run_forever(
 ) -> None:
     """Call :func:`run_once` every ``interval`` seconds until ``stop()`` is true.
 
-    ``on_result`` sees every result (the CLI prints it and writes the metrics file).
+    ``on_result`` sees every result (the CLI prints it and writes the metrics file). When local
+    retraining runs train on Ray Train workers (an explicit worker count, no Ray cluster), one
+    local Ray is started here and shared by every run (:func:`shared_local_ray`).
     """
-    while not stop():
-        started = time.monotonic()
-        result = run_once(config, progress=progress, **kwargs)
-        if on_result is not None:
-            on_result(result)
-        while not stop() and time.monotonic() - started < interval:
-            time.sleep(min(0.5, interval))
+    local_runs = bool(config.retrain_data) and not config.kfp_host and not config.dry_run
+    with shared_local_ray(config.workers if local_runs else AUTO):
+        while not stop():
+            started = time.monotonic()
+            result = run_once(config, progress=progress, **kwargs)
+            if on_result is not None:
+                on_result(result)
+            while not stop() and time.monotonic() - started < interval:
+                time.sleep(min(0.5, interval))

@@ -76,7 +76,7 @@ def prepare_features(splits: Input[Dataset], features: Output[Artifact]) -> int:
 def train(
     splits: Input[Dataset],
     features: Input[Artifact],
-    workers: int,
+    workers: str,
     num_boost_round: int,
     seed: int,
     candidate_names: str,
@@ -108,7 +108,7 @@ def evaluate(
     model_name: str,
     data: str,
     target: str,
-    workers: int,
+    workers: str,
     num_boost_round: int,
     seed: int,
     gate_margin: float,

@@ -1,5 +1,8 @@
 """The pure cores of the gate and register pipeline steps.
 
+Each step is its own Python process: the libraries each core needs are imported in it, so the
+register step loads no pandas, XGBoost or scikit-learn (``bench/steps.py`` measures this).
+
 The gate scores the challenger and the current champion on the *same* held-out rows (the test
 split of this run) with the one ranking rule of :func:`kubeloop.evaluation.validation_score`, and
 promotes only when the challenger is better by more than the margin. With no champion, or a
@@ -11,14 +14,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kubeloop.bundle import Bundle, load_bundle
-from kubeloop.data import Part, Schema
 from kubeloop.errors import KubeloopError, RegistryError
-from kubeloop.evaluation import validation_score
-from kubeloop.features import FastTransform
-from kubeloop.pipelines.stages import load_part, load_schema
-from kubeloop.registry import Registry
+
+if TYPE_CHECKING:
+    from kubeloop.bundle import Bundle
+    from kubeloop.data import Part, Schema
 
 __all__ = ["GateDecision", "gate", "register", "score_name"]
 
@@ -54,6 +56,9 @@ class GateDecision:
 
 
 def _score(bundle: Bundle, part: Part) -> float:
+    from kubeloop.evaluation import validation_score
+    from kubeloop.features import FastTransform
+
     frame = part.X[list(bundle.schema.feature_names)]
     matrix = FastTransform(bundle.preprocessor).transform(frame)
     return validation_score(bundle.schema.task, part.y, bundle.model.predict(matrix))
@@ -78,6 +83,10 @@ def gate(
     Raises:
         RegistryError: The champion pointer names a version that is missing or damaged.
     """
+    from kubeloop.bundle import load_bundle
+    from kubeloop.pipelines.stages import load_part, load_schema
+    from kubeloop.registry import Registry
+
     schema = load_schema(splits_dir)
     test = load_part(splits_dir, "test")
     challenger = load_bundle(Path(bundle_dir))
@@ -135,6 +144,8 @@ def register(
     Returns:
         The registered version id.
     """
+    from kubeloop.registry import Registry
+
     manifest = json.loads((Path(bundle_dir) / "manifest.json").read_text(encoding="utf-8"))
     if manifest.get("name") != model_name:
         raise RegistryError(

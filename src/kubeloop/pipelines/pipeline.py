@@ -68,7 +68,7 @@ def build_pipeline(
         task: str = "auto",
         normalize_labels: bool = False,
         model_name: str = "model",
-        workers: int = 2,
+        workers: str = "auto",
         num_boost_round: int = 2000,
         candidates: str = "xgboost,linear,random_forest",
         seed: int = 0,

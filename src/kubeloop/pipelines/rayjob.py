@@ -250,12 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kubeloop.console import Progress
     from kubeloop.pipelines.stages import train
     from kubeloop.training import TrainConfig
+    from kubeloop.training.engine import AUTO, workers_arg
 
     parser = argparse.ArgumentParser(prog="python -m kubeloop.pipelines.rayjob")
     parser.add_argument("--splits", required=True)
     parser.add_argument("--features", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=workers_arg, default=AUTO)
     parser.add_argument("--num-boost-round", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--candidates", default="xgboost,linear,random_forest")

@@ -15,6 +15,7 @@ from kubeloop.pipelines.cluster import run_state, submit_run
 from kubeloop.pipelines.gating import GateDecision
 from kubeloop.pipelines.pipeline import CLUSTER_REGISTRY
 from kubeloop.registry import Registry, default_registry_root, kubeloop_home
+from kubeloop.training.engine import AUTO, Workers, parse_workers
 
 __all__ = [
     "RunOutcome",
@@ -54,7 +55,7 @@ def pipeline_arguments(
     target: str,
     model_name: str,
     task: str,
-    workers: int,
+    workers: Workers,
     gate_margin: float,
     num_boost_round: int,
     registry_root: str,
@@ -73,7 +74,7 @@ def pipeline_arguments(
         "target": target,
         "task": task,
         "model_name": model_name,
-        "workers": workers,
+        "workers": str(parse_workers(workers)),  # the pipeline parameter is a string
         "num_boost_round": num_boost_round,
         "seed": seed,
         "gate_margin": gate_margin,
@@ -101,7 +102,7 @@ def start_training_run(
     model_name: str = "model",
     host: str | None = None,
     task: str = "auto",
-    workers: int = 2,
+    workers: Workers = AUTO,
     gate_margin: float = 0.0,
     num_boost_round: int = 2000,
     registry_root: str | None = None,
@@ -118,7 +119,8 @@ def start_training_run(
         model_name: Registry key and bundle name.
         host: KFP API endpoint; ``None`` runs in this process through ``kfp.local``.
         task: ``"auto"``, ``"classification"`` or ``"regression"``.
-        workers: Ray Train workers for XGBoost.
+        workers: How XGBoost trains (:mod:`kubeloop.training.engine`): ``"auto"``, ``0``
+            (in the train step's process) or a Ray Train worker count.
         gate_margin: How much better (validation-score units) the challenger must be.
         num_boost_round: Maximum XGBoost rounds (early stopping applies).
         registry_root: Local default ``$KUBELOOP_REGISTRY`` or ``<kubeloop home>/registry``;

@@ -8,26 +8,28 @@ Each function takes input directories and fills an output directory; the KFP com
 - features: ``preprocessor.json`` and ``x_{part}.npy`` / ``y_{part}.npy`` (after FastTransform).
 - candidates: ``candidates.json`` (name, kind, validation score, params) and one sub-directory
   per candidate holding its model file.
+
+Every step runs in its own Python process, so each function imports the libraries it uses
+itself: validate and features load no XGBoost, Ray or MLflow, train no MLflow
+(``bench/steps.py`` measures every step's imports).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from kubeloop.console import ProgressFn, quiet
-from kubeloop.data import Part, Schema, load_dataset, split_dataset
-from kubeloop.features import PreprocessorSpec
-from kubeloop.models import load_model
-from kubeloop.training import Candidate, TrainConfig
-from kubeloop.workflow import PARTS, class_count, prepare_inputs, train_all
+
+if TYPE_CHECKING:
+    from kubeloop.data import Part, Schema
+    from kubeloop.features import PreprocessorSpec
+    from kubeloop.training import Candidate, TrainConfig
 
 __all__ = [
-    "PARTS",
     "ingest",
     "load_candidates",
     "load_matrices",
@@ -76,6 +78,8 @@ def ingest(
     Raises:
         DataValidationError: The data cannot be trained on; ``out`` is left empty.
     """
+    from kubeloop.data import PARTS, load_dataset, split_dataset
+
     dataset = load_dataset(
         data,
         target=target,
@@ -121,11 +125,17 @@ def load_meta(splits_dir: Path) -> dict[str, Any]:
 
 def load_schema(splits_dir: Path) -> Schema:
     """The schema written by :func:`ingest`."""
+    from kubeloop.data import Schema
+
     return Schema.from_dict(_read_json(Path(splits_dir) / "schema.json"))
 
 
 def load_part(splits_dir: Path, name: str) -> Part:
     """One split written by :func:`ingest`, with features exactly as the data stage built them."""
+    import pandas as pd
+
+    from kubeloop.data import Part
+
     frame = pd.read_parquet(Path(splits_dir) / f"{name}.parquet")
     y = frame.pop(_Y).to_numpy()
     schema = load_schema(splits_dir)
@@ -142,6 +152,8 @@ def prepare_features(splits_dir: Path, *, out: Path) -> int:
     Returns:
         The number of model inputs (output columns).
     """
+    from kubeloop.workflow import PARTS, prepare_inputs
+
     parts = {name: load_part(splits_dir, name) for name in PARTS}
     spec, matrices = prepare_inputs(load_schema(splits_dir), parts)
     out = Path(out)
@@ -161,6 +173,8 @@ def load_matrices(features_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray
 
 def load_preprocessor(features_dir: Path) -> PreprocessorSpec:
     """The preprocessor spec written by :func:`prepare_features`."""
+    from kubeloop.features import PreprocessorSpec
+
     return PreprocessorSpec.from_dict(_read_json(Path(features_dir) / "preprocessor.json"))
 
 
@@ -177,6 +191,8 @@ def train(
     Returns:
         One record per candidate: name, kind, validation score, params.
     """
+    from kubeloop.workflow import class_count, train_all
+
     schema = load_schema(splits_dir)
     matrices = {name: load_matrices(features_dir, name) for name in ("train", "validation")}
     candidates = train_all(schema, matrices, config=config, progress=progress)
@@ -207,6 +223,9 @@ def _mkdir(path: Path) -> Path:
 
 def load_candidates(candidates_dir: Path) -> list[Candidate]:
     """The candidates saved by :func:`train`, in training order."""
+    from kubeloop.models import load_model
+    from kubeloop.training import Candidate
+
     directory = Path(candidates_dir)
     index = _read_json(directory / "candidates.json")
     return [

@@ -1,9 +1,11 @@
 """The train step's core: run :func:`kubeloop.pipelines.stages.train` where Ray is.
 
 Locally (and when ``RAY_ADDRESS`` names a KubeRay RayCluster) training happens in this process
-through Ray Train. Inside Kubernetes without ``RAY_ADDRESS`` a RayJob trains on an ephemeral
-RayCluster: its entrypoint reads this step's inputs from object storage and writes the
-candidates to a staging URL, which this step copies into its output artifact.
+through Ray Train: with ``workers="auto"`` and no ``RAY_ADDRESS``, in Ray Train's local mode
+(no Ray start at all; :mod:`kubeloop.training.engine`). Inside Kubernetes without
+``RAY_ADDRESS`` a RayJob trains on an ephemeral RayCluster: its entrypoint reads this step's
+inputs from object storage and writes the candidates to a staging URL, which this step copies
+into its output artifact.
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ from kubeloop.pipelines.rayjob import (
 )
 from kubeloop.pipelines.stages import train
 from kubeloop.training import CANDIDATE_NAMES, TrainConfig
+from kubeloop.training.engine import AUTO, Workers, parse_workers
 
-__all__ = ["rayjob_spec", "train_anywhere"]
+__all__ = ["RAYJOB_AUTO_WORKERS", "rayjob_spec", "train_anywhere"]
+
+# Worker pods of the RayJob's cluster when the step's workers are "auto" (or 0).
+RAYJOB_AUTO_WORKERS = 2
 
 _NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # Object-storage settings the Ray pods need to read the inputs and write the candidates.
@@ -48,12 +54,18 @@ def _names(candidates: str) -> tuple[str, ...]:
 def rayjob_spec(
     uris: tuple[str, str, str],
     *,
-    workers: int,
+    workers: Workers | str,
     num_boost_round: int,
     seed: int,
     candidates: str = ",".join(CANDIDATE_NAMES),
 ) -> RayJobSpec:
-    """The RayJob for one train step (inputs: splits, features and output artifact URIs)."""
+    """The RayJob for one train step (inputs: splits, features and output artifact URIs).
+
+    ``workers="auto"`` (or ``0``) makes a RayCluster of :data:`RAYJOB_AUTO_WORKERS` worker pods
+    and lets the entrypoint size Ray Train to it.
+    """
+    workers = parse_workers(workers)
+    pods = RAYJOB_AUTO_WORKERS if workers in (AUTO, 0) else int(workers)
     from kubeloop.pipelines.components import component_image
 
     splits_uri, features_uri, out_uri = (storage_url(uri) for uri in uris)
@@ -68,7 +80,7 @@ def rayjob_spec(
         namespace=_namespace(),
         image=component_image(),
         entrypoint=entrypoint,
-        workers=workers,
+        workers=pods,
         env={k: os.environ[k] for k in _PASSED_ENV if os.environ.get(k)},
         credentials_secret=os.environ.get("KUBELOOP_S3_CREDENTIALS_SECRET") or None,
         service_account=os.environ.get("KUBELOOP_RAY_SERVICE_ACCOUNT") or None,
@@ -81,7 +93,7 @@ def train_anywhere(
     *,
     out: Path,
     uris: tuple[str, str, str],
-    workers: int,
+    workers: Workers | str,
     num_boost_round: int,
     seed: int,
     candidates: str = ",".join(CANDIDATE_NAMES),
@@ -93,13 +105,16 @@ def train_anywhere(
         splits_dir, features_dir: Local inputs (KFP artifact paths).
         out: The candidates directory to fill.
         uris: Storage URIs of (splits, features, out) — used only by the RayJob path.
-        workers, num_boost_round, seed: Training settings.
+        workers, num_boost_round, seed: Training settings (``workers``: ``"auto"``, ``0`` or
+            a Ray Train worker count, as a string too).
         candidates: Comma-separated candidate names (``xgboost,linear,random_forest``).
         progress: Called with one line per step.
     """
-    mode = ray_mode()
-    progress(f"ray: {mode}" + (f" ({os.environ['RAY_ADDRESS']})" if mode == "address" else ""))
-    if mode == "rayjob":
+    workers = parse_workers(workers)
+    # Where the step runs decides where Ray is; the engine line (printed when XGBoost trains)
+    # says how XGBoost trains there. workers=0 always trains in this step's process.
+    if ray_mode() == "rayjob" and workers != 0:
+        progress("ray: a RayJob (Kubernetes, no RAY_ADDRESS)")
         spec = rayjob_spec(
             uris, workers=workers, num_boost_round=num_boost_round, seed=seed, candidates=candidates
         )

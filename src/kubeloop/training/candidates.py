@@ -20,6 +20,7 @@ from kubeloop.errors import ConfigError, DataValidationError, TrainingError
 from kubeloop.evaluation import validation_score
 from kubeloop.models import LinearModel, TabularModel, XGBoostModel
 from kubeloop.training.distributed import train_xgboost_distributed
+from kubeloop.training.engine import AUTO, Workers, parse_workers, resolve_engine
 
 __all__ = ["CANDIDATE_NAMES", "Candidate", "TrainConfig", "train_candidates", "xgboost_params"]
 
@@ -34,7 +35,9 @@ class TrainConfig:
     """How candidates are trained. Defaults are tuned for small/medium tabular data.
 
     Attributes:
-        workers: Ray Train workers for XGBoost (one CPU each).
+        workers: How XGBoost trains: ``"auto"`` (in this process unless a Ray cluster is
+            configured, then Ray Train workers sized to it), ``0`` (in this process) or a Ray
+            Train worker count (one CPU each); see :mod:`kubeloop.training.engine`.
         seed: Seed of every random choice (XGBoost sampling, the forest).
         num_boost_round: Upper bound of boosting rounds; early stopping usually ends sooner.
         early_stopping_rounds: Rounds without validation improvement before stopping.
@@ -45,11 +48,11 @@ class TrainConfig:
         colsample_bytree: Column fraction per boosted tree.
         forest_trees: Trees of the random-forest baseline.
         forest_max_depth: Depth of the random-forest trees.
-        ray_address: Ray cluster address; ``None`` honours ``RAY_ADDRESS``, else in-process Ray.
+        ray_address: Ray cluster address; ``None`` honours ``RAY_ADDRESS``.
         candidates: Which candidates to train, in this order.
     """
 
-    workers: int = 2
+    workers: Workers = AUTO
     seed: int = 0
     num_boost_round: int = 2000
     early_stopping_rounds: int = 50
@@ -62,6 +65,10 @@ class TrainConfig:
     forest_max_depth: int = 12
     ray_address: str | None = None
     candidates: tuple[str, ...] = CANDIDATE_NAMES
+
+    def __post_init__(self) -> None:
+        # "AUTO", "2" (a pipeline parameter) -> "auto", 2; anything else is a ConfigError.
+        object.__setattr__(self, "workers", parse_workers(self.workers))
 
 
 @dataclass(frozen=True)
@@ -115,24 +122,40 @@ def xgboost_params(
 
 
 def _train_xgboost(
-    train: Matrix, validation: Matrix, task: Task, n_classes: int, config: TrainConfig
+    train: Matrix,
+    validation: Matrix,
+    task: Task,
+    n_classes: int,
+    config: TrainConfig,
+    say: Progress,
 ) -> tuple[TabularModel, dict[str, Any]]:
     params = xgboost_params(task, n_classes, train[1], config)
+    engine = resolve_engine(config.workers, config.ray_address)
     booster = train_xgboost_distributed(
         train,
         validation,
         params=params,
         num_boost_round=config.num_boost_round,
         early_stopping_rounds=config.early_stopping_rounds,
-        workers=config.workers,
-        ray_address=config.ray_address,
+        workers=engine,
+        progress=say,
     )
-    info = {**params, "workers": config.workers, "rounds": booster.num_boosted_rounds()}
+    info = {
+        **params,
+        "workers": engine.workers,
+        "engine": "in-process" if engine.in_process else "ray-train-workers",
+        "rounds": booster.num_boosted_rounds(),
+    }
     return XGBoostModel(booster, kind="xgboost", task=task, n_classes=n_classes), info
 
 
 def _train_linear(
-    train: Matrix, validation: Matrix, task: Task, n_classes: int, config: TrainConfig
+    train: Matrix,
+    validation: Matrix,
+    task: Task,
+    n_classes: int,
+    config: TrainConfig,
+    say: Progress,
 ) -> tuple[TabularModel, dict[str, Any]]:
     from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -155,7 +178,12 @@ def _train_linear(
 
 
 def _train_random_forest(
-    train: Matrix, validation: Matrix, task: Task, n_classes: int, config: TrainConfig
+    train: Matrix,
+    validation: Matrix,
+    task: Task,
+    n_classes: int,
+    config: TrainConfig,
+    say: Progress,
 ) -> tuple[TabularModel, dict[str, Any]]:
     # XGBoost's random-forest mode: one round of many parallel, row/column-sampled trees with
     # no shrinkage. Single-process on purpose: it is a baseline, and one round needs no Ray.
@@ -243,7 +271,7 @@ def train_candidates(
     for name in config.candidates:
         say(f"training {name} on {len(train[1]):,} rows x {train[0].shape[1]} features")
         try:
-            model, params = _TRAINERS[name](train, validation, task, n_classes, config)
+            model, params = _TRAINERS[name](train, validation, task, n_classes, config, say)
         except xgboost.core.XGBoostError as exc:
             raise TrainingError(f"XGBoost failed training the {name} candidate: {exc}") from None
         score = validation_score(task, validation[1], model.predict(validation[0]))

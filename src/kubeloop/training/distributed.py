@@ -1,14 +1,18 @@
-"""XGBoost across Ray Train workers, shaped by two lessons measured on a 2-core machine.
+"""XGBoost through Ray Train: in this process (local mode) or across Ray Train workers.
+
+:mod:`.engine` decides which (``workers="auto"``: in this process unless a Ray cluster is
+configured). Both run the same ``XGBoostTrainer`` and training function; only its scaling
+differs. Shaped by two lessons measured on a 2-core machine:
 
 1. Reporting to Ray after every boosting round made a naive loop ~50x slower than a single
    process: here nothing talks to Ray while trees are built. Every worker's train function simply
    *returns* the finished model (Ray Train V2 hands rank 0's return value to the driver as
-   ``Result.return_value``), so there is no per-round callback, no checkpoint upload and no
-   shared storage to configure.
+   ``Result.return_value``, in local mode too), so there is no per-round callback, no checkpoint
+   upload and no shared storage to configure.
 2. Feeding Ray Data while the workers held every CPU stalled: there is no Ray Data here. The
    matrices go into the object store once (``ray.put``); each worker maps them zero-copy and
    takes its contiguous row shard by world rank. The Ray Train V2 controller actor asks for 0
-   CPUs, so the workers get every core.
+   CPUs, so the workers get every core. In local mode the arrays are handed over as they are.
 
 Early stopping works across workers because XGBoost's collective aggregates the evaluation
 metric over all validation shards before the early-stopping callback sees it, so every worker
@@ -19,17 +23,25 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import tempfile
+import time
 import uuid
 from typing import Any
 
 import numpy as np
 import xgboost
 
+from kubeloop.console import ProgressFn, quiet
 from kubeloop.errors import ConfigError, TrainingError
-from kubeloop.training._reaper import MARKER_ENV, start_reaper
+from kubeloop.training.engine import (
+    AUTO,
+    Engine,
+    Workers,
+    ensure_ray,
+    ray_logs_held,
+    resolve_engine,
+)
 
 __all__ = ["ensure_ray", "train_xgboost_distributed"]
 
@@ -37,92 +49,43 @@ _VALIDATION_NAME = "validation"
 # Traceback and native stack lines that say nothing about the cause.
 _XGBOOST_REASON = re.compile(r"\.(?:cc|h|cu):\d+: (.+)")
 _NOISE = ("File ", "Traceback", "^", "[bt]", "Stack trace:", "~", "raise ", "return ")
-_HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-_LOCAL_HEALTH_CHECK_S = "0.2"
-
-
-def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
-    """Connect to Ray, or start it in-process, unless this process is already connected.
-
-    An already-initialized Ray is left exactly as it is (tests and callers share one instance).
-    A Ray started here dies with this process, even when it is killed with ``SIGKILL``: a small
-    reaper process kills Ray's processes once this one is gone (:mod:`._reaper`).
-
-    Args:
-        address: A Ray cluster address (``ray://...`` or ``host:port``). ``None`` honours the
-            ``RAY_ADDRESS`` environment variable and otherwise starts a local Ray in-process.
-        num_cpus: Logical CPUs of a local Ray (ignored when connecting to a cluster);
-            ``None`` lets Ray count the machine's cores.
-
-    Raises:
-        TrainingError: Ray could not be started or reached.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            # Ray renices its worker processes to 15 by default; on a shared machine that lets
-            # every other process starve the training workers. A local Ray trains at the
-            # caller's own priority instead. Ray Train's controller polls its workers every
-            # 2 s by default, which adds seconds to every short local run (measured: 19.7 s ->
-            # 15.7 s for a one-round fit); the local workers inherit this environment.
-            os.environ.setdefault(_HEALTH_CHECK_ENV, _LOCAL_HEALTH_CHECK_S)
-            _start_owned_ray(num_cpus)
-    except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
-        where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
-        raise TrainingError(
-            f"Could not start or reach {where}: {exc}. Check the address (or unset RAY_ADDRESS "
-            "to train in-process)."
-        ) from None
-
-
-def _start_owned_ray(num_cpus: int | None) -> None:
-    """``ray.init`` a local Ray whose every process dies with this one (see ``_reaper``).
-
-    The marker is in the environment only while Ray's head processes start (they pass it to
-    every worker); later children of this process do not carry it.
-    """
-    import ray
-
-    marker = f"{os.getpid()}-{secrets.token_hex(8)}"
-    previous = os.environ.get(MARKER_ENV)
-    start_reaper(marker)  # first: a kill during ray.init is cleaned up too
-    os.environ[MARKER_ENV] = marker
-    try:
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            _system_config={"worker_niceness": 0},
-        )
-    finally:
-        if previous is None:
-            os.environ.pop(MARKER_ENV, None)
-        else:
-            os.environ[MARKER_ENV] = previous
 
 
 def _shard(n_rows: int, rank: int, size: int) -> slice:
     return slice(n_rows * rank // size, n_rows * (rank + 1) // size)
 
 
+class _Clock(xgboost.callback.TrainingCallback):
+    """Wall-clock times of the first round's start and the last round's end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: dict[str, float] = {}
+
+    def before_training(self, model: Any) -> Any:
+        self.times["training_started"] = time.time()
+        return model
+
+    def after_training(self, model: Any) -> Any:
+        self.times["training_ended"] = time.time()
+        return model
+
+
 def _train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
-    """Runs on every Ray Train worker: build the local shard, train collectively, return."""
-    import ray
+    """Runs on every Ray Train worker (in local mode: in this process): build the local shard,
+    train (collectively across workers), return the model."""
     import ray.train
 
     context = ray.train.get_context()
     rank, size = context.get_world_rank(), context.get_world_size()
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    nthread = max(1, int(cpus))
+    nthread = config["nthread"]
+    data = config["data"]
+    if not isinstance(data, tuple):  # an object-store reference (Ray Train workers)
+        import ray
 
-    # ray.get of a numpy array is a read-only, zero-copy view of the shared-memory object.
-    X, y, X_valid, y_valid = ray.get(config["data"])
+        # ray.get of a numpy array is a read-only, zero-copy view of the shared-memory object.
+        data = ray.get(data)
+    X, y, X_valid, y_valid = data
     rows, valid_rows = _shard(len(y), rank, size), _shard(len(y_valid), rank, size)
     dtrain = xgboost.QuantileDMatrix(X[rows], label=y[rows], nthread=nthread)
     evals: list[tuple[xgboost.DMatrix, str]] = []
@@ -132,6 +95,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         )
         evals = [(dvalid, _VALIDATION_NAME)]
 
+    clock = _Clock()
     booster = xgboost.train(
         {**config["params"], "nthread": nthread},
         dtrain,
@@ -139,11 +103,12 @@ def _train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         evals=evals,
         early_stopping_rounds=config["early_stopping_rounds"],
         verbose_eval=False,
+        callbacks=[clock],
     )
     if config["early_stopping_rounds"] is not None:
         booster = booster[: booster.best_iteration + 1]
     # Every worker holds the same model after collective training; rank 0's return is used.
-    return {"model": bytes(booster.save_raw(raw_format="ubj")), "rank": rank}
+    return {"model": bytes(booster.save_raw(raw_format="ubj")), "rank": rank, **clock.times}
 
 
 def _worker_error_text(exc: BaseException) -> str:
@@ -166,92 +131,131 @@ def train_xgboost_distributed(
     params: dict[str, Any],
     num_boost_round: int,
     early_stopping_rounds: int | None,
-    workers: int,
+    workers: Workers | Engine = AUTO,
     ray_address: str | None = None,
+    progress: ProgressFn = quiet,
+    timings: dict[str, float] | None = None,
 ) -> xgboost.Booster:
-    """Train one XGBoost booster data-parallel over ``workers`` Ray Train workers.
+    """Train one XGBoost booster through Ray Train: in this process or data-parallel over
+    Ray Train workers, as :func:`~kubeloop.training.engine.resolve_engine` chooses.
 
     Args:
         train: ``(X, y)`` transformed features and labels (classification: integer codes).
         validation: ``(X, y)`` for early stopping; its last ``eval_metric`` in ``params`` decides.
-        params: XGBoost parameters (objective, eval_metric, ...); ``nthread`` is set per worker
-            to the CPUs Ray assigned it.
+        params: XGBoost parameters (objective, eval_metric, ...); ``nthread`` is set to the
+            engine's CPUs per worker.
         num_boost_round: Maximum boosting rounds.
         early_stopping_rounds: Stop after this many rounds without improvement on the
             validation split; ``None`` trains every round and ignores ``validation``.
-        workers: Ray Train workers, one CPU each.
+        workers: ``"auto"``, ``0`` (this process), a Ray Train worker count (one CPU each), or
+            an engine already chosen.
         ray_address: Ray cluster address; see :func:`ensure_ray`.
+        progress: Told which engine was chosen and why.
+        timings: When given, filled with wall-clock times (``time.time()``): ``fit_called``,
+            and rank 0's ``training_started`` (its matrices built, before the first round) and
+            ``training_ended`` (benchmarks split fixed from per-round cost with them).
 
     Returns:
         The booster, cut to its best iteration when early stopping is on.
 
     Raises:
-        ConfigError: Too few rows for the number of workers.
+        ConfigError: Bad ``workers``, or too few rows for the number of workers.
         TrainingError: Ray or XGBoost failed (the message carries the worker's reason).
     """
-    import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.xgboost import XGBoostTrainer
-
     (X, y), (X_valid, y_valid) = train, validation
-    if workers < 1:
-        raise ConfigError(f"workers must be at least 1, not {workers}.")
-    if len(y) < workers or (early_stopping_rounds is not None and len(y_valid) < workers):
+    engine = workers if isinstance(workers, Engine) else resolve_engine(workers, ray_address)
+    count = max(engine.workers, 1)
+    if len(y) < count or (early_stopping_rounds is not None and len(y_valid) < count):
         raise ConfigError(
             f"{len(y)} training / {len(y_valid)} validation rows cannot be split over "
-            f"{workers} workers; use fewer workers."
+            f"{count} workers; use fewer workers."
         )
-    local = not (ray_address or os.environ.get("RAY_ADDRESS"))
-    ensure_ray(ray_address, num_cpus=max(workers, os.cpu_count() or 1) if local else None)
-    available = ray.cluster_resources().get("CPU", 0.0)
-    if local and available < workers:
-        raise TrainingError(
-            f"The local Ray instance has {available:g} CPUs but {workers} workers need one each; "
-            "use fewer workers or start Ray with more CPUs."
-        )
-
+    progress(engine.describe())
     # XGBoost works in float32; converting once here halves what the object store holds.
-    data_ref = ray.put(
-        (
-            np.ascontiguousarray(X, dtype=np.float32),
-            np.asarray(y, dtype=np.float32),
-            np.ascontiguousarray(X_valid, dtype=np.float32),
-            np.asarray(y_valid, dtype=np.float32),
-        )
+    arrays = (
+        np.ascontiguousarray(X, dtype=np.float32),
+        np.asarray(y, dtype=np.float32),
+        np.ascontiguousarray(X_valid, dtype=np.float32),
+        np.asarray(y_valid, dtype=np.float32),
     )
-    storage = tempfile.mkdtemp(prefix="kubeloop-ray-train-")
-    trainer = XGBoostTrainer(
-        # Ray's stub says the loop returns None; V2 hands rank 0's return value back.
-        _train_loop_per_worker,  # type: ignore[arg-type]
-        train_loop_config={
-            "data": data_ref,
-            "params": params,
-            "num_boost_round": num_boost_round,
-            "early_stopping_rounds": early_stopping_rounds,
-        },
-        scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(
-            name=f"kubeloop-xgboost-{uuid.uuid4().hex[:8]}",
-            storage_path=storage,
-            failure_config=FailureConfig(max_failures=0),
-        ),
-    )
-    try:
-        result = trainer.fit()
-    except Exception as exc:  # WorkerGroupError, ControllerError, RayError...
-        raise TrainingError(
-            f"Distributed XGBoost training on {workers} Ray workers failed: "
-            f"{_worker_error_text(exc)}"
-        ) from None
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
-        del data_ref
-    payload = getattr(result, "return_value", None)
+    fit_called = time.time()
+    with ray_logs_held():
+        payload = _fit(engine, arrays, params, num_boost_round, early_stopping_rounds)
     if not isinstance(payload, dict) or "model" not in payload:
         raise TrainingError(
             "Ray Train finished without returning a model; this needs Ray Train V2 "
             "(Ray >= 2.50 with RAY_TRAIN_V2_ENABLED unset or 1)."
         )
+    if timings is not None:
+        timings.update(fit_called=fit_called)
+        timings.update({k: float(v) for k, v in payload.items() if k.startswith("training_")})
     booster = xgboost.Booster()
     booster.load_model(bytearray(payload["model"]))
     return booster
+
+
+def _fit(
+    engine: Engine,
+    arrays: tuple[np.ndarray, ...],
+    params: dict[str, Any],
+    num_boost_round: int,
+    early_stopping_rounds: int | None,
+) -> Any:
+    """``XGBoostTrainer.fit()`` on ``engine``; returns rank 0's return value."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.xgboost import XGBoostTrainer
+
+    config: dict[str, Any] = {
+        "params": params,
+        "num_boost_round": num_boost_round,
+        "early_stopping_rounds": early_stopping_rounds,
+        "nthread": engine.cpus_per_worker,
+    }
+    name = f"kubeloop-xgboost-{uuid.uuid4().hex[:8]}"
+    if engine.in_process:
+        trainer = XGBoostTrainer(
+            # Ray's stub says the loop returns None; V2 hands rank 0's return value back.
+            _train_loop_per_worker,  # type: ignore[arg-type]
+            train_loop_config={**config, "data": arrays},
+            scaling_config=ScalingConfig(num_workers=0),
+            run_config=RunConfig(name=name),
+        )
+        try:
+            return getattr(trainer.fit(), "return_value", None)
+        except Exception as exc:
+            raise TrainingError(
+                f"XGBoost training in this process failed: {_worker_error_text(exc)}"
+            ) from None
+
+    import ray
+
+    ensure_ray(engine.address, num_cpus=max(engine.workers, os.cpu_count() or 1))
+    available = ray.cluster_resources().get("CPU", 0.0)
+    needed = engine.workers * engine.cpus_per_worker
+    if engine.address is None and available < needed:
+        raise TrainingError(
+            f"The local Ray instance has {available:g} CPUs but {engine.workers} workers need "
+            f"{engine.cpus_per_worker} each; use fewer workers or start Ray with more CPUs."
+        )
+    data_ref = ray.put(arrays)
+    storage = tempfile.mkdtemp(prefix="kubeloop-ray-train-")
+    trainer = XGBoostTrainer(
+        _train_loop_per_worker,  # type: ignore[arg-type]
+        train_loop_config={**config, "data": data_ref},
+        scaling_config=ScalingConfig(
+            num_workers=engine.workers, resources_per_worker={"CPU": engine.cpus_per_worker}
+        ),
+        run_config=RunConfig(
+            name=name, storage_path=storage, failure_config=FailureConfig(max_failures=0)
+        ),
+    )
+    try:
+        return getattr(trainer.fit(), "return_value", None)
+    except Exception as exc:  # WorkerGroupError, ControllerError, RayError...
+        raise TrainingError(
+            f"Distributed XGBoost training on {engine.workers} Ray workers failed: "
+            f"{_worker_error_text(exc)}"
+        ) from None
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+        del data_ref

@@ -1,12 +1,14 @@
 """The whole training pipeline through kfp.local (real subprocess steps, real Ray, MLflow sqlite).
 
-One module-scoped first run promotes a champion; the next tests try to replace it with a worse
-challenger and with bad data, and check that neither touches the registry or MLflow's alias.
+One module-scoped first run (``workers=auto``, no Ray cluster: XGBoost trains in the train step's
+process) promotes a champion; the next tests try to replace it with a worse challenger (on Ray
+Train workers) and with bad data, and check that neither touches the registry or MLflow's alias.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,20 @@ from kubeloop.tracking import champion_model_version, default_tracking_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-FAST = {"workers": 1, "num_boost_round": 60, "candidates": "xgboost,linear"}
+FAST = {"num_boost_round": 60, "candidates": "xgboost,linear"}
+PROBE = Path(__file__).resolve().parents[3] / "bench" / "stepprobe"
+# What each step's process must not load: it uses none of it (register: no XGBoost, whose import
+# alone loads scikit-learn and SciPy -- MLflow, which moves the alias, loads SciPy itself; ingest
+# and features: no XGBoost; no step but train: Ray).
+NOT_LOADED = {
+    "ingest_validate": {"xgboost", "ray", "mlflow", "numba", "matplotlib"},
+    "prepare_features": {"xgboost", "ray", "mlflow", "numba", "matplotlib"},
+    "train": {"mlflow", "numba", "matplotlib"},
+    "evaluate": {"ray", "numba"},
+    "gate": {"ray", "mlflow", "numba", "matplotlib"},
+    "register": {"xgboost", "sklearn", "ray", "numba", "matplotlib"},
+    "deploy": {"xgboost", "sklearn", "scipy", "ray", "mlflow", "numba", "matplotlib"},
+}
 
 
 def _mlflow_runs(model: str) -> list[object]:
@@ -33,8 +48,33 @@ def _mlflow_runs(model: str) -> list[object]:
 
 
 @pytest.fixture(scope="module")
-def first_run(loop_home: Path, churn_csv: Path) -> RunOutcome:
-    return start_training_run(str(churn_csv), target="churned", model_name="churn", **FAST)
+def step_probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the first run's step processes report what they loaded (bench/stepprobe)."""
+    return tmp_path_factory.mktemp("probe") / "steps.jsonl"
+
+
+@pytest.fixture(scope="module")
+def first_run(loop_home: Path, churn_csv: Path, step_probe: Path) -> RunOutcome:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("RAY_ADDRESS", raising=False)  # no Ray cluster: auto trains in-process
+        paths = [str(PROBE), *filter(None, [os.environ.get("PYTHONPATH")])]
+        patch.setenv("PYTHONPATH", os.pathsep.join(paths))
+        patch.setenv("KUBELOOP_STEP_PROBE", str(step_probe))
+        return start_training_run(str(churn_csv), target="churned", model_name="churn", **FAST)
+
+
+def test_each_step_loads_only_what_it_uses(
+    first_run: RunOutcome, step_probe: Path, loop_home: Path
+) -> None:
+    records = [json.loads(line) for line in step_probe.read_text().splitlines()]
+    loaded = {record["step"]: set(record["heavy"]) for record in records}
+    assert set(loaded) == set(NOT_LOADED), records
+    for step, libraries in loaded.items():
+        assert not libraries & NOT_LOADED[step], f"{step} loaded {libraries & NOT_LOADED[step]}"
+    assert {"xgboost", "ray"} <= loaded["train"]  # XGBoostTrainer, in Ray Train's local mode
+    index = _run_dir(first_run, loop_home) / "train" / "candidates" / "candidates.json"
+    xgb = next(c for c in json.loads(index.read_text())["candidates"] if c["name"] == "xgboost")
+    assert xgb["params"]["engine"] == "in-process" and xgb["params"]["workers"] == 0
 
 
 def test_first_run_promotes_and_is_tracked(first_run: RunOutcome, loop_home: Path) -> None:
@@ -74,14 +114,19 @@ def _evaluate_artifacts(run_dir: Path) -> dict[str, Any]:
     return {name: value["artifacts"][0] for name, value in output["artifacts"].items()}
 
 
-def test_kfp_outputs_feed_the_ui(first_run: RunOutcome, loop_home: Path) -> None:
-    # Other tests of this module add runs; this one looks at the first run's directory.
+def _run_dir(run: RunOutcome, loop_home: Path) -> Path:
+    """The kfp.local directory of ``run`` (other tests of this module add runs)."""
     (run_dir,) = [
         run_dir
         for run_dir in (loop_home / "kfp-local").glob("kubeloop-training-*")
         if _evaluate_artifacts(run_dir).get("bundle", {}).get("metadata", {}).get("version")
-        == first_run.challenger_version
+        == run.challenger_version
     ]
+    return run_dir
+
+
+def test_kfp_outputs_feed_the_ui(first_run: RunOutcome, loop_home: Path) -> None:
+    run_dir = _run_dir(first_run, loop_home)
     artifacts = _evaluate_artifacts(run_dir)
     assert artifacts["metrics"]["metadata"]["roc_auc"] == pytest.approx(first_run.challenger_score)
     classification = artifacts["classification"]["metadata"]
