@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +33,11 @@ from kubeloop.monitoring.report import DriftReport, compare_profile, count_frame
 __all__ = ["BatchOptions", "BatchResult", "explain_table", "score_table"]
 
 DEFAULT_CHUNK_ROWS = 100_000
-_BLOCK_ROWS = 8_192  # rows transformed and predicted at a time (~0.3 ms fixed cost a call)
+_BLOCK_ROWS = 16_384  # rows transformed and predicted at a time (~0.3 ms fixed cost a call)
+# How often a thread holding the GIL offers it to another (Python's default: 5 ms). A worker whose
+# block is done waits that long for the GIL to hand in its result and start the next block while
+# this thread runs Python code; measured: 0.72 -> 0.79 of inplace_predict's rate on 2 cores.
+_SWITCH_INTERVAL = 0.0005
 
 
 @dataclass(frozen=True)
@@ -388,6 +393,8 @@ def _run(
     # block. At most two chunks are held besides the one being read.
     sink = _Sink(options, served, [c for c in options.keep if c in wanted])
     pending: tuple[pd.DataFrame, dict[int, str], list[Future[np.ndarray]]] | None = None
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, _SWITCH_INTERVAL))
     try:
         with ThreadPoolExecutor(_cores(), thread_name_prefix="kubeloop-predict") as pool:
             for frame in reader.chunks(wanted):
@@ -402,6 +409,7 @@ def _run(
             if pending is not None:
                 _finish(sink, pending, reader, bar)
     finally:
+        sys.setswitchinterval(switch_interval)
         sink.close()
     return sink.rows, sink.rejected, sink.counts
 
