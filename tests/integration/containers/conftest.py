@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +23,13 @@ from typing import Any
 
 import pytest
 
+from kubeloop._demo_support import free_port
+
 ROOT = Path(__file__).resolve().parents[3]
 COMPONENTS_IMAGE = "kubeloop/kubeloop-components:dev"
 SERVING_IMAGE = "kubeloop/kubeloop-serving:dev"
 ACCESS_KEY = "kubeloop-test"
 REGION = "us-east-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(

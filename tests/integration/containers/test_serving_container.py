@@ -21,6 +21,7 @@ import pytest
 
 from kubeloop._demo_support import free_port
 from kubeloop.bundle import load_bundle
+from tests.integration.serving.conftest import Endpoints
 from tests.integration.serving.test_protocols import (
     ROWS,
     expected_probabilities,
@@ -34,21 +35,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 @dataclass(frozen=True)
-class Container:
+class Container(Endpoints):
     """A running serving container."""
 
     engine: Engine
     name: str
     http_port: int
     grpc_port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
 
     def state(self) -> str:
         return self.engine.run("inspect", "--format", "{{.State.Status}}", self.name).stdout.strip()

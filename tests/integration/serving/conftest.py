@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kubeloop._demo_support import free_port
 from tests.waiting import wait_for
 
 KUBELOOP = Path(sys.executable).with_name("kubeloop")
@@ -71,23 +71,11 @@ def build_bundle(
     )
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class Endpoints:
+    """The URLs of a server listening on loopback (a process or a container)."""
 
-
-@dataclass
-class Server:
-    """A running ``kubeloop serve`` process."""
-
-    process: subprocess.Popen[bytes]
     http_port: int
     grpc_port: int
-    name: str
-    log: Path
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -96,6 +84,18 @@ class Server:
     @property
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+
+@dataclass
+class Server(Endpoints):
+    """A running ``kubeloop serve`` process."""
+
+    process: subprocess.Popen[bytes]
+    http_port: int
+    grpc_port: int
+    name: str
+    log: Path
+    extra: dict[str, object] = field(default_factory=dict)
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=10).text
