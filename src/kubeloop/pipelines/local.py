@@ -142,9 +142,17 @@ def _failures_seen(settings: Mapping[str, Any]) -> Iterator[None]:
             **run_args,
         )
         try:
+            shown = bytearray()
             for line in container.logs(stream=True, follow=True):
+                shown += line
                 print(line.decode(errors="replace"), end="")
-            return int(container.wait()["StatusCode"])
+            status = int(container.wait()["StatusCode"])
+            # podman's follow stream can end before the last lines of a container that exits
+            # at once (a failing step's error): what it did not deliver is shown from the log.
+            rest = container.logs()[len(shown) :]
+            if rest:
+                print(rest.decode(errors="replace"), end="")
+            return status
         finally:
             container.remove(force=True)
 
