@@ -67,8 +67,9 @@ def _normalized(names: Sequence[str], raw: np.ndarray) -> dict[str, float]:
     return {name: float(value) for name, value in zip(names, scaled, strict=True)}
 
 
-def _as_matrix(X: np.ndarray, n_features: int | None) -> np.ndarray:
-    matrix = np.asarray(X, dtype=np.float64)
+def _as_matrix(X: np.ndarray, n_features: int | None, *, keep_float32: bool = False) -> np.ndarray:
+    as_is = keep_float32 and getattr(X, "dtype", None) == np.float32
+    matrix = np.asarray(X, dtype=np.float32 if as_is else np.float64)
     if matrix.ndim != 2:
         raise DataValidationError(
             f"The model input must be a 2-D matrix (rows x features); got shape {matrix.shape}."
@@ -107,13 +108,14 @@ class XGBoostModel:
         """Predict with ``Booster.inplace_predict`` (no DMatrix copy).
 
         Args:
-            X: Float matrix ``(n, features)`` in the preprocessor's output column order.
+            X: Float matrix ``(n, features)`` in the preprocessor's output column order
+                (float32 is read as is: XGBoost predicts in float32).
 
         Returns:
             ``(n,)`` probabilities of the positive class, ``(n, K)`` class probabilities or
             ``(n,)`` regression values.
         """
-        matrix = _as_matrix(X, self.booster.num_features())
+        matrix = _as_matrix(X, self.booster.num_features(), keep_float32=True)
         out = np.asarray(self.booster.inplace_predict(matrix), dtype=np.float64)
         if self.task == "classification" and self.n_classes > 2:
             # XGBoost computes in float32; renormalize so each row sums to 1 in float64.

@@ -142,6 +142,34 @@ def test_categorical_columns_transform_like_lists() -> None:
     assert fast.unknown[name] == 3 and fast.imputed[name] >= 5
 
 
+def test_categoricals_with_the_same_categories_in_another_order_and_float32() -> None:
+    """The per-feature table of a Categorical's categories is reused only for the same
+    categories object (unordered dtypes compare equal in any order); float32 storage holds the
+    float64 values rounded."""
+    dataset, spec, _ = _data("binary")
+    frame = dataset.X.head(200)
+    transform = FastTransform(spec)
+    columns = {c: frame[c].to_numpy() for c in frame.columns}
+    plain = transform.transform_columns(
+        {c: (v.tolist() if v.dtype == object else v) for c, v in columns.items()}
+    ).matrix
+    for reverse in (False, True, False):
+        encoded = {}
+        for c, v in columns.items():
+            if v.dtype == object:
+                categories = sorted(set(v.tolist()), reverse=reverse)
+                encoded[c] = pd.Categorical(v, categories=categories)
+            else:
+                encoded[c] = v
+        first = transform.transform_columns(encoded).matrix
+        again = transform.transform_columns(  # a slice shares the categories: the cached table
+            {c: v[:100] for c, v in encoded.items()}, dtype=np.float32
+        ).matrix
+        np.testing.assert_array_equal(first, plain)
+        assert again.dtype == np.float32
+        np.testing.assert_array_equal(again, plain[:100].astype(np.float32))
+
+
 @pytest.mark.parametrize(
     ("case", "forest"), [("binary", False), ("multiclass", False), ("binary", True)]
 )

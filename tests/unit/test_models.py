@@ -87,6 +87,17 @@ def test_round_trip_gives_equal_predictions_and_shapes(
 
 
 @pytest.mark.parametrize(("task", "n_classes", "y", "shape"), CASES)
+def test_xgboost_reads_float32_as_is_with_the_same_predictions(
+    task: str, n_classes: int, y: np.ndarray, shape: tuple[int, ...]
+) -> None:
+    """XGBoost predicts in float32: a float32 matrix (batch scoring's) gives the float64 one's
+    predictions exactly."""
+    for model in _models(task, n_classes, y):
+        if isinstance(model, XGBoostModel):
+            np.testing.assert_array_equal(model.predict(X.astype(np.float32)), model.predict(X))
+
+
+@pytest.mark.parametrize(("task", "n_classes", "y", "shape"), CASES)
 def test_saved_files_are_not_pickles(
     tmp_path: Path, task: str, n_classes: int, y: np.ndarray, shape: tuple[int, ...]
 ) -> None:

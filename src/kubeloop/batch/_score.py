@@ -28,7 +28,8 @@ from kubeloop.batch._io import ChunkReader, ChunkWriter
 from kubeloop.bundle import load_bundle
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.errors import ConfigError, DataValidationError
-from kubeloop.monitoring.report import DriftReport, compare_profile, count_frame
+from kubeloop.models import XGBoostModel
+from kubeloop.monitoring.report import DriftReport, compare_profile, count_columns
 
 __all__ = ["BatchOptions", "BatchResult", "explain_table", "score_table"]
 
@@ -178,6 +179,8 @@ class _Chunk:
     def __init__(self, served: Any, frame: pd.DataFrame) -> None:
         self.served = served
         self.frame = frame
+        # XGBoost predicts in float32: the matrix is stored so (the same values, half the bytes)
+        self.dtype = np.float32 if isinstance(served.bundle.model, XGBoostModel) else np.float64
         self.reasons: dict[int, str] = {}
         self.columns: dict[str, Any] = {}
         suspects = np.zeros(len(frame), dtype=bool)
@@ -228,8 +231,9 @@ class _Chunk:
     def transform(self, rows: slice = slice(None)) -> Any:
         """The model input of ``rows`` (default: all); a row that breaks the transform of its
         rows is found and refused first."""
+        transform = self.served.transform
         try:
-            return self.served.transform.transform_columns(self._rows(rows))
+            return transform.transform_columns(self._rows(rows), dtype=self.dtype)
         except DataValidationError:
             for row in range(*rows.indices(len(self.frame))):
                 self._check(row)
@@ -239,7 +243,7 @@ class _Chunk:
                     for row in self.reasons:
                         column[row] = None
                     self.columns[feature.name] = column
-            return self.served.transform.transform_columns(self._rows(rows))
+            return transform.transform_columns(self._rows(rows), dtype=self.dtype)
 
     def _rows(self, rows: slice) -> dict[str, Any]:
         if rows == slice(None):
@@ -346,9 +350,9 @@ class _Sink:
         self.counts: dict[str, dict[str, float]] = {}
         self.rows = self.rejected = 0
 
-    def add(self, frame: pd.DataFrame, reasons: dict[int, str], raw: np.ndarray) -> None:
-        """Write one chunk's output (``raw``: the model output of every row of ``frame``)."""
-        served = self.served
+    def add(self, chunk: _Chunk, raw: np.ndarray) -> None:
+        """Write one chunk's output (``raw``: the model output of every row of the chunk)."""
+        served, frame, reasons = self.served, chunk.frame, chunk.reasons
         ok = np.ones(len(frame), dtype=bool)
         ok[list(reasons)] = False
         columns, value = _outputs(served, raw, ok)
@@ -360,14 +364,11 @@ class _Sink:
                 self.rejects = ChunkWriter(self.options.rejects_path)
             self.rejects.write(_rejects_table(frame, reasons, self.rows))
             self.rejected += len(reasons)
-        features = served.bundle.schema.feature_names
-        scored = pd.DataFrame(
-            {**{name: frame[name] for name in features}, "prediction": value}, copy=False
-        )
-        _add_counts(
-            self.counts,
-            count_frame(served.bundle.reference_profile, scored[ok] if reasons else scored),
-        )
+        # drift counts from the columns the transform read (refused rows left out)
+        counted = {**chunk.columns, "prediction": value}
+        if reasons:
+            counted = {name: _rows_of(column, ok) for name, column in counted.items()}
+        _add_counts(self.counts, count_columns(served.bundle.reference_profile, counted))
         self.rows += len(frame)
 
     def close(self) -> None:
@@ -392,7 +393,7 @@ def _run(
     # multi-threaded call would wait for its slowest thread, here any idle worker takes the next
     # block. At most two chunks are held besides the one being read.
     sink = _Sink(options, served, [c for c in options.keep if c in wanted])
-    pending: tuple[pd.DataFrame, dict[int, str], list[Future[np.ndarray]]] | None = None
+    pending: tuple[_Chunk, list[Future[np.ndarray]]] | None = None
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(min(switch_interval, _SWITCH_INTERVAL))
     try:
@@ -405,7 +406,7 @@ def _run(
                 ]
                 if pending is not None:
                     _finish(sink, pending, reader, bar)
-                pending = (frame, chunk.reasons, blocks)
+                pending = (chunk, blocks)
             if pending is not None:
                 _finish(sink, pending, reader, bar)
     finally:
@@ -434,15 +435,20 @@ def _cores() -> int:
 
 def _finish(
     sink: _Sink,
-    pending: tuple[pd.DataFrame, dict[int, str], list[Future[np.ndarray]]],
+    pending: tuple[_Chunk, list[Future[np.ndarray]]],
     reader: ChunkReader,
     bar: Callable[[int, int | None], None] | None,
 ) -> None:
-    frame, reasons, blocks = pending
+    chunk, blocks = pending
     raw = blocks[0].result() if len(blocks) == 1 else np.concatenate([b.result() for b in blocks])
-    sink.add(frame, reasons, raw)
+    sink.add(chunk, raw)
     if bar is not None:
         bar(sink.rows, reader.total_rows)
+
+
+def _rows_of(column: Any, rows: np.ndarray) -> Any:
+    """The cells of ``rows`` (a boolean mask) of an array, a ``Categorical`` or a list."""
+    return np.asarray(column, dtype=object)[rows] if isinstance(column, list) else column[rows]
 
 
 def _rejects_table(frame: pd.DataFrame, reasons: dict[int, str], offset: int) -> pa.Table:

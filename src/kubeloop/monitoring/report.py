@@ -42,6 +42,7 @@ __all__ = [
     "FeatureDrift",
     "align_counts",
     "compare_profile",
+    "count_columns",
     "count_frame",
     "count_labels",
     "reference_counts",
@@ -191,26 +192,42 @@ def count_frame(profile: Mapping[str, Any], frame: pd.DataFrame) -> dict[str, di
     Features of the profile that are absent from ``frame`` are skipped; a ``prediction``
     column, when present, is counted under :data:`PREDICTION`.
     """
+    kinds = {name: spec["kind"] for name, spec in profile["features"].items()}
+    if profile.get("prediction"):
+        kinds.setdefault("prediction", profile["prediction"]["kind"])
+    columns: dict[str, Any] = {}
+    for name, kind in kinds.items():
+        if name not in frame.columns:
+            continue
+        series = frame[name]
+        if kind == "numeric":
+            columns[name] = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
+        elif isinstance(series.dtype, pd.CategoricalDtype):
+            columns[name] = series.array
+        else:
+            columns[name] = series.to_numpy(dtype=object)
+    return count_columns(profile, columns)
+
+
+def count_columns(
+    profile: Mapping[str, Any], columns: Mapping[str, Any]
+) -> dict[str, dict[str, float]]:
+    """:func:`count_frame` for columns already read: a float64 array (NaN: missing) per numeric
+    feature and for ``"prediction"``, a ``pandas.Categorical`` or an object array per
+    categorical feature. Absent features are skipped, as there."""
     result: dict[str, dict[str, float]] = {}
-    columns = {name: name for name in profile["features"] if name in frame.columns}
-    if "prediction" in frame.columns and profile.get("prediction"):
-        columns[PREDICTION] = "prediction"
-    for name, column in columns.items():
+    names = {name: name for name in profile["features"] if name in columns}
+    if "prediction" in columns and profile.get("prediction"):
+        names[PREDICTION] = "prediction"
+    for name, column in names.items():
         feature_profile = profile["prediction"] if name == PREDICTION else profile["features"][name]
         labels = count_labels(feature_profile)
+        values = columns[column]
         if feature_profile["kind"] == "numeric":
-            array = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
-            missing = np.isnan(array)
-            bins = assign_bins(feature_profile["edges"], array)
-            bins[missing] = len(labels) - 1
+            bins = assign_bins(feature_profile["edges"], values)
+            bins[np.isnan(values)] = len(labels) - 1
         else:
-            series = frame[column]
-            bins = _categorical_codes(
-                feature_profile,
-                series.array
-                if isinstance(series.dtype, pd.CategoricalDtype)
-                else series.to_numpy(dtype=object),
-            )
+            bins = _categorical_codes(feature_profile, values)
         counts = np.bincount(bins, minlength=len(labels))
         result[name] = {label: float(c) for label, c in zip(labels, counts, strict=True)}
     return result
