@@ -8,10 +8,7 @@ one clear line and exit with status 2; nothing else is swallowed.
 from __future__ import annotations
 
 import argparse
-import atexit
-import contextlib
 import importlib
-import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -19,6 +16,7 @@ from typing import NoReturn
 
 from kubeloop import __version__
 from kubeloop.errors import KubeloopError
+from kubeloop.quick_exit import exit_now
 
 __all__ = ["build_parser", "main", "run"]
 
@@ -68,17 +66,7 @@ def run() -> NoReturn:
     code = main()
     if threading.active_count() > 1:
         sys.exit(code)
-    _flush()
-    atexit._run_exitfuncs()
-    _flush()
-    os._exit(code)
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        # A closed pipe or stream: nothing more can be shown.
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
+    exit_now(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
