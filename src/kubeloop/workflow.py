@@ -203,6 +203,7 @@ def finish_bundle(
         "model": chosen.name,
         "split": "test",
         "validation_scores": {c.name: float(c.validation_score) for c in candidates},
+        "selection": chosen.selection or {"method": "holdout"},
         "candidates": tested,
         # mean |contribution| (TreeSHAP / linear terms, margin space) per input feature
         "global_importance": {
@@ -217,6 +218,14 @@ def finish_bundle(
             schema.task, y_test, predictions[chosen.name], classes=schema.classes
         ),
     }
+    tuning = next((c.tuning for c in candidates if c.tuning), None)
+    if tuning is not None:
+        metrics["tuning"] = {**tuning, "chosen": chosen.tuning is not None}
+        say(
+            f"tuning: {tuning['trial_count']} trials in {tuning['used_s']:.0f} s of "
+            f"{tuning['budget_s']:g} s; tuned XGBoost "
+            + ("chosen" if chosen.tuning is not None else "not chosen")
+        )
     x_train, _ = matrices["train"]
     profile = build_reference_profile(train_features, schema, chosen.model.predict(x_train))
     with tempfile.TemporaryDirectory(prefix="kubeloop-plots-") as plot_dir:
@@ -238,10 +247,22 @@ def finish_bundle(
             reference_profile=profile,
             metrics=metrics,
             plots=plots,
-            params={**chosen.params, **params},
+            params={**chosen.params, **params, **_tuning_params(tuning)},
             data_hash=data_hash,
         )
     return Packaged(load_bundle(path), chosen, tested, predictions[chosen.name])
+
+
+def _tuning_params(tuning: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The search's headline numbers for the manifest (the trials stay in ``metrics.json``)."""
+    if tuning is None:
+        return {}
+    return {
+        "tune_budget_s": tuning["budget_s"],
+        "tune_used_s": tuning["used_s"],
+        "tune_trials": tuning["trial_count"],
+        "tune_best_params": tuning["best_params"],
+    }
 
 
 def _load(
@@ -327,7 +348,7 @@ def run_training(
         matrices=matrices,
         out=out,
         name=name,
-        params={"seed": config.seed, "workers": config.workers},
+        params={"seed": config.seed, "workers": config.workers, "tune_budget": config.tune_budget},
         data_hash=dataset.data_hash,
         progress=say,
     )

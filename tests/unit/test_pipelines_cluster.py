@@ -459,3 +459,11 @@ def test_cli_schedules_the_batch_scoring_pipeline(
     assert "--target is required" in capsys.readouterr().err
     assert main(["pipeline", "schedule", "--batch", "--host", host, "--data", "s3://d.csv"]) == 2
     assert "--batch needs --out" in capsys.readouterr().err
+
+
+def test_rayjob_passes_the_tune_budget_to_the_cluster() -> None:
+    uris = ("s3://b/splits", "s3://b/features", "s3://b/out")
+    tuned = rayjob_spec(uris, workers=2, num_boost_round=300, seed=7, tune_budget=90.0)
+    assert tuned.entrypoint[-2:] == ["--tune-budget", "90"]
+    plain = rayjob_spec(uris, workers=2, num_boost_round=300, seed=7)
+    assert "--tune-budget" not in plain.entrypoint

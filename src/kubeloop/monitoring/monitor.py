@@ -75,6 +75,7 @@ class MonitorConfig:
             (:mod:`kubeloop.training.engine`): ``"auto"``, ``0`` or a Ray Train worker count.
         num_boost_round: Most XGBoost rounds of the retraining run.
         gate_margin: How much better the challenger must score to be promoted.
+        tune_budget: Seconds of XGBoost hyperparameter search in the retraining run (0: none).
         mlflow_uri: MLflow tracking URI of the retraining run (``None``: the run's default).
         inference_service: InferenceService the retraining run's deploy step patches when the
             gate promotes (``None``: no cluster deploy; a local run's server hot-swaps).
@@ -100,6 +101,7 @@ class MonitorConfig:
     workers: Workers = AUTO
     num_boost_round: int = 400
     gate_margin: float = 0.0
+    tune_budget: float = 0.0
     mlflow_uri: str | None = None
     inference_service: str | None = None
     namespace: str | None = None
@@ -205,6 +207,7 @@ def _start(
             "inference_service": config.inference_service,
             "namespace": config.namespace,
             "canary_percent": config.canary_percent,
+            "tune_budget": config.tune_budget or None,
         }
         outcome = start_run(
             data,

@@ -80,6 +80,7 @@ def train(
     num_boost_round: int,
     seed: int,
     candidate_names: str,
+    tune_budget: float,
     candidates: Output[Model],
 ) -> str:
     """Train every candidate: XGBoost through Ray Train (in-process, RayCluster or RayJob)."""
@@ -97,6 +98,7 @@ def train(
         num_boost_round=num_boost_round,
         seed=seed,
         candidates=candidate_names,
+        tune_budget=tune_budget,
         progress=Progress(prefix="train"),
     )
 
@@ -111,6 +113,7 @@ def evaluate(
     workers: str,
     num_boost_round: int,
     seed: int,
+    tune_budget: float,
     gate_margin: float,
     mlflow_uri: str,
     bundle: Output[Model],
@@ -131,6 +134,7 @@ def evaluate(
         "workers": workers,
         "seed": seed,
         "num_boost_round": num_boost_round,
+        "tune_budget": tune_budget,
         "gate_margin": gate_margin,
     }
     result = evaluate_and_report(
