@@ -29,7 +29,7 @@ from kubeloop.training.crossval import (
 )
 from kubeloop.training.distributed import train_xgboost_distributed
 from kubeloop.training.engine import AUTO, Workers, parse_workers, resolve_engine
-from kubeloop.training.tuning import SEARCH_SPACE, TuneResult, tune_xgboost
+from kubeloop.training.tuning import PARAMS, TuneResult, tune_xgboost
 
 __all__ = [
     "CANDIDATE_NAMES",
@@ -179,13 +179,39 @@ def _train_xgboost(
     say: Progress,
 ) -> tuple[TabularModel, dict[str, Any]]:
     params = xgboost_params(task, n_classes, train[1], config)
+    return _fit_xgboost(
+        train,
+        validation,
+        params,
+        task,
+        n_classes,
+        config,
+        say,
+        rounds=config.num_boost_round,
+        patience=config.early_stopping_rounds,
+    )
+
+
+def _fit_xgboost(
+    train: Matrix,
+    validation: Matrix,
+    params: dict[str, Any],
+    task: Task,
+    n_classes: int,
+    config: TrainConfig,
+    say: Progress,
+    *,
+    rounds: int,
+    patience: int | None,
+) -> tuple[TabularModel, dict[str, Any]]:
+    """XGBoost on the engine the configuration chooses (:func:`resolve_engine`)."""
     engine = resolve_engine(config.workers, config.ray_address)
     booster = train_xgboost_distributed(
         train,
         validation,
         params=params,
-        num_boost_round=config.num_boost_round,
-        early_stopping_rounds=config.early_stopping_rounds,
+        num_boost_round=rounds,
+        early_stopping_rounds=patience,
         workers=engine,
         progress=say,
     )
@@ -363,15 +389,17 @@ def _scored(
     return Candidate(name, model, score, params, selection)
 
 
-def _default_point(config: TrainConfig) -> dict[str, float]:
+def _default_point(config: TrainConfig) -> dict[str, Any]:
     """The configuration's XGBoost parameters as a point of the search space."""
     return {
+        "grow_policy": "depthwise",  # XGBoost's own defaults, which the default candidate uses
         "max_depth": config.max_depth,
+        "max_leaves": 0,
         "learning_rate": config.learning_rate,
         "min_child_weight": config.min_child_weight,
         "subsample": config.subsample,
         "colsample_bytree": config.colsample_bytree,
-        "reg_alpha": 0.0,  # XGBoost's own defaults, which the default candidate uses
+        "reg_alpha": 0.0,
         "reg_lambda": 1.0,
     }
 
@@ -385,7 +413,7 @@ def _tune(
     say: Progress,
 ) -> TuneResult:
     params = xgboost_params(task, n_classes, train[1], config)
-    base = {k: v for k, v in params.items() if k not in SEARCH_SPACE and k != "seed"}
+    base = {k: v for k, v in params.items() if k not in PARAMS and k != "seed"}
     return tune_xgboost(
         train,
         validation,
@@ -450,7 +478,7 @@ def _cross_validated(
         try:
             score, scores, rounds = cross_validate(data, fit, task=task, folds=folds)
             if boosted:
-                model, info = _refit_xgboost(data, params, rounds, task, n_classes, config)
+                model, info = _refit_xgboost(data, params, rounds, task, n_classes, config, say)
                 info.update({"tuned": True} if name == TUNED else {})
             else:
                 model, info = _TRAINERS[name](data, data, task, n_classes, config, say)
@@ -486,17 +514,10 @@ def _refit_xgboost(
     task: Task,
     n_classes: int,
     config: TrainConfig,
+    say: Progress,
 ) -> tuple[TabularModel, dict[str, Any]]:
-    """XGBoost on every row through Ray Train, for the rounds cross-validation found."""
+    """XGBoost on every row, for the rounds cross-validation found."""
     fixed = {k: v for k, v in params.items() if k not in ("rounds", "tuned")}
-    booster = train_xgboost_distributed(
-        data,
-        data,
-        params=fixed,
-        num_boost_round=rounds,
-        early_stopping_rounds=None,
-        workers=config.workers,
-        ray_address=config.ray_address,
+    return _fit_xgboost(
+        data, data, fixed, task, n_classes, config, say, rounds=rounds, patience=None
     )
-    info = {**fixed, "workers": config.workers, "rounds": booster.num_boosted_rounds()}
-    return XGBoostModel(booster, kind="xgboost", task=task, n_classes=n_classes), info
