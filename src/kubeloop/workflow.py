@@ -63,6 +63,8 @@ SUMMARY_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 Matrix = tuple[np.ndarray, np.ndarray]  # (model inputs after FastTransform, encoded target)
+# Most test rows the bundle's global importance is computed on (:func:`_importance_rows`).
+IMPORTANCE_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,8 @@ def finish_bundle(
     say(f"chosen: {chosen.name} (best validation score {chosen.validation_score:.4f})")
     # One batch: XGBoost's own TreeSHAP (same values, nothing to compile on the critical path).
     explainer = Explainer(chosen.model, preprocessor, schema.feature_names, tables=False)
-    importance = global_importance(explainer.explain(x_test))
+    explained = _importance_rows(len(x_test))
+    importance = global_importance(explainer.explain(x_test[explained]))
     metrics = {
         **tested[chosen.name],
         "model": chosen.name,
@@ -208,7 +211,7 @@ def finish_bundle(
         # mean |contribution| (TreeSHAP / linear terms, margin space) per input feature
         "global_importance": {
             "split": "test",
-            "rows": len(x_test),
+            "rows": len(explained),
             "features": [
                 {"feature": name, "mean_abs_contribution": value}
                 for name, value in sorted(importance.items(), key=lambda kv: -kv[1])
@@ -251,6 +254,20 @@ def finish_bundle(
             data_hash=data_hash,
         )
     return Packaged(load_bundle(path), chosen, tested, predictions[chosen.name])
+
+
+def _importance_rows(rows: int) -> np.ndarray:
+    """The test rows the global importance is computed on: all of them up to
+    :data:`IMPORTANCE_ROWS`, else that many drawn without replacement (seeded, in order).
+
+    TreeSHAP costs trees x leaves x depth^2 per row: a tuned model of 1,800 128-leaf trees took
+    256 s for California's 4,128 test rows on the loaded 2-core machine. For the default model
+    there, 1,000 drawn rows give every column's share of the importance within 0.006 of all
+    4,128 rows' and the same order.
+    """
+    if rows <= IMPORTANCE_ROWS:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(0).choice(rows, IMPORTANCE_ROWS, replace=False))
 
 
 def _tuning_params(tuning: Mapping[str, Any] | None) -> dict[str, Any]:
