@@ -12,11 +12,12 @@ import pytest
 from kubeloop.bundle import load_bundle
 from kubeloop.cli import main
 from kubeloop.synth import generate_churn, generate_regression
-from kubeloop.training.tuning import SEARCH_SPACE, tune_xgboost
+from kubeloop.training.engine import resolve_engine, shared_local_ray
+from kubeloop.training.tuning import _PRIORS, PARAMS, tune_xgboost
 
-# Ray Tune starts its trial actors inside the budget; on the shared 2-core machine that alone
-# took up to 20 s, so the budget leaves room for a few trials after it.
-BUDGET_S = 30.0
+# Ray is up already (ray_session); Ray Tune starts its trial actors inside the budget, and the
+# generated tables' trials take well under a second each.
+BUDGET_S = 15.0
 
 
 def _train(data: Path, target: str, out: Path, *extra: str) -> int:
@@ -25,7 +26,7 @@ def _train(data: Path, target: str, out: Path, *extra: str) -> int:
 
 @pytest.fixture(scope="module")
 def tuned_churn(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle trained with a 30 s search on 3,000 generated rows (the holdout path)."""
+    """A bundle trained with a 15 s search on 3,000 generated rows (the holdout path)."""
     work = tmp_path_factory.mktemp("tuned-churn")
     data = work / "churn.csv"
     generate_churn(3000, seed=11).to_csv(data, index=False)
@@ -44,8 +45,9 @@ def test_tune_budget_records_trials_and_never_loses_to_default(tuned_churn: Path
     assert sum(t["seconds"] for t in tuning["trials"]) <= BUDGET_S * 1.1
     # Trial 0 is the default configuration.
     first = tuning["trials"][0]["params"]
+    assert first["grow_policy"] == "depthwise" and first["max_leaves"] == 0
     assert first["max_depth"] == 5 and first["learning_rate"] == 0.05
-    assert set(tuning["best_params"]) == set(SEARCH_SPACE)
+    assert set(tuning["best_params"]) == set(PARAMS)
     scores = [t["score"] for t in tuning["trials"] if t["score"] is not None]
     assert tuning["best_validation_score"] == max(scores)
     assert tuning["best_validation_score"] >= tuning["default_validation_score"]
@@ -88,7 +90,7 @@ def test_small_data_is_cross_validated_and_tuned(
     generate_regression(442, seed=3).to_csv(data, index=False)
     out = tmp_path / "bundle"
 
-    assert _train(data, "target", out, "--tune-budget", "30") == 0
+    assert _train(data, "target", out, "--tune-budget", f"{BUDGET_S:g}") == 0
 
     metrics = json.loads((out / "metrics.json").read_text())
     train_and_validation = 442 - round(442 * 0.2)  # the test part stays out of the CV
@@ -104,13 +106,17 @@ def test_small_data_is_cross_validated_and_tuned(
     assert "Tuning:" in printed.out
 
 
-def test_same_seed_same_search(ray_session: None) -> None:
+def test_same_seed_same_search_on_the_shared_local_ray(ray_session: None) -> None:
+    import ray
+
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1200, 6)).astype(np.float32)
     y = (X[:, 0] * 2 + np.sin(X[:, 1] * 3) + rng.normal(scale=0.3, size=1200)).astype(np.float32)
     base = {"objective": "reg:squarederror", "eval_metric": ["rmse"], "tree_method": "hist"}
-    default = {"max_depth": 5, "learning_rate": 0.05, "min_child_weight": 10.0, "subsample": 0.8,
-               "colsample_bytree": 0.8, "reg_alpha": 0.0, "reg_lambda": 1.0}  # fmt: skip
+    default = {"grow_policy": "depthwise", "max_depth": 5, "max_leaves": 0, "learning_rate": 0.05,
+               "min_child_weight": 10.0, "subsample": 0.8, "colsample_bytree": 0.8,
+               "reg_alpha": 0.0, "reg_lambda": 1.0}  # fmt: skip
+    trials = 1 + len(_PRIORS) + 2  # the default, the priors, two searched
 
     def search(seed: int) -> tuple[list[dict], dict]:
         started = time.monotonic()
@@ -123,15 +129,19 @@ def test_same_seed_same_search(ray_session: None) -> None:
             seed=seed,
             num_boost_round=300,
             early_stopping_rounds=20,
-            max_trials=6,
+            max_trials=trials,
             concurrency=1,
         )
         assert time.monotonic() - started < 120.0 * 1.1
         return [t["params"] for t in result.trials], result.best_params
 
-    first, again, other = search(1), search(1), search(2)
-    assert len(first[0]) == 6
+    # Consecutive tuned runs (the monitor's) share one local Ray: the trials run on it, and
+    # XGBoost's own training stays in the process.
+    with shared_local_ray("auto", tuning=True) as address:
+        assert address is not None
+        assert resolve_engine("auto").in_process
+        first, again = search(1), search(1)
+        assert ray.get_runtime_context().gcs_address == address
+    assert len(first[0]) == trials
     assert first == again
-    # The default and the four priors come first whatever the seed; the draws differ.
-    assert other[0][:5] == first[0][:5]
-    assert other[0][5:] != first[0][5:]
+    assert first[0][0] == default

@@ -9,15 +9,30 @@ from kubeloop.errors import ConfigError
 from kubeloop.pipelines.reports import tuning_markdown
 from kubeloop.training import TrainConfig, train_candidates
 from kubeloop.training.crossval import cross_validate, fold_indices
-from kubeloop.training.tuning import SEARCH_SPACE, _draw, _perturb
+from kubeloop.training.tuning import (
+    GROW_POLICIES,
+    PARAMS,
+    SEARCH_SPACE,
+    _draw,
+    _perturb,
+    _search_class,
+)
 
 
-def _inside(config: dict[str, float]) -> None:
-    assert set(config) == set(SEARCH_SPACE)
+def _inside(config: dict) -> None:
+    """A point of the search space: every parameter in range; the tree's size is set by its
+    policy's parameter (depth or leaves) and the other one is 0 (no limit)."""
+    assert set(config) == set(PARAMS)
+    policy = config["grow_policy"]
+    assert policy in GROW_POLICIES
+    size = "max_depth" if policy == "depthwise" else "max_leaves"
     for name, (low, high, scale) in SEARCH_SPACE.items():
+        if name in ("max_depth", "max_leaves") and name != size:
+            assert config[name] == 0, name
+            continue
         assert low <= config[name] <= high, name
-        if scale == "int":
-            assert float(config[name]).is_integer()
+        if scale.startswith("int"):
+            assert isinstance(config[name], int), name
 
 
 def test_draws_and_perturbations_stay_in_the_space_and_follow_the_seed() -> None:
@@ -25,12 +40,17 @@ def test_draws_and_perturbations_stay_in_the_space_and_follow_the_seed() -> None
     draws = [_draw(rng) for _ in range(200)]
     for config in draws:
         _inside(config)
-        _inside(_perturb(config, rng))
+        neighbour = _perturb(config, rng)
+        _inside(neighbour)
+        assert neighbour["grow_policy"] == config["grow_policy"]
     again = np.random.default_rng(4)
     assert [_draw(again) for _ in range(5)] == draws[:5]
     assert [_draw(np.random.default_rng(5)) for _ in range(5)] != draws[:5]
-    # Learning rates are log-uniform: about as many below 0.055 (the log midpoint) as above.
-    below = sum(c["learning_rate"] < (0.01 * 0.3) ** 0.5 for c in draws)
+    # Both tree shapes are drawn; learning rates are log-uniform: about as many below the log
+    # midpoint of the range as above.
+    assert 70 < sum(c["grow_policy"] == "lossguide" for c in draws) < 130
+    low, high, _ = SEARCH_SPACE["learning_rate"]
+    below = sum(c["learning_rate"] < (low * high) ** 0.5 for c in draws)
     assert 70 < below < 130
 
 
@@ -123,7 +143,7 @@ def test_tuning_markdown_lists_every_trial() -> None:
         "best_rounds": 120,
         "trials": [
             {"number": 0, "score": 0.85, "rounds": 80, "seconds": 1.0, "stopped_early": False,
-             "params": {"max_depth": 5, "learning_rate": 0.05}},
+             "params": {"grow_policy": "depthwise", "max_depth": 5, "learning_rate": 0.05}},
             {"number": 1, "score": None, "rounds": 0, "seconds": 0.5, "stopped_early": True,
              "params": {"max_depth": 4, "learning_rate": 0.03}},
         ],
@@ -131,5 +151,37 @@ def test_tuning_markdown_lists_every_trial() -> None:
     text = "\n".join(tuning_markdown(tuning))
     assert "2 trials in 9.5 s (budget 10 s)" in text
     assert "chosen: **yes**" in text
-    assert "| 0 | 0.8500 | 80 | 1.0 | no | max_depth=5, learning_rate=0.05 |" in text
+    assert (
+        "| 0 | 0.8500 | 80 | 1.0 | no | grow_policy=depthwise, max_depth=5, learning_rate=0.05 |"
+        in text
+    )
     assert "| 1 | – | 0 | 0.5 | yes |" in text
+
+
+START = [_draw(np.random.default_rng(100)), _draw(np.random.default_rng(101))]
+
+
+def _proposals(seed: int, finish_order: list[int]) -> list[dict]:
+    """Configurations the searcher proposes at concurrency 2, trials finishing in the order
+    given (by pairs), trial i scoring -i (trial 0 best)."""
+    searcher = _search_class()(START, seed, 2)
+    proposed: list[dict] = []
+    for pair in range(0, len(finish_order), 2):
+        while (config := searcher.suggest(f"t{len(proposed)}")) is not None:
+            proposed.append(config)
+        for i in finish_order[pair : pair + 2]:
+            searcher.on_trial_complete(f"t{i}", {"score": -float(i)})
+    return proposed
+
+
+def test_proposals_follow_the_seed_not_the_finishing_order() -> None:
+    first = _proposals(3, [0, 1, 2, 3, 4, 5])
+    swapped = _proposals(3, [1, 0, 3, 2, 5, 4])
+    # The fixed start comes first; then proposal i waits for trials 0 .. i - 2 to finish.
+    assert [c["trial"] for c in first] == list(range(len(first)))
+    assert first[:2] == [{**START[0], "trial": 0}, {**START[1], "trial": 1}]
+    assert len(first) >= 6
+    assert first == swapped
+    for config in first:
+        _inside({k: v for k, v in config.items() if k != "trial"})
+    assert _proposals(4, [0, 1, 2, 3, 4, 5])[2:] != first[2:]

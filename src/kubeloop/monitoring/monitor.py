@@ -361,11 +361,14 @@ def run_forever(
     """Call :func:`run_once` every ``interval`` seconds until ``stop()`` is true.
 
     ``on_result`` sees every result (the CLI prints it and writes the metrics file). When local
-    retraining runs train on Ray Train workers (an explicit worker count, no Ray cluster), one
-    local Ray is started here and shared by every run (:func:`shared_local_ray`).
+    retraining runs use a local Ray (Ray Train workers: an explicit worker count; or a tuning
+    budget; and no Ray cluster), one local Ray is started here and shared by every run
+    (:func:`shared_local_ray`).
     """
     local_runs = bool(config.retrain_data) and not config.kfp_host and not config.dry_run
-    with shared_local_ray(config.workers if local_runs else AUTO):
+    with shared_local_ray(
+        config.workers if local_runs else AUTO, tuning=local_runs and config.tune_budget > 0
+    ):
         while not stop():
             started = time.monotonic()
             result = run_once(config, progress=progress, **kwargs)

@@ -77,6 +77,10 @@ def _cell(value: Any) -> str:
     return "–" if value is None else f"{float(value):.4f}"
 
 
+def _param(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else str(value)
+
+
 def _roc_points(y: np.ndarray, p: np.ndarray) -> dict[str, list[float]] | None:
     from sklearn.metrics import roc_curve
 
@@ -135,7 +139,7 @@ def tuning_markdown(tuning: Mapping[str, Any]) -> list[str]:
         "|---:|---:|---:|---:|---|---|",
     ]
     for trial in tuning["trials"]:
-        params = ", ".join(f"{k}={v:.4g}" for k, v in trial["params"].items())
+        params = ", ".join(f"{k}={_param(v)}" for k, v in trial["params"].items())
         lines.append(
             f"| {trial['number']} | {_cell(trial['score'])} | {trial['rounds']} | "
             f"{trial['seconds']:.1f} | {'yes' if trial['stopped_early'] else 'no'} | {params} |"
