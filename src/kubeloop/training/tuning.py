@@ -424,153 +424,124 @@ def tune_xgboost(
     # Ray Tune's default loggers write CSV/JSON/TensorBoard files for every trial.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     with ray_logs_held():
-        return _search(
-            started,
-            train,
-            validation,
-            base_params=base_params,
-            default=default,
-            budget_s=budget_s,
-            seed=seed,
-            num_boost_round=num_boost_round,
-            early_stopping_rounds=early_stopping_rounds,
-            max_trials=max_trials,
-            concurrency=concurrency,
-            say=say,
+        import ray
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search import ConcurrencyLimiter
+
+        # One CPU and one XGBoost thread per trial, as many trials at once as Ray has CPUs:
+        # measured on the shared 2-core machine, two OpenMP threads of one trial spun on each
+        # other (50 rounds of a 12k-row fit took 30 s) while single-threaded trials do not.
+        cpus = max(1, int(ray.available_resources().get("CPU", 1)))
+        concurrency = max(1, min(concurrency or cpus, cpus))
+        settings: dict[str, Any] = {
+            "base": {**base_params, "seed": seed, "nthread": 1},
+            "num_boost_round": num_boost_round,
+            "early_stopping_rounds": early_stopping_rounds,
+        }
+        data = tuple(
+            np.ascontiguousarray(part, dtype=np.float32)
+            for part in (train[0], train[1], validation[0], validation[1])
         )
-
-
-def _search(
-    started: float,
-    train: Matrix,
-    validation: Matrix,
-    *,
-    base_params: Mapping[str, Any],
-    default: Mapping[str, Any],
-    budget_s: float,
-    seed: int,
-    num_boost_round: int,
-    early_stopping_rounds: int,
-    max_trials: int,
-    concurrency: int,
-    say: Progress,
-) -> TuneResult:
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import ConcurrencyLimiter
-
-    # One CPU and one XGBoost thread per trial, as many trials at once as Ray has CPUs:
-    # measured on the shared 2-core machine, two OpenMP threads of one trial spun on each
-    # other (50 rounds of a 12k-row fit took 30 s) while single-threaded trials do not.
-    cpus = max(1, int(ray.available_resources().get("CPU", 1)))
-    concurrency = max(1, min(concurrency or cpus, cpus))
-    settings: dict[str, Any] = {
-        "base": {**base_params, "seed": seed, "nthread": 1},
-        "num_boost_round": num_boost_round,
-        "early_stopping_rounds": early_stopping_rounds,
-    }
-    data = tuple(
-        np.ascontiguousarray(part, dtype=np.float32)
-        for part in (train[0], train[1], validation[0], validation[1])
-    )
-    start = [{name: default[name] for name in PARAMS}, *(dict(p) for p in _PRIORS)]
-    searcher = ConcurrencyLimiter(
-        _search_class()(start, seed, concurrency), max_concurrent=concurrency
-    )
-    scheduler = ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=10_000,
-        grace_period=_GRACE,
-        reduction_factor=_REDUCTION,
-    )
-    storage = tempfile.mkdtemp(prefix="kubeloop-tune-")
-    settings["models"] = os.path.join(storage, "models")
-    os.makedirs(settings["models"])
-    reserve = max(_RESERVE_S, _RESERVE_SHARE * budget_s)
-    search_s = budget_s - reserve - (time.monotonic() - started)
-    if search_s < _MIN_SEARCH_S:
-        shutil.rmtree(storage, ignore_errors=True)
-        raise ConfigError(
-            f"A tuning budget of {budget_s:g} s leaves no time to search once Ray is up "
-            f"({time.monotonic() - started:.1f} s); give a larger --tune-budget."
+        start = [{name: default[name] for name in PARAMS}, *(dict(p) for p in _PRIORS)]
+        searcher = ConcurrencyLimiter(
+            _search_class()(start, seed, concurrency), max_concurrent=concurrency
         )
-    say(f"tuning XGBoost for {budget_s:g} s (search {search_s:.0f} s, {concurrency} at a time)")
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trial, data=data, settings=settings), {"cpu": 1}),
-        tune_config=tune.TuneConfig(
-            metric="score",
-            mode="max",
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=max_trials if max_trials > 0 else -1,
-            time_budget_s=search_s,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=f"kubeloop-tune-{seed}",
-            storage_path=storage,
-            verbose=0,
-            log_to_file=False,
-        ),
-    )
-    printed = io.StringIO()  # Ray Tune prints its experiment's table to standard output
-    try:
-        with contextlib.redirect_stdout(printed):
-            grid = tuner.fit()
-        trials = _trial_records(grid)
-        models = Path(settings["models"])
-        saved = [
-            t
-            for t in trials
-            if t["score"] is not None and (models / f"{t['number']}.ubj").is_file()
-        ]
-        best_saved = max(saved, key=lambda t: t["score"], default=None)
-        booster = _load(models, best_saved["number"]) if best_saved else None
-    except Exception as exc:  # TuneError, RayError...
-        sys.stderr.write(printed.getvalue())
-        raise TrainingError(f"The XGBoost search on Ray Tune failed: {exc}") from None
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
-    finished = [t for t in trials if t["score"] is not None]
-    default_score = trials[0]["score"] if trials else None
-    if not finished:
-        say(f"tuning: no trial reported a score within {budget_s:g} s; keeping the default")
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=10_000,
+            grace_period=_GRACE,
+            reduction_factor=_REDUCTION,
+        )
+        storage = tempfile.mkdtemp(prefix="kubeloop-tune-")
+        settings["models"] = os.path.join(storage, "models")
+        os.makedirs(settings["models"])
+        reserve = max(_RESERVE_S, _RESERVE_SHARE * budget_s)
+        search_s = budget_s - reserve - (time.monotonic() - started)
+        if search_s < _MIN_SEARCH_S:
+            shutil.rmtree(storage, ignore_errors=True)
+            raise ConfigError(
+                f"A tuning budget of {budget_s:g} s leaves no time to search once Ray is up "
+                f"({time.monotonic() - started:.1f} s); give a larger --tune-budget."
+            )
+        say(f"tuning XGBoost for {budget_s:g} s (search {search_s:.0f} s, {concurrency} at a time)")
+        tuner = tune.Tuner(
+            tune.with_resources(
+                tune.with_parameters(_trial, data=data, settings=settings), {"cpu": 1}
+            ),
+            tune_config=tune.TuneConfig(
+                metric="score",
+                mode="max",
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=max_trials if max_trials > 0 else -1,
+                time_budget_s=search_s,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=f"kubeloop-tune-{seed}",
+                storage_path=storage,
+                verbose=0,
+                log_to_file=False,
+            ),
+        )
+        printed = io.StringIO()  # Ray Tune prints its experiment's table to standard output
+        try:
+            with contextlib.redirect_stdout(printed):
+                grid = tuner.fit()
+            trials = _trial_records(grid)
+            models = Path(settings["models"])
+            saved = [
+                t
+                for t in trials
+                if t["score"] is not None and (models / f"{t['number']}.ubj").is_file()
+            ]
+            best_saved = max(saved, key=lambda t: t["score"], default=None)
+            booster = _load(models, best_saved["number"]) if best_saved else None
+        except Exception as exc:  # TuneError, RayError...
+            sys.stderr.write(printed.getvalue())
+            raise TrainingError(f"The XGBoost search on Ray Tune failed: {exc}") from None
+        finally:
+            shutil.rmtree(storage, ignore_errors=True)
+        finished = [t for t in trials if t["score"] is not None]
+        default_score = trials[0]["score"] if trials else None
+        if not finished:
+            say(f"tuning: no trial reported a score within {budget_s:g} s; keeping the default")
+            return TuneResult(
+                budget_s=float(budget_s),
+                used_s=time.monotonic() - started,
+                trials=tuple(trials),
+                best_params=dict(start[0]),
+                best_rounds=0,
+                best_score=None,
+                default_score=None,
+                booster=None,
+            )
+        # The best trial that finished and saved its model; a refit (as a Ray task) only when no
+        # model came back, e.g. from trials on other nodes of a cluster.
+        best = best_saved or max(finished, key=lambda t: t["score"])
+        say(f"tuning: {len(trials)} trials, best validation score {best['score']:.5f}")
+        if booster is None:
+            fit: Any = ray.remote(num_cpus=1)(fit_booster)  # type: ignore[arg-type]
+            params = {**settings["base"], **xgboost_point(best["params"])}
+            booster = ray.get(
+                fit.remote(
+                    ray.put(data),
+                    params,
+                    num_boost_round=int(best["rounds"]),
+                    early_stopping_rounds=None,
+                )
+            )
         return TuneResult(
             budget_s=float(budget_s),
             used_s=time.monotonic() - started,
             trials=tuple(trials),
-            best_params=dict(start[0]),
-            best_rounds=0,
-            best_score=None,
-            default_score=None,
-            booster=None,
+            best_params=dict(best["params"]),
+            best_rounds=int(best["rounds"]),
+            best_score=float(best["score"]),
+            default_score=default_score,
+            booster=booster,
         )
-    # The best trial that finished and saved its model; a refit (as a Ray task) only when no
-    # model came back, e.g. from trials on other nodes of a cluster.
-    best = best_saved or max(finished, key=lambda t: t["score"])
-    say(f"tuning: {len(trials)} trials, best validation score {best['score']:.5f}")
-    if booster is None:
-        fit: Any = ray.remote(num_cpus=1)(fit_booster)  # type: ignore[arg-type]
-        params = {**settings["base"], **xgboost_point(best["params"])}
-        booster = ray.get(
-            fit.remote(
-                ray.put(data),
-                params,
-                num_boost_round=int(best["rounds"]),
-                early_stopping_rounds=None,
-            )
-        )
-    return TuneResult(
-        budget_s=float(budget_s),
-        used_s=time.monotonic() - started,
-        trials=tuple(trials),
-        best_params=dict(best["params"]),
-        best_rounds=int(best["rounds"]),
-        best_score=float(best["score"]),
-        default_score=default_score,
-        booster=booster,
-    )
 
 
 def _trial_records(grid: Any) -> list[dict[str, Any]]:
