@@ -344,7 +344,8 @@ def train_candidates(
     say = progress or (lambda _line: None)
     tuning = None
     if config.tune_budget > 0 and "xgboost" in config.candidates:
-        tuning = _tune(train, validation, task, n_classes, config, say)
+        params = xgboost_params(task, n_classes, train[1], config)
+        tuning = _tune(train, validation, params, config, say)
     rows = len(train[1]) + len(validation[1])
     if rows < config.cv_below_rows:
         return _cross_validated(train, validation, task, n_classes, config, tuning, say)
@@ -405,14 +406,9 @@ def _default_point(config: TrainConfig) -> dict[str, Any]:
 
 
 def _tune(
-    train: Matrix,
-    validation: Matrix,
-    task: Task,
-    n_classes: int,
-    config: TrainConfig,
-    say: Progress,
+    train: Matrix, validation: Matrix, params: dict[str, Any], config: TrainConfig, say: Progress
 ) -> TuneResult:
-    params = xgboost_params(task, n_classes, train[1], config)
+    """The search from the default candidate's parameters (``params``)."""
     base = {k: v for k, v in params.items() if k not in PARAMS and k != "seed"}
     return tune_xgboost(
         train,
