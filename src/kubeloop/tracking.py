@@ -148,12 +148,23 @@ def log_training_run(
         _log_values(client, run_id, {**manifest.get("params", {}), **params}, metrics)
         for plot in sorted(bundle_dir.glob("*.png")):
             client.log_artifact(run_id, str(plot), artifact_path="plots")
+        _log_tuning(client, run_id, metrics.get("tuning"))
         client.log_artifacts(run_id, str(bundle_dir), artifact_path=_BUNDLE_ARTIFACTS)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
     return run_id
+
+
+def _log_tuning(client: Any, run_id: str, tuning: Mapping[str, Any] | None) -> None:
+    """The search's best parameters as ``tune.best.*`` params and its trials as a JSON table."""
+    if not tuning:
+        return
+    for key, value in tuning["best_params"].items():
+        client.log_param(run_id, f"tune.best.{key}", str(value))
+    client.log_param(run_id, "tune.chosen", str(bool(tuning.get("chosen"))))
+    client.log_dict(run_id, {"trials": tuning["trials"]}, "tuning/trials.json")
 
 
 def promote_run(

@@ -63,6 +63,8 @@ SUMMARY_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 Matrix = tuple[np.ndarray, np.ndarray]  # (model inputs after FastTransform, encoded target)
+# Most test rows the bundle's global importance is computed on (:func:`_importance_rows`).
+IMPORTANCE_ROWS = 500
 
 
 @dataclass(frozen=True)
@@ -197,17 +199,19 @@ def finish_bundle(
     say(f"chosen: {chosen.name} (best validation score {chosen.validation_score:.4f})")
     # One batch: XGBoost's own TreeSHAP (same values, nothing to compile on the critical path).
     explainer = Explainer(chosen.model, preprocessor, schema.feature_names, tables=False)
-    importance = global_importance(explainer.explain(x_test))
+    explained = _importance_rows(len(x_test))
+    importance = global_importance(explainer.explain(x_test[explained]))
     metrics = {
         **tested[chosen.name],
         "model": chosen.name,
         "split": "test",
         "validation_scores": {c.name: float(c.validation_score) for c in candidates},
+        "selection": chosen.selection or {"method": "holdout"},
         "candidates": tested,
         # mean |contribution| (TreeSHAP / linear terms, margin space) per input feature
         "global_importance": {
             "split": "test",
-            "rows": len(x_test),
+            "rows": len(explained),
             "features": [
                 {"feature": name, "mean_abs_contribution": value}
                 for name, value in sorted(importance.items(), key=lambda kv: -kv[1])
@@ -217,6 +221,14 @@ def finish_bundle(
             schema.task, y_test, predictions[chosen.name], classes=schema.classes
         ),
     }
+    tuning = next((c.tuning for c in candidates if c.tuning), None)
+    if tuning is not None:
+        metrics["tuning"] = {**tuning, "chosen": chosen.tuning is not None}
+        say(
+            f"tuning: {tuning['trial_count']} trials in {tuning['used_s']:.0f} s of "
+            f"{tuning['budget_s']:g} s; tuned XGBoost "
+            + ("chosen" if chosen.tuning is not None else "not chosen")
+        )
     x_train, _ = matrices["train"]
     profile = build_reference_profile(train_features, schema, chosen.model.predict(x_train))
     with tempfile.TemporaryDirectory(prefix="kubeloop-plots-") as plot_dir:
@@ -238,10 +250,36 @@ def finish_bundle(
             reference_profile=profile,
             metrics=metrics,
             plots=plots,
-            params={**chosen.params, **params},
+            params={**chosen.params, **params, **_tuning_params(tuning)},
             data_hash=data_hash,
         )
     return Packaged(load_bundle(path), chosen, tested, predictions[chosen.name])
+
+
+def _importance_rows(rows: int) -> np.ndarray:
+    """The test rows the global importance is computed on: all of them up to
+    :data:`IMPORTANCE_ROWS`, else that many drawn without replacement (seeded, in order).
+
+    TreeSHAP costs trees x leaves x depth^2 per row: on the loaded 2-core machine a tuned model
+    of 1,800 128-leaf trees took 256 s for California's 4,128 test rows, one of 1,435 64-leaf
+    trees 15 s for 1,000 rows. For the default model there, 500 drawn rows give every column's
+    share of the importance within 0.012 of all 4,128 rows' and the same order.
+    """
+    if rows <= IMPORTANCE_ROWS:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(0).choice(rows, IMPORTANCE_ROWS, replace=False))
+
+
+def _tuning_params(tuning: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The search's headline numbers for the manifest (the trials stay in ``metrics.json``)."""
+    if tuning is None:
+        return {}
+    return {
+        "tune_budget_s": tuning["budget_s"],
+        "tune_used_s": tuning["used_s"],
+        "tune_trials": tuning["trial_count"],
+        "tune_best_params": tuning["best_params"],
+    }
 
 
 def _load(
@@ -327,7 +365,7 @@ def run_training(
         matrices=matrices,
         out=out,
         name=name,
-        params={"seed": config.seed, "workers": config.workers},
+        params={"seed": config.seed, "workers": config.workers, "tune_budget": config.tune_budget},
         data_hash=dataset.data_hash,
         progress=say,
     )

@@ -198,3 +198,13 @@ def test_xgboost_treeshap_is_the_fallback() -> None:
     explained = slow.explain(matrix[:40])
     np.testing.assert_allclose(explained.contributions, fast.contributions, atol=1e-5)
     np.testing.assert_allclose(explained.margin, fast.margin, atol=1e-5)
+
+
+def test_global_importance_explains_at_most_a_fixed_draw_of_test_rows() -> None:
+    from kubeloop.workflow import IMPORTANCE_ROWS, _importance_rows
+
+    assert _importance_rows(IMPORTANCE_ROWS).tolist() == list(range(IMPORTANCE_ROWS))
+    drawn = _importance_rows(4128)
+    assert len(drawn) == len(set(drawn.tolist())) == IMPORTANCE_ROWS
+    assert drawn.tolist() == sorted(drawn.tolist()) and drawn.min() >= 0 and drawn.max() < 4128
+    assert (drawn == _importance_rows(4128)).all()  # the same rows every run

@@ -43,11 +43,13 @@ def test_cli_threads_the_deploy_target(monkeypatch: pytest.MonkeyPatch, tmp_path
             "--namespace=kubeloop",
             "--canary-percent=10",
             "--mlflow-uri=http://kubeloop-mlflow.kubeloop:5000",
+            "--tune-budget=90",
         ],
         monkeypatch,
         tmp_path,
     )
     assert config.inference_service == "churn" and config.namespace == "kubeloop"
+    assert config.tune_budget == 90.0
     assert config.canary_percent == 10
     assert config.mlflow_uri == "http://kubeloop-mlflow.kubeloop:5000"
     assert config.kfp_host == "http://ml-pipeline.kubeflow:8888"
@@ -55,6 +57,7 @@ def test_cli_threads_the_deploy_target(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 def test_cli_defaults_deploy_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = _config_of(CLUSTER, monkeypatch, tmp_path)
+    assert config.tune_budget == 0.0
     assert config.inference_service is None and config.namespace is None
     assert config.canary_percent is None and config.mlflow_uri is None
 
@@ -110,9 +113,11 @@ def test_retraining_run_redeploys_the_served_model(tmp_path: Path) -> None:
             namespace="kubeloop",
             canary_percent=10,
             mlflow_uri="http://mlflow:5000",
+            tune_budget=90.0,
         )
     )
     assert call["host"] == "http://ml-pipeline.kubeflow:8888"
+    assert call["tune_budget"] == 90.0
     assert call["registry_root"] == "s3://kubeloop/registry"
     assert call["inference_service"] == "churn" and call["namespace"] == "kubeloop"
     assert call["canary_percent"] == 10 and call["mlflow_uri"] == "http://mlflow:5000"
@@ -130,7 +135,8 @@ def test_unset_deploy_options_are_not_passed(tmp_path: Path) -> None:
             kfp_host="http://ml-pipeline.kubeflow:8888",
         )
     )
-    assert not {"inference_service", "namespace", "canary_percent", "mlflow_uri"} & set(call)
+    unset = {"inference_service", "namespace", "canary_percent", "mlflow_uri", "tune_budget"}
+    assert not unset & set(call)
 
 
 def test_start_training_run_puts_the_deploy_target_in_the_run(

@@ -384,10 +384,12 @@ def test_cli_submits_and_schedules(
     monkeypatch.delenv("KUBELOOP_REGISTRY", raising=False)
     host, calls = kfp_api
     common = ["--data", "s3://kubeloop/data/churn.csv", "--target", "churned", "--model", "churn"]
-    assert main(["pipeline", "run", "--host", host, *common, "--gate-margin", "0.01"]) == 0
+    tuned = ["--gate-margin", "0.01", "--tune-budget", "60"]
+    assert main(["pipeline", "run", "--host", host, *common, *tuned]) == 0
     assert "submitted KFP run run-1" in capsys.readouterr().out
     run = next(b for m, p, b in calls if p == "/apis/v2beta1/runs")
     parameters = run["runtime_config"]["parameters"]
+    assert parameters["tune_budget"] == 60.0
     assert parameters["registry_root"] == "s3://kubeloop/registry"
     assert parameters["gate_margin"] == 0.01 and parameters["model_name"] == "churn"
     monkeypatch.setenv("KUBELOOP_REGISTRY", "s3://mlpipeline/kubeloop/registry")
@@ -459,3 +461,11 @@ def test_cli_schedules_the_batch_scoring_pipeline(
     assert "--target is required" in capsys.readouterr().err
     assert main(["pipeline", "schedule", "--batch", "--host", host, "--data", "s3://d.csv"]) == 2
     assert "--batch needs --out" in capsys.readouterr().err
+
+
+def test_rayjob_passes_the_tune_budget_to_the_cluster() -> None:
+    uris = ("s3://b/splits", "s3://b/features", "s3://b/out")
+    tuned = rayjob_spec(uris, workers=2, num_boost_round=300, seed=7, tune_budget=90.0)
+    assert tuned.entrypoint[-2:] == ["--tune-budget", "90"]
+    plain = rayjob_spec(uris, workers=2, num_boost_round=300, seed=7)
+    assert "--tune-budget" not in plain.entrypoint

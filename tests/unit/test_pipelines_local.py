@@ -97,3 +97,15 @@ def test_default_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_tracking_uri() == "sqlite:////srv/loop/mlflow/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     assert default_tracking_uri() == "http://mlflow:5000"
+
+
+def test_tune_budget_is_a_pipeline_parameter() -> None:
+    from kubeloop.pipelines.pipeline import build_pipeline
+
+    inputs = build_pipeline("img").pipeline_spec.root.input_definitions.parameters
+    assert inputs["tune_budget"].default_value.number_value == 0.0
+    arguments = pipeline_arguments(
+        "d.csv", target="y", model_name="m", task="auto", workers=2, gate_margin=0.0,
+        num_boost_round=10, registry_root="/r", mlflow_uri="", tune_budget=60.0,
+    )  # fmt: skip
+    assert arguments["tune_budget"] == 60.0

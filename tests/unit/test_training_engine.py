@@ -60,6 +60,21 @@ def test_nothing_is_shared_without_local_ray_workers(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("RAY_ADDRESS", "ray-head:6379")
     with shared_local_ray(2) as address:  # a configured cluster is used as it is
         assert address is None
+    with shared_local_ray("auto", tuning=True) as address:  # tuning runs use it too
+        assert address is None
+
+
+def test_auto_trains_in_process_beside_the_shared_local_ray(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The local Ray that consecutive tuned runs share is no cluster to train XGBoost on."""
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    monkeypatch.setenv("KUBELOOP_SHARED_RAY", "127.0.0.1:6379")
+    engine = resolve_engine("auto")  # not contacted: it is the shared local Ray
+    assert engine.in_process and engine.address is None
+    assert "the local Ray shared by consecutive runs (127.0.0.1:6379), not a cluster" in (
+        engine.describe()
+    )
 
 
 def test_ray_log_lines_show_only_when_the_body_fails(capsys: pytest.CaptureFixture[str]) -> None:

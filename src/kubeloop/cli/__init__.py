@@ -61,12 +61,22 @@ def run() -> NoReturn:
     (measured on 2 cores: 0.55 s after ``import ray.train.xgboost``) that the user only waits for.
     Once the command is done and this is the only thread, the output is flushed, the ``atexit``
     handlers run (Ray's shutdown, temporary directories, logging) and the process exits without
-    the module teardown. With other threads alive it exits normally, waiting for them.
+    the module teardown. With other threads alive it exits normally, waiting for them. Ray,
+    when the command used it (a tuning search, Ray Train workers), is shut down first: its
+    threads would otherwise take the normal exit (measured after a tuned run: 5.9 s from the
+    command's end to the process's, 2.0 s with Ray shut down first).
     """
     code = main()
+    _shutdown_ray()
     if threading.active_count() > 1:
         sys.exit(code)
     exit_now(code)
+
+
+def _shutdown_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

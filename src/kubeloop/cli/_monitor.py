@@ -72,6 +72,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"retraining runs: {WORKERS_HELP}",
     )
     parser.add_argument("--gate-margin", type=float, default=0.0, help="promotion margin")
+    parser.add_argument(
+        "--tune-budget",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="hyperparameter search seconds of each retraining run (default 0: none)",
+    )
     parser.add_argument("--mlflow-uri", help="MLflow tracking URI of retraining runs")
     parser.add_argument(
         "--inference-service",
@@ -174,6 +181,7 @@ def _run(args: argparse.Namespace) -> int:
         kfp_host=args.kfp_host,
         workers=args.workers,
         gate_margin=args.gate_margin,
+        tune_budget=args.tune_budget,
         mlflow_uri=args.mlflow_uri,
         inference_service=args.inference_service,
         namespace=args.namespace,

@@ -47,6 +47,10 @@ def _run_options(parser: argparse.ArgumentParser, *, batch: bool = False) -> Non
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="split and training seed")
     parser.add_argument(
+        "--tune-budget", type=float, default=0.0, metavar="SECONDS",
+        help="XGBoost hyperparameter search seconds in the train step (default 0: none)",
+    )  # fmt: skip
+    parser.add_argument(
         "--registry", default=None,
         help="registry root (default $KUBELOOP_REGISTRY, else local $KUBELOOP_HOME/registry, "
         "cluster s3://kubeloop/registry)",
@@ -114,6 +118,7 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "candidates": args.candidates,
         "seed": args.seed,
+        "tune_budget": args.tune_budget or None,
         "inference_service": args.inference_service,
         "namespace": args.namespace,
         "canary_percent": args.canary_percent or None,

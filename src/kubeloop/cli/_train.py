@@ -60,6 +60,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="Ray cluster address (default: RAY_ADDRESS; none: no Ray cluster)",
     )
+    parser.add_argument(
+        "--tune-budget",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="search XGBoost's hyperparameters with Ray Tune for this many seconds of wall clock "
+        "(0 = off, the default); the tuned model is chosen only if it beats the default on "
+        "validation",
+    )
+    parser.add_argument(
+        "--tune-trials",
+        type=int,
+        default=0,
+        metavar="N",
+        help="stop the search after N trials (default 0: as many as the budget allows)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -77,7 +93,13 @@ def _run(args: argparse.Namespace) -> int:
             f"({NAME_RULE}); pass --name NAME."
         )
     out = args.out or Path("out") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    config = TrainConfig(workers=args.workers, seed=args.seed, ray_address=args.ray_address)
+    config = TrainConfig(
+        workers=args.workers,
+        seed=args.seed,
+        ray_address=args.ray_address,
+        tune_budget=args.tune_budget,
+        tune_max_trials=args.tune_trials,
+    )
     result = run_training(
         args.data,
         target=args.target,
@@ -91,5 +113,18 @@ def _run(args: argparse.Namespace) -> int:
     columns = ("candidate", *SUMMARY_METRICS[result.bundle.schema.task])
     print(f"\nTest metrics ({result.bundle.schema.task}; * = chosen by validation score):")
     print(format_table(candidate_rows(result), columns))
+    tuning = result.bundle.metrics.get("tuning")
+    if tuning:
+        print(
+            f"\nTuning: {tuning['trial_count']} trials ({tuning['stopped_early']} stopped early) "
+            f"in {tuning['used_s']:.1f} s of a {tuning['budget_s']:g} s budget; best validation "
+            f"score {_score(tuning['best_validation_score'])} vs default "
+            f"{_score(tuning['default_validation_score'])}; best parameters "
+            f"{tuning['best_params']} ({tuning['best_rounds']} rounds)"
+        )
     print(f"\nbundle: {result.bundle.path}  version: {result.bundle.version}")
     return 0
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.5f}"

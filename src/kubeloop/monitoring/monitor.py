@@ -75,6 +75,7 @@ class MonitorConfig:
             (:mod:`kubeloop.training.engine`): ``"auto"``, ``0`` or a Ray Train worker count.
         num_boost_round: Most XGBoost rounds of the retraining run.
         gate_margin: How much better the challenger must score to be promoted.
+        tune_budget: Seconds of XGBoost hyperparameter search in the retraining run (0: none).
         mlflow_uri: MLflow tracking URI of the retraining run (``None``: the run's default).
         inference_service: InferenceService the retraining run's deploy step patches when the
             gate promotes (``None``: no cluster deploy; a local run's server hot-swaps).
@@ -100,6 +101,7 @@ class MonitorConfig:
     workers: Workers = AUTO
     num_boost_round: int = 400
     gate_margin: float = 0.0
+    tune_budget: float = 0.0
     mlflow_uri: str | None = None
     inference_service: str | None = None
     namespace: str | None = None
@@ -205,6 +207,7 @@ def _start(
             "inference_service": config.inference_service,
             "namespace": config.namespace,
             "canary_percent": config.canary_percent,
+            "tune_budget": config.tune_budget or None,
         }
         outcome = start_run(
             data,
@@ -358,11 +361,14 @@ def run_forever(
     """Call :func:`run_once` every ``interval`` seconds until ``stop()`` is true.
 
     ``on_result`` sees every result (the CLI prints it and writes the metrics file). When local
-    retraining runs train on Ray Train workers (an explicit worker count, no Ray cluster), one
-    local Ray is started here and shared by every run (:func:`shared_local_ray`).
+    retraining runs use a local Ray (Ray Train workers: an explicit worker count; or a tuning
+    budget; and no Ray cluster), one local Ray is started here and shared by every run
+    (:func:`shared_local_ray`).
     """
     local_runs = bool(config.retrain_data) and not config.kfp_host and not config.dry_run
-    with shared_local_ray(config.workers if local_runs else AUTO):
+    with shared_local_ray(
+        config.workers if local_runs else AUTO, tuning=local_runs and config.tune_budget > 0
+    ):
         while not stop():
             started = time.monotonic()
             result = run_once(config, progress=progress, **kwargs)

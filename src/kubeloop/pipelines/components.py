@@ -88,6 +88,7 @@ def train(
     num_boost_round: int,
     seed: int,
     candidate_names: str,
+    tune_budget: float,
     candidates: Output[Model],
 ) -> str:
     """Train every candidate: XGBoost through Ray Train (in-process, RayCluster or RayJob)."""
@@ -108,6 +109,7 @@ def train(
         num_boost_round=num_boost_round,
         seed=seed,
         candidates=candidate_names,
+        tune_budget=tune_budget,
         progress=Progress(prefix="train"),
     )
 
@@ -122,6 +124,7 @@ def evaluate(
     workers: str,
     num_boost_round: int,
     seed: int,
+    tune_budget: float,
     gate_margin: float,
     mlflow_uri: str,
     bundle: Output[Model],
@@ -145,6 +148,7 @@ def evaluate(
         "workers": workers,
         "seed": seed,
         "num_boost_round": num_boost_round,
+        "tune_budget": tune_budget,
         "gate_margin": gate_margin,
     }
     result = evaluate_and_report(

@@ -72,6 +72,7 @@ def build_pipeline(
         num_boost_round: int = 2000,
         candidates: str = "xgboost,linear,random_forest",
         seed: int = 0,
+        tune_budget: float = 0.0,
         gate_margin: float = 0.0,
         registry_root: str = CLUSTER_REGISTRY,
         mlflow_uri: str = "",
@@ -92,6 +93,7 @@ def build_pipeline(
             "workers": workers,
             "num_boost_round": num_boost_round,
             "seed": seed,
+            "tune_budget": tune_budget,
         }
         train = c.train(**training, candidate_names=candidates)
         evaluate = c.evaluate(

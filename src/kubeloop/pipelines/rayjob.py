@@ -260,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-boost-round", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--candidates", default="xgboost,linear,random_forest")
+    parser.add_argument("--tune-budget", type=float, default=0.0)
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="kubeloop-rayjob-"))
     try:
@@ -269,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_boost_round=args.num_boost_round,
             ray_address="auto",
             candidates=tuple(args.candidates.split(",")),
+            tune_budget=args.tune_budget,
         )
         train(
             download_dir(args.splits, work / "splits"),

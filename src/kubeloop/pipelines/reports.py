@@ -31,10 +31,16 @@ from kubeloop.pipelines.stages import (
 from kubeloop.tracking import flatten_metrics, log_training_run
 from kubeloop.workflow import SUMMARY_METRICS, Packaged, finish_bundle
 
-__all__ = ["EvaluationReport", "candidates_markdown", "evaluate_and_report", "plots_html"]
+__all__ = [
+    "EvaluationReport",
+    "candidates_markdown",
+    "evaluate_and_report",
+    "plots_html",
+    "tuning_markdown",
+]
 
 # The pipeline parameters recorded in the bundle's manifest (all of them go to MLflow).
-_MANIFEST_PARAMS = ("seed", "workers", "num_boost_round")
+_MANIFEST_PARAMS = ("seed", "workers", "num_boost_round", "tune_budget")
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,10 @@ def plots_html(bundle_dir: Path, *, title: str) -> str:
 
 def _cell(value: Any) -> str:
     return "–" if value is None else f"{float(value):.4f}"
+
+
+def _param(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else str(value)
 
 
 def _roc_points(y: np.ndarray, p: np.ndarray) -> dict[str, list[float]] | None:
@@ -108,7 +118,33 @@ def candidates_markdown(packaged: Packaged) -> str:
             "|---|---:|",
         ]
         lines += [f"| {r['feature']} | {_cell(r['mean_abs_contribution'])} |" for r in ranked[:15]]
+    tuning = packaged.bundle.metrics.get("tuning")
+    if tuning:
+        lines += ["", *tuning_markdown(tuning)]
     return "\n".join(lines) + "\n"
+
+
+def tuning_markdown(tuning: Mapping[str, Any]) -> list[str]:
+    """The search's summary and its trials as Markdown lines."""
+    lines = [
+        f"## Hyperparameter search: {tuning['trial_count']} trials in {tuning['used_s']:.1f} s "
+        f"(budget {tuning['budget_s']:g} s)",
+        "",
+        f"- tuned XGBoost chosen: **{'yes' if tuning.get('chosen') else 'no'}**; best validation "
+        f"score {_cell(tuning['best_validation_score'])} vs default "
+        f"{_cell(tuning['default_validation_score'])}",
+        f"- best parameters: `{tuning['best_params']}`, {tuning['best_rounds']} rounds",
+        "",
+        "| trial | score | rounds | seconds | stopped early | parameters |",
+        "|---:|---:|---:|---:|---|---|",
+    ]
+    for trial in tuning["trials"]:
+        params = ", ".join(f"{k}={_param(v)}" for k, v in trial["params"].items())
+        lines.append(
+            f"| {trial['number']} | {_cell(trial['score'])} | {trial['rounds']} | "
+            f"{trial['seconds']:.1f} | {'yes' if trial['stopped_early'] else 'no'} | {params} |"
+        )
+    return lines
 
 
 def evaluate_and_report(

@@ -207,6 +207,8 @@ def train(
                 "kind": candidate.model.kind,
                 "validation_score": float(candidate.validation_score),
                 "params": candidate.params,
+                "selection": candidate.selection,
+                "tuning": candidate.tuning,
             }
         )
     _write_json(
@@ -239,6 +241,8 @@ def load_candidates(candidates_dir: Path) -> list[Candidate]:
             ),
             validation_score=float(record["validation_score"]),
             params=dict(record["params"]),
+            selection=dict(record.get("selection") or {}),
+            tuning=record.get("tuning"),
         )
         for record in index["candidates"]
     ]

@@ -58,6 +58,7 @@ def rayjob_spec(
     num_boost_round: int,
     seed: int,
     candidates: str = ",".join(CANDIDATE_NAMES),
+    tune_budget: float = 0.0,
 ) -> RayJobSpec:
     """The RayJob for one train step (inputs: splits, features and output artifact URIs).
 
@@ -74,6 +75,7 @@ def rayjob_spec(
         "--splits", splits_uri, "--features", features_uri, "--out", f"{out_uri}.rayjob",
         "--workers", str(workers), "--num-boost-round", str(num_boost_round),
         "--seed", str(seed), "--candidates", ",".join(_names(candidates)),
+        *(["--tune-budget", f"{tune_budget:g}"] if tune_budget > 0 else []),
     ]  # fmt: skip
     return RayJobSpec(
         name=f"kubeloop-train-{secrets.token_hex(4)}",
@@ -97,6 +99,7 @@ def train_anywhere(
     num_boost_round: int,
     seed: int,
     candidates: str = ",".join(CANDIDATE_NAMES),
+    tune_budget: float = 0.0,
     progress: ProgressFn = quiet,
 ) -> str:
     """Train every candidate into ``out``; returns one summary line.
@@ -108,6 +111,8 @@ def train_anywhere(
         workers, num_boost_round, seed: Training settings (``workers``: ``"auto"``, ``0`` or
             a Ray Train worker count, as a string too).
         candidates: Comma-separated candidate names (``xgboost,linear,random_forest``).
+        tune_budget: Seconds of hyperparameter search for XGBoost (0: none); on a RayJob the
+            trials run on its RayCluster.
         progress: Called with one line per step.
     """
     workers = parse_workers(workers)
@@ -116,14 +121,23 @@ def train_anywhere(
     if ray_mode() == "rayjob" and workers != 0:
         progress("ray: a RayJob (Kubernetes, no RAY_ADDRESS)")
         spec = rayjob_spec(
-            uris, workers=workers, num_boost_round=num_boost_round, seed=seed, candidates=candidates
+            uris,
+            workers=workers,
+            num_boost_round=num_boost_round,
+            seed=seed,
+            candidates=candidates,
+            tune_budget=tune_budget,
         )
         name = submit_rayjob(build_rayjob(spec))
         wait_rayjob(name, spec.namespace, progress=progress)
         download_dir(f"{storage_url(uris[2])}.rayjob", Path(out))
         return f"trained on RayJob {spec.namespace}/{name}"
     config = TrainConfig(
-        workers=workers, seed=seed, num_boost_round=num_boost_round, candidates=_names(candidates)
+        workers=workers,
+        seed=seed,
+        num_boost_round=num_boost_round,
+        candidates=_names(candidates),
+        tune_budget=tune_budget,
     )
     records = train(splits_dir, features_dir, out=Path(out), config=config, progress=progress)
     return ", ".join(f"{r['name']}={r['validation_score']:.4f}" for r in records)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from kubeloop.training.candidates import (
         CANDIDATE_NAMES,
+        TUNED,
         Candidate,
         TrainConfig,
         train_candidates,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTO",
     "CANDIDATE_NAMES",
+    "TUNED",
     "Candidate",
     "Engine",
     "TrainConfig",
@@ -49,7 +51,14 @@ __all__ = [
 # Where each exported name lives.
 _HOME = {
     **dict.fromkeys(
-        ("CANDIDATE_NAMES", "Candidate", "TrainConfig", "train_candidates", "xgboost_params"),
+        (
+            "CANDIDATE_NAMES",
+            "TUNED",
+            "Candidate",
+            "TrainConfig",
+            "train_candidates",
+            "xgboost_params",
+        ),
         "candidates",
     ),
     "train_xgboost_distributed": "distributed",

@@ -9,22 +9,41 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import xgboost
 
+from kubeloop.console import quiet
 from kubeloop.data import Task
 from kubeloop.errors import ConfigError, DataValidationError, TrainingError
 from kubeloop.evaluation import validation_score
 from kubeloop.models import LinearModel, TabularModel, XGBoostModel
+from kubeloop.training.crossval import (
+    CV_BELOW_ROWS,
+    CV_FOLDS,
+    cross_validate,
+    fold_indices,
+    xgboost_fold_fit,
+)
 from kubeloop.training.distributed import train_xgboost_distributed
 from kubeloop.training.engine import AUTO, Workers, parse_workers, resolve_engine
+from kubeloop.training.tuning import PARAMS, TuneResult, tune_xgboost
 
-__all__ = ["CANDIDATE_NAMES", "Candidate", "TrainConfig", "train_candidates", "xgboost_params"]
+__all__ = [
+    "CANDIDATE_NAMES",
+    "TUNED",
+    "Candidate",
+    "TrainConfig",
+    "train_candidates",
+    "xgboost_params",
+]
 
 CANDIDATE_NAMES = ("xgboost", "linear", "random_forest")
+TUNED = "xgboost_tuned"  # the searched XGBoost, a candidate beside the default one
+# Below this, Ray Tune's start-up leaves no time for a trial.
+MIN_TUNE_BUDGET_S = 5.0
 
 Progress = Callable[[str], None]
 Matrix = tuple[np.ndarray, np.ndarray]
@@ -50,6 +69,14 @@ class TrainConfig:
         forest_max_depth: Depth of the random-forest trees.
         ray_address: Ray cluster address; ``None`` honours ``RAY_ADDRESS``.
         candidates: Which candidates to train, in this order.
+        tune_budget: Seconds of wall clock for a hyperparameter search of XGBoost (Ray Tune +
+            ASHA); its best configuration becomes the extra candidate ``xgboost_tuned``.
+            0 turns the search off.
+        tune_max_trials: Stop the search after this many trials (0: as many as the budget
+            allows); with a cap inside the budget the search is fully reproducible.
+        cv_below_rows: Below this many training + validation rows, candidates are compared by
+            k-fold cross-validation on train + validation and the chosen one is refit on both.
+        cv_folds: Folds of that cross-validation.
     """
 
     workers: Workers = AUTO
@@ -65,20 +92,42 @@ class TrainConfig:
     forest_max_depth: int = 12
     ray_address: str | None = None
     candidates: tuple[str, ...] = CANDIDATE_NAMES
+    tune_budget: float = 0.0
+    tune_max_trials: int = 0
+    cv_below_rows: int = CV_BELOW_ROWS
+    cv_folds: int = CV_FOLDS
 
     def __post_init__(self) -> None:
         # "AUTO", "2" (a pipeline parameter) -> "auto", 2; anything else is a ConfigError.
         object.__setattr__(self, "workers", parse_workers(self.workers))
+        budget = self.tune_budget
+        if not (math.isfinite(budget) and (budget == 0 or budget >= MIN_TUNE_BUDGET_S)):
+            raise ConfigError(
+                f"tune_budget (--tune-budget) must be 0 (off) or at least "
+                f"{MIN_TUNE_BUDGET_S:g} seconds, not {budget}."
+            )
+        if self.tune_max_trials < 0 or self.cv_below_rows < 0 or self.cv_folds < 2:
+            raise ConfigError(
+                f"tune_max_trials ({self.tune_max_trials}) and cv_below_rows "
+                f"({self.cv_below_rows}) must be >= 0 and cv_folds ({self.cv_folds}) >= 2."
+            )
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One trained model and its validation score (higher is better)."""
+    """One trained model and its validation score (higher is better).
+
+    ``selection`` says how the score was measured (``{"method": "holdout"}`` or the
+    cross-validation's folds and scores); ``tuning`` is the search's record
+    (:meth:`TuneResult.summary`) on the tuned candidate.
+    """
 
     name: str
     model: TabularModel
     validation_score: float
     params: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
+    tuning: dict[str, Any] | None = None
 
 
 def _objective(task: Task, n_classes: int, y: np.ndarray) -> dict[str, Any]:
@@ -130,13 +179,39 @@ def _train_xgboost(
     say: Progress,
 ) -> tuple[TabularModel, dict[str, Any]]:
     params = xgboost_params(task, n_classes, train[1], config)
+    return _fit_xgboost(
+        train,
+        validation,
+        params,
+        task,
+        n_classes,
+        config,
+        say,
+        rounds=config.num_boost_round,
+        patience=config.early_stopping_rounds,
+    )
+
+
+def _fit_xgboost(
+    train: Matrix,
+    validation: Matrix,
+    params: dict[str, Any],
+    task: Task,
+    n_classes: int,
+    config: TrainConfig,
+    say: Progress,
+    *,
+    rounds: int,
+    patience: int | None,
+) -> tuple[TabularModel, dict[str, Any]]:
+    """XGBoost on the engine the configuration chooses (:func:`resolve_engine`)."""
     engine = resolve_engine(config.workers, config.ray_address)
     booster = train_xgboost_distributed(
         train,
         validation,
         params=params,
-        num_boost_round=config.num_boost_round,
-        early_stopping_rounds=config.early_stopping_rounds,
+        num_boost_round=rounds,
+        early_stopping_rounds=patience,
         workers=engine,
         progress=say,
     )
@@ -267,6 +342,14 @@ def train_candidates(
         )
     _check_inputs(train, validation, task, n_classes)
     say = progress or (lambda _line: None)
+    tuning = None
+    if config.tune_budget > 0 and "xgboost" in config.candidates:
+        params = xgboost_params(task, n_classes, train[1], config)
+        tuning = _tune(train, validation, params, config, say)
+    rows = len(train[1]) + len(validation[1])
+    if rows < config.cv_below_rows:
+        return _cross_validated(train, validation, task, n_classes, config, tuning, say)
+    holdout = {"method": "holdout", "rows": len(validation[1])}
     candidates = []
     for name in config.candidates:
         say(f"training {name} on {len(train[1]):,} rows x {train[0].shape[1]} features")
@@ -274,9 +357,163 @@ def train_candidates(
             model, params = _TRAINERS[name](train, validation, task, n_classes, config, say)
         except xgboost.core.XGBoostError as exc:
             raise TrainingError(f"XGBoost failed training the {name} candidate: {exc}") from None
-        score = validation_score(task, validation[1], model.predict(validation[0]))
+        candidates.append(_scored(name, model, params, validation, task, holdout, say))
+    if tuning is not None and tuning.booster is not None:
+        model = XGBoostModel(tuning.booster, kind="xgboost", task=task, n_classes=n_classes)
+        params = {**_tuned_params(task, n_classes, train[1], config, tuning), "tuned": True}
+        candidates.append(_scored(TUNED, model, params, validation, task, holdout, say))
+    return _with_tuning(candidates, tuning)
+
+
+def _with_tuning(candidates: list[Candidate], tuning: TuneResult | None) -> list[Candidate]:
+    """Attach the search's record to the tuned candidate (the default one if none came out)."""
+    if tuning is None:
+        return candidates
+    names = [c.name for c in candidates]
+    owner = TUNED if TUNED in names else "xgboost"
+    return [replace(c, tuning=tuning.summary()) if c.name == owner else c for c in candidates]
+
+
+def _scored(
+    name: str,
+    model: TabularModel,
+    params: dict[str, Any],
+    validation: Matrix,
+    task: Task,
+    selection: dict[str, Any],
+    say: Progress,
+) -> Candidate:
+    score = validation_score(task, validation[1], model.predict(validation[0]))
+    if not math.isfinite(score):
+        raise TrainingError(f"The {name} candidate scored {score} on validation.")
+    say(f"{name}: validation score {score:.5f}")
+    return Candidate(name, model, score, params, selection)
+
+
+def _default_point(config: TrainConfig) -> dict[str, Any]:
+    """The configuration's XGBoost parameters as a point of the search space."""
+    return {
+        "grow_policy": "depthwise",  # XGBoost's own defaults, which the default candidate uses
+        "max_depth": config.max_depth,
+        "max_leaves": 0,
+        "learning_rate": config.learning_rate,
+        "min_child_weight": config.min_child_weight,
+        "subsample": config.subsample,
+        "colsample_bytree": config.colsample_bytree,
+        "reg_alpha": 0.0,
+        "reg_lambda": 1.0,
+    }
+
+
+def _tune(
+    train: Matrix, validation: Matrix, params: dict[str, Any], config: TrainConfig, say: Progress
+) -> TuneResult:
+    """The search from the default candidate's parameters (``params``)."""
+    base = {k: v for k, v in params.items() if k not in PARAMS and k != "seed"}
+    return tune_xgboost(
+        train,
+        validation,
+        base_params=base,
+        default=_default_point(config),
+        budget_s=config.tune_budget,
+        seed=config.seed,
+        num_boost_round=config.num_boost_round,
+        early_stopping_rounds=config.early_stopping_rounds,
+        max_trials=config.tune_max_trials,
+        ray_address=config.ray_address,
+        progress=say,
+    )
+
+
+def _tuned_params(
+    task: Task, n_classes: int, y: np.ndarray, config: TrainConfig, tuning: TuneResult
+) -> dict[str, Any]:
+    return {
+        **xgboost_params(task, n_classes, y, config),
+        **tuning.best_params,
+        "rounds": tuning.best_rounds,
+    }
+
+
+def _cross_validated(
+    train: Matrix,
+    validation: Matrix,
+    task: Task,
+    n_classes: int,
+    config: TrainConfig,
+    tuning: TuneResult | None,
+    say: Progress,
+) -> list[Candidate]:
+    """Score every candidate by k-fold CV on train + validation, then refit each on all rows."""
+    data = (np.concatenate([train[0], validation[0]]), np.concatenate([train[1], validation[1]]))
+    folds = fold_indices(data[1], task=task, folds=config.cv_folds, seed=config.seed)
+    say(
+        f"{len(data[1])} training + validation rows (< {config.cv_below_rows}): candidates are "
+        f"compared by {len(folds)}-fold cross-validation and refit on all of them"
+    )
+    searched = tuning is not None and tuning.booster is not None
+    names = [*config.candidates, *([TUNED] if searched else [])]
+    candidates = []
+    for name in names:
+        boosted = name in ("xgboost", TUNED)
+        if boosted:
+            params = (
+                _tuned_params(task, n_classes, data[1], config, tuning)
+                if tuning is not None and name == TUNED
+                else xgboost_params(task, n_classes, data[1], config)
+            )
+            fit = xgboost_fold_fit(
+                {k: v for k, v in params.items() if k != "rounds"},
+                task=task,
+                n_classes=n_classes,
+                num_boost_round=config.num_boost_round,
+                patience=config.early_stopping_rounds,
+            )
+        else:
+            fit = _baseline_fold_fit(name, task, n_classes, config)
+        try:
+            score, scores, rounds = cross_validate(data, fit, task=task, folds=folds)
+            if boosted:
+                model, info = _refit_xgboost(data, params, rounds, task, n_classes, config, say)
+                info.update({"tuned": True} if name == TUNED else {})
+            else:
+                model, info = _TRAINERS[name](data, data, task, n_classes, config, say)
+        except xgboost.core.XGBoostError as exc:
+            raise TrainingError(f"XGBoost failed training the {name} candidate: {exc}") from None
         if not math.isfinite(score):
-            raise TrainingError(f"The {name} candidate scored {score} on validation.")
-        say(f"{name}: validation score {score:.5f}")
-        candidates.append(Candidate(name, model, score, params))
-    return candidates
+            raise TrainingError(f"The {name} candidate scored {score} in cross-validation.")
+        say(f"{name}: cross-validated score {score:.5f} (refit on {len(data[1])} rows)")
+        selection = {
+            "method": "cross_validation",
+            "folds": len(folds),
+            "rows": len(data[1]),
+            "fold_scores": [round(s, 6) for s in scores],
+        }
+        candidates.append(Candidate(name, model, score, info, selection))
+    return _with_tuning(candidates, tuning)
+
+
+def _baseline_fold_fit(
+    name: str, task: Task, n_classes: int, config: TrainConfig
+) -> Callable[[Matrix, Matrix], tuple[np.ndarray, int]]:
+    def fit(part: Matrix, held: Matrix) -> tuple[np.ndarray, int]:
+        model, _ = _TRAINERS[name](part, held, task, n_classes, config, quiet)
+        return model.predict(held[0]), 0
+
+    return fit
+
+
+def _refit_xgboost(
+    data: Matrix,
+    params: dict[str, Any],
+    rounds: int,
+    task: Task,
+    n_classes: int,
+    config: TrainConfig,
+    say: Progress,
+) -> tuple[TabularModel, dict[str, Any]]:
+    """XGBoost on every row, for the rounds cross-validation found."""
+    fixed = {k: v for k, v in params.items() if k not in ("rounds", "tuned")}
+    return _fit_xgboost(
+        data, data, fixed, task, n_classes, config, say, rounds=rounds, patience=None
+    )

@@ -181,6 +181,14 @@ def resolve_engine(workers: Workers, ray_address: str | None = None) -> Engine:
             "workers=auto and no Ray cluster configured (no --ray-address, RAY_ADDRESS unset): "
             "on one machine Ray workers only add start-up cost",
         )
+    if address == os.environ.get(_SHARED_ENV):
+        return Engine(
+            0,
+            cores,
+            None,
+            f"workers=auto and RAY_ADDRESS is the local Ray shared by consecutive runs "
+            f"({address}), not a cluster: on one machine Ray workers only add start-up cost",
+        )
     ensure_ray(address)
     count, cpus = _cluster_shape()
     return Engine(
@@ -320,27 +328,31 @@ def _start_owned_ray(num_cpus: int | None) -> None:
 
 
 @contextmanager
-def shared_local_ray(workers: Workers) -> Iterator[str | None]:
+def shared_local_ray(workers: Workers, *, tuning: bool = False) -> Iterator[str | None]:
     """Pay Ray's start once for consecutive runs (the demo's, the monitor's retraining).
 
-    Only when Ray Train workers will run on a local Ray -- an explicit worker count >= 1 and no
-    Ray cluster configured -- this starts that Ray once (owned: it dies with this process) and
-    hands its address to the runs that follow, this process's and its children's (the pipeline
-    steps), through ``RAY_ADDRESS``; each run then attaches instead of starting its own.
-    Otherwise (``"auto"``, ``0``, a configured cluster) nothing is started and ``None`` is
-    yielded.
+    Only when the runs will use a local Ray -- Ray Train workers (an explicit worker count
+    >= 1) or hyperparameter searches (``tuning``: their trials run on Ray), and no Ray cluster
+    configured -- this starts that Ray once (owned: it dies with this process) and hands its
+    address to the runs that follow, this process's and its children's (the pipeline steps),
+    through ``RAY_ADDRESS``; each run then attaches instead of starting its own. With
+    ``workers="auto"`` the runs still train XGBoost in their own process
+    (:func:`resolve_engine` does not take the shared local Ray for a cluster). Otherwise
+    (``"auto"`` or ``0`` without tuning, a configured cluster) nothing is started and ``None``
+    is yielded.
 
     Yields:
         The shared Ray's address, or ``None``.
     """
     workers = parse_workers(workers)
-    if workers == AUTO or workers == 0 or _configured_address(None):
+    ray_workers = 0 if workers == AUTO else workers
+    if not (ray_workers or tuning) or _configured_address(None):
         yield None
         return
     import ray
 
     started = not ray.is_initialized()
-    ensure_ray(num_cpus=max(workers, os.cpu_count() or 1))
+    ensure_ray(num_cpus=max(ray_workers, os.cpu_count() or 1))
     address = str(ray.get_runtime_context().gcs_address)
     os.environ["RAY_ADDRESS"] = os.environ[_SHARED_ENV] = address
     try:
