@@ -161,9 +161,8 @@ def _log_tuning(client: Any, run_id: str, tuning: Mapping[str, Any] | None) -> N
     """The search's best parameters as ``tune.best.*`` params and its trials as a JSON table."""
     if not tuning:
         return
-    for key, value in tuning["best_params"].items():
-        client.log_param(run_id, f"tune.best.{key}", str(value))
-    client.log_param(run_id, "tune.chosen", str(bool(tuning.get("chosen"))))
+    params = {f"tune.best.{key}": str(value) for key, value in tuning["best_params"].items()}
+    _log_values(client, run_id, {**params, "tune.chosen": str(bool(tuning.get("chosen")))}, {})
     client.log_dict(run_id, {"trials": tuning["trials"]}, "tuning/trials.json")
 
 
