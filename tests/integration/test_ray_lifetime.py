@@ -59,7 +59,10 @@ def test_kill_9_of_train_leaves_no_ray_process(tmp_path: Path, churn_frame: pd.D
         # XGBoost has been trained over Ray: the head, its agents and idle workers are up (the
         # agents and workers are what survived a kill -9 before).
         wait_for(
-            lambda: "xgboost: validation score" in log.read_text() or train.poll() is not None,
+            # (2,000 rows: below TrainConfig.cv_below_rows, so XGBoost's fold models come first,
+            # then its refit on Ray Train's workers, which this line follows)
+            lambda: "xgboost: cross-validated score" in log.read_text()
+            or train.poll() is not None,
             what="XGBoost to finish on Ray",
             timeout=600,
         )

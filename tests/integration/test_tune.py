@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -42,8 +43,11 @@ def test_tune_budget_records_trials_and_never_loses_to_default(tuned_churn: Path
     assert tuning["budget_s"] == BUDGET_S
     assert 0 < tuning["used_s"] <= BUDGET_S * 1.1
     assert tuning["trial_count"] == len(tuning["trials"]) >= 2
-    assert [t["number"] for t in tuning["trials"]] == list(range(tuning["trial_count"]))
-    assert sum(t["seconds"] for t in tuning["trials"]) <= BUDGET_S * 1.1
+    # numbered by proposal, in order; a proposal the budget ended before it started is not listed
+    numbers = [t["number"] for t in tuning["trials"]]
+    assert numbers[0] == 0 and numbers == sorted(set(numbers))
+    # one trial per CPU at a time, within the budget
+    assert sum(t["seconds"] for t in tuning["trials"]) <= BUDGET_S * 1.1 * (os.cpu_count() or 1)
     # Trial 0 is the default configuration.
     first = tuning["trials"][0]["params"]
     assert first["grow_policy"] == "depthwise" and first["max_leaves"] == 0
