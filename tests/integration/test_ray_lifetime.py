@@ -61,8 +61,7 @@ def test_kill_9_of_train_leaves_no_ray_process(tmp_path: Path, churn_frame: pd.D
         wait_for(
             # (2,000 rows: below TrainConfig.cv_below_rows, so XGBoost's fold models come first,
             # then its refit on Ray Train's workers, which this line follows)
-            lambda: "xgboost: cross-validated score" in log.read_text()
-            or train.poll() is not None,
+            lambda: "xgboost: cross-validated score" in log.read_text() or train.poll() is not None,
             what="XGBoost to finish on Ray",
             timeout=600,
         )
