@@ -44,6 +44,9 @@ def batch_predict(
     run_time: str = "",
 ) -> str:
     """Score ``data`` into ``out`` with the champion (or ``model_dir``); returns the version."""
+    from kubeloop.quick_exit import exit_quickly_on_success
+
+    exit_quickly_on_success()  # the step's process skips the module teardown
     import json
     import re
     from pathlib import Path

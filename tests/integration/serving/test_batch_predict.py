@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kubeloop.bundle import load_bundle
 from kubeloop.synth import generate_churn, generate_regression
 from tests.integration.serving.conftest import KUBELOOP, Server, build_bundle
 
@@ -182,3 +184,23 @@ def test_registry_champion_regression_and_fsspec_url(tmp_path: Path) -> None:
     with fsspec.open("memory://batch/out.parquet", "rb") as handle:
         remote = pd.read_parquet(handle)
     np.testing.assert_allclose(remote["prediction"].to_numpy(), want, rtol=1e-9)
+
+
+def test_the_kfp_component_scores_as_the_cli(small_bundle: Path, tmp_path: Path) -> None:
+    """The batch-scoring step, run by ``kfp.local`` in its own process: the CLI's output."""
+    from kfp import local
+
+    from kubeloop.pipelines.batch import build_batch_component
+
+    data = tmp_path / "rows.csv"
+    generate_churn(300, seed=7).to_csv(data, index=False)
+    cli = tmp_path / "cli.parquet"
+    done = _predict("--model-dir", str(small_bundle), "--data", str(data), "--out", str(cli))
+    assert done.returncode == 0, done.stderr
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    out = tmp_path / "step.parquet"
+    task = build_batch_component()(data=str(data), out=str(out), model_dir=str(small_bundle))
+    assert task.outputs["Output"] == load_bundle(small_bundle).version
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(cli))
+    report = json.loads(Path(task.outputs["report"].path).read_text())
+    assert report["rows"] == 300 and report["rejected"] == 0
