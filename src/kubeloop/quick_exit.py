@@ -30,8 +30,10 @@ def exit_now(code: int) -> NoReturn:
 
 def exit_quickly_on_success() -> None:
     """Make this process end with :func:`exit_now` (status 0) when its main thread is done,
-    unless an uncaught exception was reported: for a process whose end is someone else's code
-    (a KFP step: the executor writes the step's outputs after the step function returns).
+    unless an uncaught exception is reported after this call: for a process whose end is
+    someone else's code (a KFP step: the executor writes the step's outputs after the step
+    function returns). Call it once the work is done, so that nothing of the work can end the
+    process with ``sys.exit`` afterwards (``SystemExit`` does not reach ``sys.excepthook``).
 
     The check runs at the start of the interpreter's exit, before the ``atexit`` handlers (it
     is one of :mod:`threading`'s exit callbacks, as :mod:`concurrent.futures` uses): with

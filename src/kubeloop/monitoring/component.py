@@ -46,9 +46,6 @@ def monitor_drift(
     dry_run: bool = True,
 ) -> NamedTuple("Verdict", [("drift_share", float), ("retrain", bool)]):  # type: ignore[valid-type]
     """Run the drift monitor once; report drift and (unless ``dry_run``) start retraining."""
-    from kubeloop.quick_exit import exit_quickly_on_success
-
-    exit_quickly_on_success()  # the step's process skips the module teardown
     import json
     import math
     from collections import namedtuple
@@ -58,6 +55,7 @@ def monitor_drift(
     from kubeloop.monitoring.decision import TriggerPolicy
     from kubeloop.monitoring.monitor import MonitorConfig, run_once
     from kubeloop.monitoring.report import DriftConfig
+    from kubeloop.quick_exit import exit_quickly_on_success
 
     config = MonitorConfig(
         model=model, state_file=Path(state_file), registry=registry or None,
@@ -84,6 +82,7 @@ def monitor_drift(
                 psi.log_metric(f"psi_{name}", float(value))
     psi.log_metric("drift_share", float(share))
     Verdict = namedtuple("Verdict", ["drift_share", "retrain"])
+    exit_quickly_on_success()  # done: the step's process skips the module teardown
     return Verdict(float(share), bool(result.decision and result.decision.retrain))
 
 

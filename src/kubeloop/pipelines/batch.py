@@ -44,15 +44,13 @@ def batch_predict(
     run_time: str = "",
 ) -> str:
     """Score ``data`` into ``out`` with the champion (or ``model_dir``); returns the version."""
-    from kubeloop.quick_exit import exit_quickly_on_success
-
-    exit_quickly_on_success()  # the step's process skips the module teardown
     import json
     import re
     from pathlib import Path
 
     from kubeloop.batch import BatchOptions, score_table
     from kubeloop.console import Progress
+    from kubeloop.quick_exit import exit_quickly_on_success
 
     stamp = re.sub(r"[^0-9A-Za-z]", "", run_time.split(".")[0]) or "now"
     options = BatchOptions(
@@ -74,6 +72,7 @@ def batch_predict(
     summary.log_metric("rows", float(result.rows))
     summary.log_metric("rejected", float(result.rejected))
     summary.log_metric("drift_share", float(result.drift.drift_share if result.drift else 0.0))
+    exit_quickly_on_success()  # done: the step's process skips the module teardown
     return result.version
 
 

@@ -4,9 +4,10 @@ Every component runs in the one project image (``KUBELOOP_IMAGE``, default
 :data:`DEFAULT_IMAGE`, built from ``components/Dockerfile``) where kubeloop and kfp are already
 installed, so nothing is pip-installed at run time (``install_kfp_package=False``) and each
 function simply imports kubeloop. The functions' source is what KFP embeds in the component
-spec, hence the imports inside them. Each starts with
-:func:`kubeloop.quick_exit.exit_quickly_on_success`: a step's process ends without the module
-teardown once KFP has written its outputs (a failing step exits as Python does).
+spec, hence the imports inside them. Each calls
+:func:`kubeloop.quick_exit.exit_quickly_on_success` once its work is done: the step's process then
+ends without the module teardown (up to 1.8 s) after KFP has written its outputs; a step that
+fails, before or while the outputs are written, exits as Python does.
 
 (This module deliberately has no ``from __future__ import annotations``: KFP reads the
 parameter annotations at decoration time.)
@@ -49,13 +50,11 @@ def ingest_validate(
     normalize_labels: bool = False,
 ) -> None:
     """Read the data (path or s3:// URL), validate it and split it deterministically."""
-    from kubeloop.quick_exit import exit_quickly_on_success
-
-    exit_quickly_on_success()  # the step's process skips the module teardown (up to 1.8 s)
     from pathlib import Path
 
     from kubeloop.console import Progress
     from kubeloop.pipelines.stages import ingest
+    from kubeloop.quick_exit import exit_quickly_on_success
 
     summary = ingest(
         data,
@@ -67,18 +66,19 @@ def ingest_validate(
         progress=Progress(prefix="validate"),
     )
     Path(report.path).write_text(summary, encoding="utf-8")
+    exit_quickly_on_success()
 
 
 def prepare_features(splits: Input[Dataset], features: Output[Artifact]) -> int:
     """Fit the preprocessor on the training split; write it and the model-input matrices."""
-    from kubeloop.quick_exit import exit_quickly_on_success
-
-    exit_quickly_on_success()  # the step's process skips the module teardown (up to 1.8 s)
     from pathlib import Path
 
     from kubeloop.pipelines.stages import prepare_features as prepare
+    from kubeloop.quick_exit import exit_quickly_on_success
 
-    return prepare(Path(splits.path), out=Path(features.path))
+    columns = prepare(Path(splits.path), out=Path(features.path))
+    exit_quickly_on_success()
+    return columns
 
 
 def train(
@@ -92,15 +92,13 @@ def train(
     candidates: Output[Model],
 ) -> str:
     """Train every candidate: XGBoost through Ray Train (in-process, RayCluster or RayJob)."""
-    from kubeloop.quick_exit import exit_quickly_on_success
-
-    exit_quickly_on_success()  # the step's process skips the module teardown (up to 1.8 s)
     from pathlib import Path
 
     from kubeloop.console import Progress
     from kubeloop.pipelines.training_step import train_anywhere
+    from kubeloop.quick_exit import exit_quickly_on_success
 
-    return train_anywhere(
+    trained = train_anywhere(
         Path(splits.path),
         Path(features.path),
         out=Path(candidates.path),
@@ -112,6 +110,8 @@ def train(
         tune_budget=tune_budget,
         progress=Progress(prefix="train"),
     )
+    exit_quickly_on_success()
+    return trained
 
 
 def evaluate(
@@ -134,13 +134,11 @@ def evaluate(
     report: Output[Markdown],
 ) -> str:
     """Score the candidates on the test split, write the bundle, log the run to MLflow."""
-    from kubeloop.quick_exit import exit_quickly_on_success
-
-    exit_quickly_on_success()  # the step's process skips the module teardown (up to 1.8 s)
     from pathlib import Path
 
     from kubeloop.console import Progress
     from kubeloop.pipelines.reports import evaluate_and_report
+    from kubeloop.quick_exit import exit_quickly_on_success
 
     params = {
         "data": data,
@@ -170,6 +168,7 @@ def evaluate(
     Path(plots.path).write_text(result.html, encoding="utf-8")
     Path(report.path).write_text(result.markdown, encoding="utf-8")
     bundle.metadata["version"] = result.version
+    exit_quickly_on_success()
     return result.mlflow_run_id
 
 
@@ -182,12 +181,10 @@ def gate(
     decision: dsl.OutputPath(str),  # type: ignore[valid-type]
 ) -> str:
     """Challenger vs the current champion on the same held-out rows: "promote" or "keep"."""
-    from kubeloop.quick_exit import exit_quickly_on_success
-
-    exit_quickly_on_success()  # the step's process skips the module teardown (up to 1.8 s)
     from pathlib import Path
 
     from kubeloop.pipelines.gating import gate as decide
+    from kubeloop.quick_exit import exit_quickly_on_success
 
     verdict = decide(
         Path(splits.path),
@@ -198,6 +195,7 @@ def gate(
     )
     print(f"gate: {'PROMOTE' if verdict.promote else 'KEEP the champion'}: {verdict.reason}")
     Path(decision).write_text(verdict.to_json(), encoding="utf-8")
+    exit_quickly_on_success()
     return "promote" if verdict.promote else "keep"
 
 
@@ -209,12 +207,10 @@ def register(
     mlflow_uri: str,
 ) -> str:
     """Store the bundle as a registry version, make it champion, move MLflow's alias."""
-    from kubeloop.quick_exit import exit_quickly_on_success
-
-    exit_quickly_on_success()  # the step's process skips the module teardown (up to 1.8 s)
     from pathlib import Path
 
     from kubeloop.pipelines.gating import register as store
+    from kubeloop.quick_exit import exit_quickly_on_success
 
     version = store(
         Path(bundle.path),
@@ -224,6 +220,7 @@ def register(
         tracking_uri=mlflow_uri or None,
     )
     print(f"registered and promoted {model_name} {version}")
+    exit_quickly_on_success()
     return version
 
 
@@ -237,11 +234,9 @@ def deploy(
     timeout_seconds: int,
 ) -> str:
     """Embedded: report the pointer switch. Cluster: patch the InferenceService, wait Ready."""
-    from kubeloop.quick_exit import exit_quickly_on_success
-
-    exit_quickly_on_success()  # the step's process skips the module teardown (up to 1.8 s)
     from kubeloop.console import Progress
     from kubeloop.pipelines.deploy import deploy_champion
+    from kubeloop.quick_exit import exit_quickly_on_success
 
     message = deploy_champion(
         version,
@@ -254,6 +249,7 @@ def deploy(
         progress=Progress(prefix="deploy"),
     )
     print(message)
+    exit_quickly_on_success()
     return message
 
 
