@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kubeloop.bundle.profile import numeric_profile
 from kubeloop.monitoring import DriftConfig, compare_profile, count_frame
-from kubeloop.profile import numeric_profile
 
 THRESHOLD = 0.2
 BINS = 10

@@ -40,7 +40,7 @@ def _table(path: Path, rows: int, seed: int) -> None:
     """Generated rows as typed Parquet (the text-with-blanks numeric column as numbers)."""
     import pandas as pd
 
-    from kubeloop.synth import generate_churn
+    from kubeloop.data.synth import generate_churn
 
     frame = generate_churn(rows, seed=seed)
     frame["total_charges"] = pd.to_numeric(frame["total_charges"], errors="coerce")
@@ -139,7 +139,7 @@ def explain_latency(work: Path, bundle: Path, requests: int) -> None:
     import pandas as pd
 
     from kubeloop.bundle import load_bundle
-    from kubeloop.synth import generate_churn
+    from kubeloop.data.synth import generate_churn
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

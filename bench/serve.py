@@ -193,11 +193,11 @@ def _prepare(work: Path) -> dict[str, Any]:
     from xgboost import XGBClassifier
 
     from kubeloop.bundle import write_bundle
+    from kubeloop.bundle.models import XGBoostModel
+    from kubeloop.bundle.profile import build_reference_profile
     from kubeloop.data import build_dataset
+    from kubeloop.data.synth import generate_churn
     from kubeloop.features import FastTransform, fit_preprocessor
-    from kubeloop.models import XGBoostModel
-    from kubeloop.profile import build_reference_profile
-    from kubeloop.synth import generate_churn
 
     data = build_dataset(generate_churn(ROWS_TRAIN, seed=0), target="churned")
     transformer, spec = fit_preprocessor(data.X, data.schema)

@@ -48,7 +48,7 @@ KFP_HEADER = "import kfp\nfrom kfp import dsl\nfrom kfp.dsl import *\nfrom typin
 
 def step_imports() -> dict[str, str]:
     """Step name -> the import statements of its component function's body."""
-    from kubeloop.pipelines.components import build_components
+    from kubeloop.pipelines.components.training import build_components
 
     found = {}
     for name, component in build_components().items():
@@ -92,7 +92,7 @@ def measure(steps: dict[str, str]) -> dict[str, Any]:
 
 def run_pipeline(data: str, target: str) -> tuple[float, list[dict[str, Any]]]:
     """Run the pipeline once with the step probe; (seconds, one probe record per step)."""
-    from kubeloop.pipelines.runs import start_training_run
+    from kubeloop.pipelines.launch.runs import start_training_run
 
     with tempfile.TemporaryDirectory(prefix="kubeloop-bench-steps-") as home:
         probe = Path(home) / "steps.jsonl"

@@ -113,7 +113,7 @@ def bench_warm_ray(data: Path, target: str) -> None:
 
     from kubeloop.data import load_dataset, split_dataset
     from kubeloop.training import TrainConfig, ensure_ray, train_xgboost_distributed, xgboost_params
-    from kubeloop.workflow import PARTS, prepare_inputs
+    from kubeloop.training.workflow import PARTS, prepare_inputs
 
     dataset = load_dataset(data, target=target)
     splits = split_dataset(dataset)

@@ -9,7 +9,8 @@ the *tuned* figure is the chosen model's. ``--fresh-default`` also runs a separa
 process per dataset and prints its figure and wall time (slower; the figures match).
 
 Datasets: the shared California housing and Telco churn CSVs (``../shared/datasets``) and the
-two generated tables the test suite trains on (``kubeloop.synth``; both are small enough for the
+two generated tables the test suite trains on (``kubeloop.data.synth``; both are small enough for
+the
 cross-validated path).
 
 Usage::
@@ -31,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubeloop.synth import generate_churn, generate_regression
+from kubeloop.data.synth import generate_churn, generate_regression
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 RMSE_GAIN = 0.02

@@ -58,7 +58,7 @@ kube -n "${NAMESPACE}" run kubeloop-seed-data --image="${COMPONENTS_IMAGE}" \
   --env=AWS_ENDPOINT_URL=http://minio-service.kubeflow.svc.cluster.local:9000 \
   --env=AWS_ACCESS_KEY_ID="${ACCESS_KEY}" --env=AWS_SECRET_ACCESS_KEY="${SECRET_KEY}" \
   --command -- python -c \
-  "from kubeloop.synth import generate_churn; generate_churn(5000, seed=0).to_csv('s3://mlpipeline/kubeloop/data/churn.csv', index=False)"
+  "from kubeloop.data.synth import generate_churn; generate_churn(5000, seed=0).to_csv('s3://mlpipeline/kubeloop/data/churn.csv', index=False)"
 kube -n "${NAMESPACE}" wait pod/kubeloop-seed-data --for=jsonpath='{.status.phase}'=Succeeded --timeout=10m
 
 log "installing the chart (release ${RELEASE})"

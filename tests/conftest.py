@@ -60,7 +60,7 @@ def ray_session() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def churn_frame() -> Any:
     """2,000 rows of generated churn-like data (target ``churned``)."""
-    from kubeloop.synth import generate_churn
+    from kubeloop.data.synth import generate_churn
 
     return generate_churn(2000, seed=7)
 
@@ -71,7 +71,7 @@ def churn_bundle(tmp_path_factory: pytest.TempPathFactory, churn_frame: Any) -> 
 
     XGBoost trains in this process (``workers=0``: no Ray needed)."""
     from kubeloop.training import TrainConfig
-    from kubeloop.workflow import run_training
+    from kubeloop.training.workflow import run_training
 
     out = tmp_path_factory.mktemp("bundles") / "churn"
     config = TrainConfig(workers=0, num_boost_round=60, early_stopping_rounds=10)

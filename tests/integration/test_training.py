@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
+from kubeloop.bundle.models import LinearModel, XGBoostModel
 from kubeloop.errors import ConfigError, DataValidationError, TrainingError
-from kubeloop.models import LinearModel, XGBoostModel
 from kubeloop.training import (
     CANDIDATE_NAMES,
     TrainConfig,

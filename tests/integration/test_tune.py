@@ -13,7 +13,7 @@ import pytest
 
 from kubeloop.bundle import load_bundle
 from kubeloop.cli import main
-from kubeloop.synth import generate_churn, generate_regression
+from kubeloop.data.synth import generate_churn, generate_regression
 from kubeloop.training.engine import resolve_engine, shared_local_ray
 from kubeloop.training.tuning import _PRIORS, PARAMS, tune_xgboost
 
@@ -73,7 +73,7 @@ def test_tune_budget_records_trials_and_never_loses_to_default(tuned_churn: Path
 def test_tuning_goes_to_mlflow(tuned_churn: Path, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from kubeloop.tracking import log_training_run
+    from kubeloop.registry.tracking import log_training_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = log_training_run(tuned_churn, params={"tune_budget": BUDGET_S}, tracking_uri=uri)

@@ -6,7 +6,7 @@ Their full argument list goes through `kubeloop.cli.build_parser()` (and, for `s
 KServe-based parser the sub-command hands its arguments to), so renaming or removing a flag the
 cluster uses fails here. The parsed values are then checked against what the code needs on a
 cluster: a KFP host and a registry for `pipeline run/schedule` (plus the S3 variables the
-package compiled at submission reads, `kubeloop.pipelines.cluster`), a traffic source and the
+package compiled at submission reads, `kubeloop.pipelines.launch.cluster`), a traffic source and the
 InferenceService to redeploy for the monitor, the downloaded bundle for `serve`.
 """
 

@@ -61,20 +61,20 @@ ALL_METHODS = set(KFP_METHODS) | set(K8S_VERBS)
 
 # module:function -> API methods it calls (checked against the code below).
 API_CALLS: dict[str, set[str]] = {
-    "pipelines/cluster.py:submit_run": {"create_run_from_pipeline_package"},
-    "pipelines/cluster.py:schedule_runs": {"create_experiment", "create_recurring_run"},
-    "pipelines/cluster.py:run_state": {"get_run"},
-    "pipelines/deploy.py:deploy_inference_service": {
+    "pipelines/launch/cluster.py:submit_run": {"create_run_from_pipeline_package"},
+    "pipelines/launch/cluster.py:schedule_runs": {"create_experiment", "create_recurring_run"},
+    "pipelines/launch/cluster.py:run_state": {"get_run"},
+    "pipelines/steps/deploy.py:deploy_inference_service": {
         "get_namespaced_custom_object",
         "patch_namespaced_custom_object",
     },
-    "pipelines/rayjob.py:submit_rayjob": {"create_namespaced_custom_object"},
-    "pipelines/rayjob.py:wait_rayjob": {"get_namespaced_custom_object"},
+    "pipelines/steps/rayjob.py:submit_rayjob": {"create_namespaced_custom_object"},
+    "pipelines/steps/rayjob.py:wait_rayjob": {"get_namespaced_custom_object"},
 }
 # The custom resource each Kubernetes-calling module addresses.
 RESOURCE_OF_MODULE = {
-    "pipelines/deploy.py": ("serving.kserve.io", "inferenceservices", "churn"),
-    "pipelines/rayjob.py": ("ray.io", "rayjobs", ""),
+    "pipelines/steps/deploy.py": ("serving.kserve.io", "inferenceservices", "churn"),
+    "pipelines/steps/rayjob.py": ("ray.io", "rayjobs", ""),
 }
 
 MONITOR = ("kubeloop", "kubeloop-monitor")
@@ -85,12 +85,15 @@ RUNNER = ("kubeflow", "pipeline-runner")
 # submitters (schedule Job, manifests/submit-run-job.yaml) create runs and the schedule; KFP
 # runs the deploy and train steps as its runner.
 RUNS: dict[tuple[str, str], list[str]] = {
-    MONITOR: ["pipelines/cluster.py:submit_run", "pipelines/cluster.py:run_state"],
-    PIPELINES: ["pipelines/cluster.py:submit_run", "pipelines/cluster.py:schedule_runs"],
+    MONITOR: ["pipelines/launch/cluster.py:submit_run", "pipelines/launch/cluster.py:run_state"],
+    PIPELINES: [
+        "pipelines/launch/cluster.py:submit_run",
+        "pipelines/launch/cluster.py:schedule_runs",
+    ],
     RUNNER: [
-        "pipelines/deploy.py:deploy_inference_service",
-        "pipelines/rayjob.py:submit_rayjob",
-        "pipelines/rayjob.py:wait_rayjob",
+        "pipelines/steps/deploy.py:deploy_inference_service",
+        "pipelines/steps/rayjob.py:submit_rayjob",
+        "pipelines/steps/rayjob.py:wait_rayjob",
     ],
 }
 
@@ -183,7 +186,7 @@ def _granted(objects: list[h.Manifest]) -> dict[tuple[str, str], set[Grant]]:
 def test_api_call_table_matches_the_code() -> None:
     found = _calls_in_source()
     if not (SRC / "pipelines" / "cluster.py").is_file():
-        pytest.fail("src/kubeloop/pipelines/cluster.py is missing: the table describes it")
+        pytest.fail("src/kubeloop/pipelines/launch/cluster.py is missing: the table describes it")
     assert found == API_CALLS
 
 

@@ -11,11 +11,11 @@ import pytest
 
 from kubeloop.batch import BatchOptions
 from kubeloop.batch._io import ChunkReader, ChunkWriter
+from kubeloop.bundle.profile import build_reference_profile
 from kubeloop.data import build_dataset
+from kubeloop.data.synth import generate_churn
 from kubeloop.errors import ConfigError, DataValidationError
 from kubeloop.monitoring.report import count_frame
-from kubeloop.profile import build_reference_profile
-from kubeloop.synth import generate_churn
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet"])

@@ -16,12 +16,12 @@ import pytest
 import xgboost
 
 from kubeloop.bundle import BUNDLE_FORMAT, load_bundle, verify_bundle, write_bundle
-from kubeloop.data import FeatureInfo, Schema, Task
+from kubeloop.bundle.models import LinearModel, TabularModel, XGBoostModel
+from kubeloop.bundle.profile import build_reference_profile
+from kubeloop.bundle.schema import FeatureInfo, Schema, Task
 from kubeloop.errors import BundleError
-from kubeloop.evaluation import evaluate, write_plots
 from kubeloop.features import FastTransform, fit_preprocessor
-from kubeloop.models import LinearModel, TabularModel, XGBoostModel
-from kubeloop.profile import build_reference_profile
+from kubeloop.training.evaluation import evaluate, write_plots
 
 SCHEMA = Schema(
     features=(

@@ -10,16 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kubeloop.data import (
-    Dataset,
-    FeatureInfo,
-    Schema,
-    build_dataset,
-    load_dataset,
-    normalize_category,
-    read_table,
-    split_dataset,
-)
+from kubeloop.bundle.schema import FeatureInfo, Schema, normalize_category
+from kubeloop.data import Dataset, build_dataset, load_dataset, read_table, split_dataset
 from kubeloop.errors import BundleError, ConfigError, DataValidationError
 
 N = 60

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from kubeloop.bundle.profile import MISSING_BIN, UNKNOWN_BIN, count_values, numeric_profile
 from kubeloop.errors import ConfigError
 from kubeloop.monitoring import (
     PREDICTION,
@@ -22,7 +23,6 @@ from kubeloop.monitoring import (
     psi,
     psi_rows,
 )
-from kubeloop.profile import MISSING_BIN, UNKNOWN_BIN, count_values, numeric_profile
 
 
 @pytest.mark.parametrize(

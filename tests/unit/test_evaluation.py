@@ -1,4 +1,4 @@
-"""Unit tests of kubeloop.evaluation: metrics against scikit-learn, plots on disk."""
+"""Unit tests of kubeloop.training.evaluation: metrics against scikit-learn, plots on disk."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from sklearn import metrics as skm
 
 from kubeloop.errors import DataValidationError
-from kubeloop.evaluation import evaluate, validation_score, write_plots
+from kubeloop.training.evaluation import evaluate, validation_score, write_plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

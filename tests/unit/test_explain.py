@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import xgboost
 
+from kubeloop.bundle.explain import Explainer, global_importance
+from kubeloop.bundle.models import LinearModel, XGBoostModel
 from kubeloop.data import build_dataset
-from kubeloop.explain import Explainer, global_importance
+from kubeloop.data.synth import generate_churn, generate_regression
 from kubeloop.features import FastTransform, fit_preprocessor
-from kubeloop.models import LinearModel, XGBoostModel
-from kubeloop.synth import generate_churn, generate_regression
 
 CASES = {
     "binary": ("churned", {"objective": "binary:logistic"}),
@@ -174,7 +174,7 @@ def test_categoricals_with_the_same_categories_in_another_order_and_float32() ->
     ("case", "forest"), [("binary", False), ("multiclass", False), ("binary", True)]
 )
 def test_tabulated_treeshap_equals_xgboost(case: str, forest: bool) -> None:
-    from kubeloop._treeshap import TreeShap
+    from kubeloop.bundle._treeshap import TreeShap
 
     _, _, model, matrix = _xgboost(case, forest=forest)
     matrix = matrix[:150].copy()
@@ -187,7 +187,7 @@ def test_tabulated_treeshap_equals_xgboost(case: str, forest: bool) -> None:
 
 def test_xgboost_treeshap_is_the_fallback() -> None:
     """A model too large to tabulate is explained by XGBoost's own TreeSHAP, same values."""
-    from kubeloop._treeshap import TreeShap
+    from kubeloop.bundle._treeshap import TreeShap
 
     dataset, spec, model, matrix = _xgboost("binary")
     fast = Explainer(model, spec, dataset.schema.feature_names).explain(matrix[:40])
@@ -201,7 +201,7 @@ def test_xgboost_treeshap_is_the_fallback() -> None:
 
 
 def test_global_importance_explains_at_most_a_fixed_draw_of_test_rows() -> None:
-    from kubeloop.workflow import IMPORTANCE_ROWS, _importance_rows
+    from kubeloop.training.workflow import IMPORTANCE_ROWS, _importance_rows
 
     assert _importance_rows(IMPORTANCE_ROWS).tolist() == list(range(IMPORTANCE_ROWS))
     drawn = _importance_rows(4128)

@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kubeloop.data import FeatureInfo, Schema, load_dataset, split_dataset
+from kubeloop.bundle.preprocessor import CategoricalStep, NumericStep, PreprocessorSpec
+from kubeloop.bundle.schema import FeatureInfo, Schema
+from kubeloop.data import load_dataset, split_dataset
 from kubeloop.errors import BundleError, DataValidationError
 from kubeloop.features import (
-    CategoricalStep,
     FastTransform,
-    NumericStep,
-    PreprocessorSpec,
     TransformResult,
     build_column_transformer,
     fit_preprocessor,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import xgboost
 
-from kubeloop.forest import CompiledForest
-from kubeloop.models import XGBoostModel
+from kubeloop.bundle.models import XGBoostModel
 from kubeloop.serving._served import verified_forest
+from kubeloop.serving.forest import CompiledForest
 
 FEATURES = 9
 

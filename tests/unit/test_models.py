@@ -1,4 +1,4 @@
-"""kubeloop.models: save/load round trips, prediction shapes, no pickle on disk."""
+"""kubeloop.bundle.models: save/load round trips, prediction shapes, no pickle on disk."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import xgboost
 
+from kubeloop.bundle.models import LinearModel, TabularModel, XGBoostModel, load_model
 from kubeloop.errors import BundleError, ConfigError, DataValidationError
-from kubeloop.models import LinearModel, TabularModel, XGBoostModel, load_model
 
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((300, 5))
@@ -176,7 +176,7 @@ def test_every_truncation_of_a_model_file_is_refused_before_xgboost_reads_it(
     tmp_path: Path,
 ) -> None:
     # XGBoost reads past the end of a truncated UBJSON buffer (a segmentation fault, seen once
-    # under a random test order): the walk in kubeloop.models refuses it first.
+    # under a random test order): the walk in kubeloop.bundle.models refuses it first.
     model = XGBoostModel(_booster("regression", 1, CASES[2][2]), task="regression", n_classes=1)
     data = model.save(tmp_path).read_bytes()
     for cut in range(1, len(data), max(1, len(data) // 400)):

@@ -12,7 +12,7 @@ from kubeloop.errors import ConfigError
 from kubeloop.monitoring import monitor as monitor_module
 from kubeloop.monitoring.decision import Decision, MonitorState
 from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult
-from kubeloop.pipelines.runs import RunOutcome
+from kubeloop.pipelines.launch.runs import RunOutcome
 
 CLUSTER = [
     "monitor", "--once", "--model=churn", "--registry=s3://kubeloop/registry",
@@ -143,7 +143,7 @@ def test_start_training_run_puts_the_deploy_target_in_the_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """What the monitor passes ends up as the cluster run's pipeline parameters."""
-    from kubeloop.pipelines import runs
+    from kubeloop.pipelines.launch import runs
 
     submitted: list[dict[str, Any]] = []
 

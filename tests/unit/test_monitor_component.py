@@ -6,7 +6,7 @@ from pathlib import Path
 
 from kfp import components
 
-from kubeloop.monitoring.component import compile_monitor_component
+from kubeloop.pipelines.components.monitor import compile_monitor_component
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "components" / "monitor_drift.yaml"
 
@@ -14,7 +14,7 @@ CHECKED_IN = Path(__file__).resolve().parents[2] / "components" / "monitor_drift
 def test_component_spec_is_reproducible(tmp_path: Path) -> None:
     fresh = compile_monitor_component(tmp_path / "monitor_drift.yaml")
     assert CHECKED_IN.read_bytes() == fresh.read_bytes(), (
-        f"{CHECKED_IN} is stale; regenerate with `python -m kubeloop.monitoring.component`"
+        f"{CHECKED_IN} is stale; regenerate with `python -m kubeloop.pipelines.components.monitor`"
     )
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kubeloop._demo_support import drift_frame
+from kubeloop.demo.harness import drift_frame
 
 
 def test_drift_frame_shifts_features_and_reverses_the_label_in_a_group() -> None:

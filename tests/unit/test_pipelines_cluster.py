@@ -23,10 +23,10 @@ import pytest
 import yaml
 
 from kubeloop.errors import ConfigError
-from kubeloop.pipelines.cluster import kfp_cron, run_state, schedule_runs, submit_run
-from kubeloop.pipelines.deploy import build_storage_patch, is_ready
-from kubeloop.pipelines.rayjob import RayJobSpec, build_rayjob, ray_mode, storage_url
-from kubeloop.pipelines.training_step import rayjob_spec
+from kubeloop.pipelines.launch.cluster import kfp_cron, run_state, schedule_runs, submit_run
+from kubeloop.pipelines.steps.deploy import build_storage_patch, is_ready
+from kubeloop.pipelines.steps.rayjob import RayJobSpec, build_rayjob, ray_mode, storage_url
+from kubeloop.pipelines.steps.train import rayjob_spec
 from tests.k8s.k8s_helpers import crd_validator
 
 # --- a stand-in KFP API that records what the real client sends ---------------------------
@@ -221,7 +221,7 @@ def test_rayjob_manifest_validates() -> None:
     workers = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 3
     entry = manifest["spec"]["entrypoint"]
-    assert "python -m kubeloop.pipelines.rayjob" in entry
+    assert "python -m kubeloop.pipelines.steps.train" in entry
     assert "--splits s3://mlpipeline/v2/artifacts/run/splits" in entry  # minio:// → s3://
     assert "--out s3://b/out.rayjob" in entry and "--candidates xgboost,linear" in entry
     pod = workers["template"]["spec"]

@@ -8,8 +8,9 @@ import pytest
 import yaml
 from kfp import components
 
-from kubeloop.pipelines.components import DEFAULT_IMAGE, build_components
-from kubeloop.pipelines.pipeline import compile_components, compile_pipeline
+from kubeloop.pipelines.components.pipeline import compile_components, compile_pipeline
+from kubeloop.pipelines.components.training import build_components
+from kubeloop.pipelines.image import DEFAULT_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "pipelines" / "training_pipeline.yaml"
@@ -88,7 +89,7 @@ def test_component_specs_load_back() -> None:
 
 def test_image_is_configurable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KUBELOOP_IMAGE", "registry.local/kubeloop:dev")
-    from kubeloop.pipelines.components import component_image
+    from kubeloop.pipelines.image import component_image
 
     assert component_image() == "registry.local/kubeloop:dev"
     path = compile_pipeline(tmp_path / "p.yaml", image=component_image())
@@ -100,7 +101,11 @@ def test_image_is_configurable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_batch_scoring_package_and_component_are_reproducible(tmp_path: Path) -> None:
-    from kubeloop.pipelines.batch import BATCH_COMPONENT_PATH, BATCH_PACKAGE_PATH, compile_batch
+    from kubeloop.pipelines.components.batch import (
+        BATCH_COMPONENT_PATH,
+        BATCH_PACKAGE_PATH,
+        compile_batch,
+    )
 
     first = compile_batch(tmp_path / "a.yaml", tmp_path / "a-component.yaml")
     again = compile_batch(tmp_path / "b.yaml", tmp_path / "b-component.yaml")

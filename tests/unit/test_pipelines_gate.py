@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from kubeloop.bundle import write_bundle
+from kubeloop.bundle.models import LinearModel
+from kubeloop.bundle.profile import build_reference_profile
+from kubeloop.data.synth import generate_churn
 from kubeloop.errors import RegistryError
-from kubeloop.models import LinearModel
-from kubeloop.pipelines.gating import gate, register
-from kubeloop.pipelines.stages import (
+from kubeloop.pipelines.steps.data import (
     ingest,
     load_matrices,
     load_part,
@@ -20,9 +21,8 @@ from kubeloop.pipelines.stages import (
     load_schema,
     prepare_features,
 )
-from kubeloop.profile import build_reference_profile
+from kubeloop.pipelines.steps.gate import gate, register
 from kubeloop.registry import Registry
-from kubeloop.synth import generate_churn
 
 
 @pytest.fixture(scope="module")

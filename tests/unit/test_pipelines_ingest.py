@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from kubeloop.data.synth import generate_churn
 from kubeloop.errors import DataValidationError
-from kubeloop.pipelines.stages import ingest, load_schema
-from kubeloop.synth import generate_churn
+from kubeloop.pipelines.steps.data import ingest, load_schema
 
 
 def test_case_variant_labels_are_refused_or_merged_on_request(tmp_path: Path) -> None:

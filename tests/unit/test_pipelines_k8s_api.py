@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from kubeloop.errors import TrainingError
-from kubeloop.pipelines.deploy import DeployTimeoutError, deploy_inference_service
-from kubeloop.pipelines.rayjob import RayJobSpec, build_rayjob, submit_rayjob, wait_rayjob
+from kubeloop.pipelines.steps.deploy import DeployTimeoutError, deploy_inference_service
+from kubeloop.pipelines.steps.rayjob import RayJobSpec, build_rayjob, submit_rayjob, wait_rayjob
 from tests.unit.test_pipelines_cluster import CHART_ISVC, _json_patch, _merge_patch
 
 Key = tuple[str, str, str, str, str]

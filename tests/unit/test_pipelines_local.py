@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kubeloop.errors import DataValidationError, TrainingError
-from kubeloop.pipelines.gating import GateDecision
-from kubeloop.pipelines.local import step_error
-from kubeloop.pipelines.runs import RunOutcome, pipeline_arguments
+from kubeloop.pipelines.launch.local import step_error
+from kubeloop.pipelines.launch.runs import RunOutcome, pipeline_arguments
+from kubeloop.pipelines.steps.gate import GateDecision
 
 STEP_OUTPUT = (
     "18:33:45.253 - INFO - Executing task \x1b[96m'ingest-validate'\x1b[0m\n"
@@ -71,7 +71,7 @@ def test_outcome_summary() -> None:
 
 
 def test_flatten_metrics_keeps_finite_numbers_only() -> None:
-    from kubeloop.tracking import flatten_metrics
+    from kubeloop.registry.tracking import flatten_metrics
 
     metrics = {
         "roc_auc": 0.8,
@@ -90,7 +90,7 @@ def test_flatten_metrics_keeps_finite_numbers_only() -> None:
 
 
 def test_default_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    from kubeloop.tracking import default_tracking_uri
+    from kubeloop.registry.tracking import default_tracking_uri
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("KUBELOOP_HOME", "/srv/loop")
@@ -100,7 +100,7 @@ def test_default_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_tune_budget_is_a_pipeline_parameter() -> None:
-    from kubeloop.pipelines.pipeline import build_pipeline
+    from kubeloop.pipelines.components.pipeline import build_pipeline
 
     inputs = build_pipeline("img").pipeline_spec.root.input_definitions.parameters
     assert inputs["tune_budget"].default_value.number_value == 0.0

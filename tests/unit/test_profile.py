@@ -1,4 +1,4 @@
-"""Unit tests of kubeloop.profile: the one binning rule and the reference profile format."""
+"""Unit tests of kubeloop.bundle.profile: the one binning rule and the reference profile format."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kubeloop.data import FeatureInfo, Schema
-from kubeloop.errors import ConfigError, DataValidationError
-from kubeloop.profile import (
+from kubeloop.bundle.profile import (
     MISSING_BIN,
     UNKNOWN_BIN,
     assign_bins,
@@ -19,6 +17,8 @@ from kubeloop.profile import (
     count_values,
     numeric_profile,
 )
+from kubeloop.bundle.schema import FeatureInfo, Schema
+from kubeloop.errors import ConfigError, DataValidationError
 
 SCHEMA = Schema(
     features=(

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from kubeloop.bundle import load_bundle, write_bundle
+from kubeloop.bundle.models import LinearModel
+from kubeloop.bundle.profile import build_reference_profile
 from kubeloop.data import build_dataset
 from kubeloop.errors import RegistryError
 from kubeloop.features import fit_preprocessor
-from kubeloop.models import LinearModel
-from kubeloop.profile import build_reference_profile
 from kubeloop.registry import Registry, default_registry_root, kubeloop_home, read_champion
 
 

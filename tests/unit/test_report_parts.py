@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kubeloop.evaluation import curve_points
 from kubeloop.monitoring.decision import HISTORY_KEEP, MonitorState, load_state, save_state
 from kubeloop.report._svg import bars, number
+from kubeloop.training.evaluation import curve_points
 
 
 def test_curve_points_binary_are_thinned_and_scored() -> None:

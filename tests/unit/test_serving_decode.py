@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest
 
-from kubeloop.data import FeatureInfo, Schema
+from kubeloop.bundle.schema import FeatureInfo, Schema
 from kubeloop.serving._decode import RequestDecoder, RequestError
 
 SCHEMA = Schema(

@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kubeloop.bundle.profile import count_values, numeric_profile
 from kubeloop.errors import ConfigError
-from kubeloop.profile import count_values, numeric_profile
 from kubeloop.serving import metrics
 from kubeloop.serving._observe import Observer
 from kubeloop.serving._payload_log import PayloadLogger

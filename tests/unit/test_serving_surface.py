@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from kubeloop.data import FeatureInfo, Schema
+from kubeloop.bundle.schema import FeatureInfo, Schema
 from kubeloop.serving._http import _check_body, _wide_json, show
 from kubeloop.serving._openapi import Surface, build_openapi
 from kubeloop.serving._surface import MAX_ERROR_CHARS, _error_body

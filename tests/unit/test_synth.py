@@ -1,4 +1,4 @@
-"""Unit tests of kubeloop.synth: shapes, dirt, determinism, drift."""
+"""Unit tests of kubeloop.data.synth: shapes, dirt, determinism, drift."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from kubeloop.data import build_dataset
+from kubeloop.data.synth import PAYMENT_METHODS, generate_churn, generate_regression
 from kubeloop.errors import ConfigError
-from kubeloop.synth import PAYMENT_METHODS, generate_churn, generate_regression
 
 
 def _psi(reference: pd.Series, current: pd.Series) -> float:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kubeloop.errors import ConfigError
-from kubeloop.pipelines.reports import tuning_markdown
+from kubeloop.pipelines.steps.evaluate import tuning_markdown
 from kubeloop.training import TrainConfig, train_candidates
 from kubeloop.training.crossval import cross_validate, fold_indices
 from kubeloop.training.tuning import (

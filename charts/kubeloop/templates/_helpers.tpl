@@ -199,7 +199,7 @@ S3 access for the registry: endpoint and the shared-credentials file (never env 
 {{/*
 Environment of everything that submits pipeline runs (the schedule Job, the monitor): the
 image the steps run in, and the credentials Secret the package compiled at submission mounts
-into every step (`kubeloop.pipelines.cluster`; it must also exist in the runs' namespace).
+into every step (`kubeloop.pipelines.launch.cluster`; it must also exist in the runs' namespace).
 The submitters set AWS_ENDPOINT_URL (storage.s3.endpoint) too: the steps get it the same way.
 */}}
 {{- define "kubeloop.runSubmitEnv" -}}

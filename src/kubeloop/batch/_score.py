@@ -26,9 +26,9 @@ import pyarrow as pa
 
 from kubeloop.batch._io import ChunkReader, ChunkWriter
 from kubeloop.bundle import load_bundle
+from kubeloop.bundle.models import XGBoostModel
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.errors import ConfigError, DataValidationError
-from kubeloop.models import XGBoostModel
 from kubeloop.monitoring.report import DriftReport, compare_profile, count_columns
 
 __all__ = ["BatchOptions", "BatchResult", "explain_table", "score_table"]

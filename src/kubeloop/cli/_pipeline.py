@@ -129,7 +129,7 @@ def _extra(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> int:
     short_openmp_spin()  # before XGBoost or scikit-learn is imported
     from kubeloop.errors import ConfigError
-    from kubeloop.pipelines.runs import start_training_run
+    from kubeloop.pipelines.launch.runs import start_training_run
 
     if args.host and (args.runner != "subprocess" or args.image):
         raise ConfigError("--runner and --image apply to --local runs only.")
@@ -161,8 +161,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _schedule(args: argparse.Namespace) -> int:
     from kubeloop.errors import ConfigError
-    from kubeloop.pipelines.cluster import schedule_runs
-    from kubeloop.pipelines.runs import cluster_registry, pipeline_arguments
+    from kubeloop.pipelines.launch.cluster import schedule_runs
+    from kubeloop.pipelines.launch.runs import cluster_registry, pipeline_arguments
 
     if args.batch:
         if not args.out:
@@ -194,8 +194,8 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from kubeloop.pipelines.batch import compile_batch
-    from kubeloop.pipelines.pipeline import compile_components, compile_pipeline
+    from kubeloop.pipelines.components.batch import compile_batch
+    from kubeloop.pipelines.components.pipeline import compile_components, compile_pipeline
 
     print(f"pipeline: {compile_pipeline(args.out)}")
     for path in compile_components(args.components_dir):

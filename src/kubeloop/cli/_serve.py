@@ -118,7 +118,7 @@ def build_serve_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     if getattr(args, "process_command", False):  # this process is the server: import less
-        from kubeloop._serve_imports import slim_server_imports
+        from kubeloop.serving.imports import slim_server_imports
 
         slim_server_imports()
     from kubeloop.serving import ServeOptions, serve

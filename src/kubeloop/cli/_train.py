@@ -84,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     # Heavy imports (Ray, XGBoost, scikit-learn) only when the command actually runs.
     from kubeloop.errors import ConfigError
     from kubeloop.training import TrainConfig
-    from kubeloop.workflow import SUMMARY_METRICS, candidate_rows, run_training
+    from kubeloop.training.workflow import SUMMARY_METRICS, candidate_rows, run_training
 
     stem = Path(str(args.data).rstrip("/")).stem or "model"
     if args.name is None and not is_valid_name(stem):

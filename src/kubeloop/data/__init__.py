@@ -17,33 +17,26 @@ The rules are deliberately simple so a user can predict them:
 * **Task**: classification when the target has at most 20 distinct values that are text, booleans
   or whole numbers; otherwise regression. Rows with a missing target are dropped with a note.
 
-Nothing in this package writes anything. Its parts: ``_schema`` (the schema types and
-:func:`normalize_category`), ``_read`` (reading files, hashing), ``_infer`` (per-column kind
+Nothing in this package writes anything. The schema it infers is the bundle's
+(:mod:`kubeloop.bundle.schema`, with :func:`~kubeloop.bundle.schema.normalize_category`). Its
+parts: ``_read`` (reading files, hashing), ``_infer`` (per-column kind
 inference), ``_dataset`` (target, task, validation: :func:`build_dataset`, :func:`load_dataset`)
-and ``_split`` (:func:`split_dataset`).
+and ``_split`` (:func:`split_dataset`); :mod:`kubeloop.data.synth` generates tables for the
+demo, tests and benchmarks.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from kubeloop.data._schema import SCHEMA_FORMAT as SCHEMA_FORMAT
-from kubeloop.data._schema import (
-    ColumnKind,
-    Dataset,
-    FeatureInfo,
-    Schema,
-    Task,
-    normalize_category,
-)
-
 if TYPE_CHECKING:
-    from kubeloop.data._dataset import build_dataset, load_dataset
+    from kubeloop.data._dataset import Dataset, build_dataset, load_dataset
     from kubeloop.data._read import read_table
     from kubeloop.data._split import PARTS, Part, Splits, split_dataset
 
-# The parts that read, infer and split data use pandas; they are imported on first use, so that
-# the schema types (all a model server needs from this package) come without pandas.
+# Every part uses pandas; they are imported on first use, so importing a submodule (the
+# generated data of :mod:`kubeloop.data.synth`, say) does not load them all.
 _LAZY = {
+    "Dataset": "_dataset",
     "build_dataset": "_dataset",
     "load_dataset": "_dataset",
     "read_table": "_read",
@@ -65,16 +58,11 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PARTS",
-    "ColumnKind",
     "Dataset",
-    "FeatureInfo",
     "Part",
-    "Schema",
     "Splits",
-    "Task",
     "build_dataset",
     "load_dataset",
-    "normalize_category",
     "read_table",
     "split_dataset",
 ]

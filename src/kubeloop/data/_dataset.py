@@ -5,12 +5,14 @@ from __future__ import annotations
 import difflib
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 
+from kubeloop.bundle.schema import FeatureInfo, Schema, Task
 from kubeloop.data._infer import (
     _factorized,
     _infer_column,
@@ -20,10 +22,20 @@ from kubeloop.data._infer import (
 )
 from kubeloop.data._labels import merge_label_spellings
 from kubeloop.data._read import _frame_hash, _parse, _read_bytes, _suffix_format
-from kubeloop.data._schema import Dataset, FeatureInfo, Schema, Task
 from kubeloop.errors import ConfigError, DataValidationError
 
 _MAX_AUTO_CLASSES = 20
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Validated features and labels, ready for splitting and feature prep."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    schema: Schema
+    notes: tuple[str, ...] = ()
+    data_hash: str = ""
 
 
 def _missing_target(target: str, columns: Sequence[str]) -> DataValidationError:

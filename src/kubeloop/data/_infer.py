@@ -8,7 +8,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from kubeloop.data._schema import ColumnKind, FeatureInfo, normalize_category
+from kubeloop.bundle.schema import ColumnKind, FeatureInfo, normalize_category
 from kubeloop.errors import DataValidationError
 from kubeloop.names import shown
 

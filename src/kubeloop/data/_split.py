@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from kubeloop.data._schema import Dataset, Schema
+from kubeloop.bundle.schema import Schema
+from kubeloop.data._dataset import Dataset
 from kubeloop.errors import ConfigError, DataValidationError
 
 PARTS = ("train", "validation", "test")  # the parts of :class:`Splits`, in this order

@@ -5,30 +5,20 @@ most-frequent-imputed then one-hot encoded, unseen categories becoming all-zero 
 ``handle_unknown="ignore"``). Output columns: numerics first, then ``"<feature>=<category>"``, each
 group in schema order.
 
-The fitted transformer is exported as a :class:`PreprocessorSpec` (``preprocessor.json``: plain
-data, no pickle) and :class:`FastTransform` applies it with numpy alone. scikit-learn is imported
-lazily inside the fit functions so that a model server, which only needs the fast path, never pays
-for importing it.
+The fitted transformer is exported as a :class:`~kubeloop.bundle.preprocessor.PreprocessorSpec`
+(the bundle's ``preprocessor.json``: plain data, no pickle) and :class:`FastTransform` applies
+it with numpy alone. scikit-learn is imported lazily inside the fit functions so that a model
+server, which only needs the fast path, never pays for importing it.
 
-Its parts: ``_spec`` (the spec types), ``_fit`` (building and fitting the scikit-learn
-transformer) and ``_fast`` (the numpy fast path).
+Its parts: ``_fit`` (building and fitting the scikit-learn transformer) and ``_fast`` (the numpy
+fast path).
 """
 
 from kubeloop.features._fast import FastTransform, TransformResult
 from kubeloop.features._fit import build_column_transformer, fit_preprocessor
-from kubeloop.features._spec import (
-    SPEC_FORMAT,
-    CategoricalStep,
-    NumericStep,
-    PreprocessorSpec,
-)
 
 __all__ = [
-    "SPEC_FORMAT",
-    "CategoricalStep",
     "FastTransform",
-    "NumericStep",
-    "PreprocessorSpec",
     "TransformResult",
     "build_column_transformer",
     "fit_preprocessor",

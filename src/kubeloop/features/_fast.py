@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kubeloop.bundle.preprocessor import PreprocessorSpec
 from kubeloop.errors import DataValidationError
-from kubeloop.features._spec import PreprocessorSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -282,7 +282,7 @@ class FastTransform:
         self._resolve(resolved, categories, lookup, fill, name, {}, {})
         table = np.array([*resolved, fill], dtype=np.intp)
         # a category that normalises to nothing ("", " ") is missing, as is the code -1
-        from kubeloop.data import normalize_category
+        from kubeloop.bundle.schema import normalize_category
 
         absent = np.array(
             [
@@ -305,7 +305,7 @@ class FastTransform:
         unknown: dict[str, int],
     ) -> None:
         # Rare path: missing values, unseen categories, or values not yet normalised (1.0, " x").
-        from kubeloop.data import normalize_category
+        from kubeloop.bundle.schema import normalize_category
 
         n_missing = n_unknown = 0
         for i, code in enumerate(codes):

@@ -6,20 +6,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kubeloop.errors import DataValidationError
-from kubeloop.features._spec import (
+from kubeloop.bundle.preprocessor import (
     CategoricalStep,
     NumericStep,
     PreprocessorSpec,
     _one_hot_name,
     _output_columns,
 )
+from kubeloop.errors import DataValidationError
 
 if TYPE_CHECKING:
     import pandas as pd
     from sklearn.compose import ColumnTransformer
 
-    from kubeloop.data import Schema
+    from kubeloop.bundle.schema import Schema
 
 
 def _missing_as_nan(X: Any) -> np.ndarray:

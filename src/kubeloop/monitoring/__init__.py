@@ -1,7 +1,8 @@
 """Watch a served model: drift against its reference profile, performance, and retraining.
 
 The loop itself (:func:`kubeloop.monitoring.monitor.run_once`) and the KFP component
-(:mod:`kubeloop.monitoring.component`) are imported from their modules; they load bundles and
+(:mod:`kubeloop.pipelines.components.monitor`) are imported from their modules; they load bundles
+and
 therefore XGBoost.
 """
 

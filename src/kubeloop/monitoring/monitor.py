@@ -189,7 +189,7 @@ def _start(
     save_state(config.state_file, state)  # claim the slot before the (long) run starts
     m.RETRAINS.labels(model=config.model, reason=decision.reason).inc()
     if start_run is None:
-        from kubeloop.pipelines.runs import start_training_run
+        from kubeloop.pipelines.launch.runs import start_training_run
 
         start_run = start_training_run
     assert config.retrain_data is not None and config.target is not None

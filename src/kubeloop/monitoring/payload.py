@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from kubeloop.bundle import Bundle
-from kubeloop.data import normalize_category
+from kubeloop.bundle.schema import normalize_category
 from kubeloop.errors import DataValidationError
-from kubeloop.evaluation import evaluate
+from kubeloop.training.evaluation import evaluate
 
 __all__ = ["Performance", "performance_drop", "read_labels", "read_payload_log"]
 

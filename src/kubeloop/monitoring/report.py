@@ -2,10 +2,10 @@
 
 Counts come in as ``feature -> {bin label -> count}`` (the server's
 ``kubeloop_feature_bin_total{feature, bin}`` counters, a Prometheus ``increase()``, or the
-payload log binned by :func:`count_frame`). Labels follow :func:`kubeloop.profile.bin_labels`
-plus :data:`~kubeloop.profile.MISSING_BIN`; missing values are one more bin, so a jump in the
+payload log binned by :func:`count_frame`). Labels follow :func:`kubeloop.bundle.profile.bin_labels`
+plus :data:`~kubeloop.bundle.profile.MISSING_BIN`; missing values are one more bin, so a jump in the
 missing rate is drift too. A label the profile does not know (a category counted by an older
-server) is folded into :data:`~kubeloop.profile.UNKNOWN_BIN`.
+server) is folded into :data:`~kubeloop.bundle.profile.UNKNOWN_BIN`.
 
 The verdict per feature is ``PSI >= threshold`` (Evidently's convention); KS (numerics) and
 chi-squared (categoricals) are reported beside it for the reader, not used in the verdict. The
@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kubeloop.data import normalize_category
+from kubeloop.bundle.profile import MISSING_BIN, UNKNOWN_BIN, assign_bins, bin_labels
+from kubeloop.bundle.schema import normalize_category
 from kubeloop.errors import ConfigError
 from kubeloop.monitoring.drift import (
     DEFAULT_PSI_THRESHOLD,
@@ -32,7 +33,6 @@ from kubeloop.monitoring.drift import (
     ks_binned,
     psi_rows,
 )
-from kubeloop.profile import MISSING_BIN, UNKNOWN_BIN, assign_bins, bin_labels
 
 __all__ = [
     "PREDICTION",
@@ -141,7 +141,8 @@ class DriftReport:
 
 
 def count_labels(feature_profile: Mapping[str, Any]) -> list[str]:
-    """The bin labels counts are kept under: :func:`~kubeloop.profile.bin_labels` + missing."""
+    """The bin labels counts are kept under: :func:`~kubeloop.bundle.profile.bin_labels` +
+    missing."""
     return [*bin_labels(dict(feature_profile)), MISSING_BIN]
 
 

@@ -77,7 +77,7 @@ def refresh_active_run(
         return None, None
     if active.get("where") == "cluster":
         if run_state is None:
-            from kubeloop.pipelines.runs import run_state as kfp_run_state
+            from kubeloop.pipelines.launch.runs import run_state as kfp_run_state
 
             run_state = kfp_run_state
         try:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from kubeloop.bundle import Bundle
+from kubeloop.bundle.profile import MISSING_BIN, UNKNOWN_BIN
 from kubeloop.monitoring.report import (
     PREDICTION,
     Counts,
@@ -27,7 +28,6 @@ from kubeloop.monitoring.report import (
     count_labels,
     reference_counts,
 )
-from kubeloop.profile import MISSING_BIN, UNKNOWN_BIN
 from kubeloop.report import _svg
 
 __all__ = ["drift_section", "history_section", "model_card", "stamp", "table"]

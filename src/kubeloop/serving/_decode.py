@@ -21,7 +21,7 @@ import numpy as np
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
 
-from kubeloop.data import Schema
+from kubeloop.bundle.schema import Schema
 from kubeloop.serving._http import show as _show
 
 __all__ = ["Columns", "RequestDecoder", "RequestError"]

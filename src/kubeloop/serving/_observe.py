@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from kubeloop.data import normalize_category
-from kubeloop.profile import MISSING_BIN, UNKNOWN_BIN, assign_bins, bin_labels
+from kubeloop.bundle.profile import MISSING_BIN, UNKNOWN_BIN, assign_bins, bin_labels
+from kubeloop.bundle.schema import normalize_category
 from kubeloop.serving import metrics
 
 __all__ = ["Observer"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kubeloop.data import FeatureInfo, Schema
+from kubeloop.bundle.schema import FeatureInfo, Schema
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kubeloop.bundle import Bundle
+from kubeloop.bundle.models import TabularModel, XGBoostModel
 from kubeloop.features import FastTransform
-from kubeloop.models import TabularModel, XGBoostModel
 from kubeloop.serving._decode import Columns, RequestDecoder
 from kubeloop.serving._observe import Observer
 
 if TYPE_CHECKING:
-    from kubeloop.forest import CompiledForest
+    from kubeloop.serving.forest import CompiledForest
 
 __all__ = ["Served", "verified_forest"]
 
@@ -132,7 +132,7 @@ def verified_forest(model: XGBoostModel) -> CompiledForest | None:
     probabilities, relative to the largest value for regression); otherwise, or when the booster
     cannot be compiled, the reason is logged and ``inplace_predict`` keeps serving every request.
     """
-    from kubeloop.forest import CompiledForest  # numba: imported by the first compile
+    from kubeloop.serving.forest import CompiledForest  # numba: imported by the first compile
 
     try:
         forest = CompiledForest.from_booster(model.booster)

@@ -2,7 +2,7 @@
 
 Both decode and validate the request exactly as ``:predict`` does (the same
 :meth:`BundleModel.decode`, the same 400s), then ask the bundle's
-:class:`kubeloop.explain.Explainer` for one contribution per input feature in margin space.
+:class:`kubeloop.bundle.explain.Explainer` for one contribution per input feature in margin space.
 
 V1 (``POST /v1/models/{name}:explain``) answers::
 
@@ -31,7 +31,7 @@ import numpy as np
 from kserve.protocol.infer_type import InferRequest
 
 if TYPE_CHECKING:
-    from kubeloop.explain import Explainer, Explanation
+    from kubeloop.bundle.explain import Explainer, Explanation
     from kubeloop.serving._served import Served
 
 __all__ = [
@@ -51,7 +51,7 @@ def explainer_of(served: Served) -> Explainer:
     them)."""
     explainer = served.__dict__.get("_explainer")
     if explainer is None:
-        from kubeloop.explain import Explainer
+        from kubeloop.bundle.explain import Explainer
 
         bundle = served.bundle
         explainer = Explainer(bundle.model, bundle.preprocessor, bundle.schema.feature_names)

@@ -6,7 +6,8 @@ label, feature name and the reference-profile bins of that feature.
 
 The drift counters (``kubeloop_feature_bin_total``) use the bins of the served bundle's
 ``reference_profile.json`` so drift can be computed from ``/metrics`` (or PromQL) alone:
-numeric bins are ``"0"``..``"k-1"`` (:func:`kubeloop.profile.assign_bins`), categorical bins are
+numeric bins are ``"0"``..``"k-1"`` (:func:`kubeloop.bundle.profile.assign_bins`), categorical bins
+are
 the category names plus ``"__unknown__"``, and missing values count under ``"missing"``.
 """
 

@@ -7,7 +7,8 @@ in an immutable :class:`Served`; a request reads ``self._served`` once, so a hot
 reference assignment) never mixes two versions inside a request.
 
 A bundle is served as soon as it is verified: its trees are compiled for the few-row path
-(:class:`kubeloop.forest.CompiledForest`, a numba kernel: about a second for the first bundle of
+(:class:`kubeloop.serving.forest.CompiledForest`, a numba kernel: about a second for the first
+bundle of
 a process) on a background thread, and serve few-row requests once proven equal
 (:meth:`Served.compile_forest`); until then XGBoost predicts every request.
 """
@@ -28,9 +29,9 @@ from kserve.model import Model
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from kubeloop.bundle import load_bundle
+from kubeloop.bundle.models import XGBoostModel
 from kubeloop.errors import DataValidationError
 from kubeloop.features import TransformResult
-from kubeloop.models import XGBoostModel
 from kubeloop.serving import metrics
 from kubeloop.serving._decode import Columns, RequestError
 from kubeloop.serving._http import mark_rejected, take_v2_data

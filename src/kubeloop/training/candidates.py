@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 import xgboost
 
+from kubeloop.bundle.models import LinearModel, TabularModel, XGBoostModel
+from kubeloop.bundle.schema import Task
 from kubeloop.console import quiet
-from kubeloop.data import Task
 from kubeloop.errors import ConfigError, DataValidationError, TrainingError
-from kubeloop.evaluation import validation_score
-from kubeloop.models import LinearModel, TabularModel, XGBoostModel
 from kubeloop.training.crossval import (
     CV_BELOW_ROWS,
     CV_FOLDS,
@@ -29,6 +28,7 @@ from kubeloop.training.crossval import (
 )
 from kubeloop.training.distributed import train_xgboost_distributed
 from kubeloop.training.engine import AUTO, Workers, parse_workers, resolve_engine
+from kubeloop.training.evaluation import validation_score
 from kubeloop.training.tuning import PARAMS, TuneResult, tune_xgboost
 
 __all__ = [

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from kubeloop.data import Task
-from kubeloop.evaluation import validation_score
-from kubeloop.models import XGBoostModel
+from kubeloop.bundle.models import XGBoostModel
+from kubeloop.bundle.schema import Task
+from kubeloop.training.evaluation import validation_score
 from kubeloop.training.tuning import fit_booster
 
 __all__ = ["CV_BELOW_ROWS", "CV_FOLDS", "cross_validate", "fold_indices"]

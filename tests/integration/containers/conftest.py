@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from kubeloop._demo_support import free_port
+from kubeloop.demo.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPONENTS_IMAGE = "kubeloop/kubeloop-components:dev"

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from kubeloop._demo_support import send_traffic
 from kubeloop.bundle import load_bundle
+from kubeloop.data.synth import generate_churn
+from kubeloop.demo.harness import send_traffic
 from kubeloop.registry import Registry
-from kubeloop.synth import generate_churn
 
 from .conftest import COMPONENTS_IMAGE, Engine, S3Server, storage_initializer
 from .test_registry_s3 import _objects

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from kubeloop.bundle import load_bundle
+from kubeloop.data.synth import generate_churn
 from kubeloop.features import FastTransform
 from kubeloop.registry import Registry
-from kubeloop.synth import generate_churn
 from tests.integration.serving.conftest import KUBELOOP, build_bundle
 
 from .conftest import S3Server

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kubeloop._demo_support import free_port
 from kubeloop.bundle import load_bundle
+from kubeloop.demo.harness import free_port
 from tests.integration.serving.conftest import Endpoints
 from tests.integration.serving.test_protocols import (
     ROWS,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kubeloop._demo_support import ServerProcess
 from kubeloop.bundle import Bundle, load_bundle
+from kubeloop.demo.harness import ServerProcess
 from kubeloop.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -42,8 +42,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Itera
     """Train a champion through the pipeline, then serve it (stopped at module end)."""
     import ray
 
-    from kubeloop.pipelines.runs import start_training_run
-    from kubeloop.synth import generate_churn
+    from kubeloop.data.synth import generate_churn
+    from kubeloop.pipelines.launch.runs import start_training_run
 
     work = tmp_path_factory.mktemp("monitoring")
     saved = {name: os.environ.get(name) for name in _ENV}

@@ -14,15 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
-from kubeloop._demo_support import free_port, send_traffic
+from kubeloop.data.synth import generate_churn
+from kubeloop.demo.harness import free_port, send_traffic
 from kubeloop.monitoring import compare_profile
 from kubeloop.monitoring.decision import MonitorState, TriggerPolicy, load_state, save_state
 from kubeloop.monitoring.metrics import REGISTRY
 from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult, run_forever, run_once
 from kubeloop.monitoring.sources import MetricsEndpoint, PrometheusAPI, Scrape, SourceError
-from kubeloop.pipelines.runs import RunOutcome
+from kubeloop.pipelines.launch.runs import RunOutcome
 from kubeloop.registry import Registry
-from kubeloop.synth import generate_churn
 from tests.tools import tool
 from tests.waiting import wait_for
 
@@ -224,7 +224,7 @@ def test_real_prometheus_scraping_the_server(served: Served, tmp_path: Path) -> 
 def test_kfp_monitoring_component_reads_the_payload_log(served: Served, tmp_path: Path) -> None:
     from kfp import local
 
-    from kubeloop.monitoring.component import build_monitor_component
+    from kubeloop.pipelines.components.monitor import build_monitor_component
 
     # Drifted traffic through the real server; the component reads this test's records of the
     # server's payload log (other tests send healthy traffic to the same server).
@@ -259,7 +259,7 @@ def test_kfp_monitoring_component_reads_the_payload_log(served: Served, tmp_path
 def test_worse_challenger_is_not_promoted_and_the_server_keeps_serving(
     served: Served, tmp_path: Path
 ) -> None:
-    from kubeloop.pipelines.runs import start_training_run
+    from kubeloop.pipelines.launch.runs import start_training_run
 
     # Labels shuffled: the challenger learns nothing real. On the held-out rows of this data
     # both models score AUC ~0.5 +- 0.05, so the gate runs with a margin (0.2, about four

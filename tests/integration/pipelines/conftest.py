@@ -37,7 +37,7 @@ def loop_home(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> It
 @pytest.fixture(scope="module")
 def churn_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """1,500 generated churn rows (target ``churned``) as CSV."""
-    from kubeloop.synth import generate_churn
+    from kubeloop.data.synth import generate_churn
 
     path = tmp_path_factory.mktemp("data") / "churn.csv"
     generate_churn(1500, seed=3).to_csv(path, index=False)

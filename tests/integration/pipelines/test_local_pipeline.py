@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from kubeloop.cli import main
-from kubeloop.pipelines.runs import RunOutcome, start_training_run
+from kubeloop.pipelines.launch.runs import RunOutcome, start_training_run
 from kubeloop.registry import Registry
-from kubeloop.tracking import champion_model_version, default_tracking_uri
+from kubeloop.registry.tracking import champion_model_version, default_tracking_uri
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -1,6 +1,6 @@
 """The RayJob entrypoint end to end, in-process: object storage in, real Ray Train, storage out.
 
-On a cluster ``python -m kubeloop.pipelines.rayjob`` runs on the RayJob's head; here it runs in
+On a cluster ``python -m kubeloop.pipelines.steps.train`` runs on the RayJob's head; here it runs in
 the test process against the session's Ray, with fsspec's in-memory filesystem standing in for
 S3 (the same fsspec calls s3fs serves).
 """
@@ -14,9 +14,10 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from kubeloop.models import load_model
-from kubeloop.pipelines.rayjob import download_dir, main, upload_dir
-from kubeloop.pipelines.stages import ingest, prepare_features
+from kubeloop.bundle.models import load_model
+from kubeloop.pipelines.steps.data import ingest, prepare_features
+from kubeloop.pipelines.steps.rayjob import download_dir, upload_dir
+from kubeloop.pipelines.steps.train import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

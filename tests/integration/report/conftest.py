@@ -44,13 +44,13 @@ def _cli(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
-    from kubeloop._demo_support import send_traffic
     from kubeloop.bundle import load_bundle
+    from kubeloop.data.synth import generate_churn
+    from kubeloop.demo.harness import send_traffic
     from kubeloop.monitoring.monitor import MonitorConfig, run_once
     from kubeloop.registry import Registry
-    from kubeloop.synth import generate_churn
     from kubeloop.training import TrainConfig
-    from kubeloop.workflow import run_training
+    from kubeloop.training.workflow import run_training
 
     work = tmp_path_factory.mktemp("report")
     config = TrainConfig(

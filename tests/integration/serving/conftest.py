@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kubeloop._demo_support import free_port
+from kubeloop.demo.harness import free_port
 from tests.waiting import wait_for
 
 KUBELOOP = Path(sys.executable).with_name("kubeloop")
@@ -33,11 +33,11 @@ def build_bundle(
     import xgboost
 
     from kubeloop.bundle import write_bundle
+    from kubeloop.bundle.models import XGBoostModel
+    from kubeloop.bundle.profile import build_reference_profile
     from kubeloop.data import build_dataset
+    from kubeloop.data.synth import generate_churn, generate_regression
     from kubeloop.features import FastTransform, fit_preprocessor
-    from kubeloop.models import XGBoostModel
-    from kubeloop.profile import build_reference_profile
-    from kubeloop.synth import generate_churn, generate_regression
 
     if task == "classification":
         frame, target = generate_churn(rows, seed=seed), "churned"

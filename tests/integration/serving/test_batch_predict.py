@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from kubeloop.bundle import load_bundle
-from kubeloop.synth import generate_churn, generate_regression
+from kubeloop.data.synth import generate_churn, generate_regression
 from tests.integration.serving.conftest import KUBELOOP, Server, build_bundle
 
 pytestmark = pytest.mark.integration
@@ -190,7 +190,7 @@ def test_the_kfp_component_scores_as_the_cli(small_bundle: Path, tmp_path: Path)
     """The batch-scoring step, run by ``kfp.local`` in its own process: the CLI's output."""
     from kfp import local
 
-    from kubeloop.pipelines.batch import build_batch_component
+    from kubeloop.pipelines.components.batch import build_batch_component
 
     data = tmp_path / "rows.csv"
     generate_churn(300, seed=7).to_csv(data, index=False)

@@ -44,7 +44,7 @@ sys.exit(main())
 # made unimportable (argv: the bundle, the rows).
 _WITHOUT_PANDAS = """
 import json, sys
-from kubeloop._serve_imports import slim_server_imports
+from kubeloop.serving.imports import slim_server_imports
 
 slim_server_imports()
 sys.modules["pandas"] = sys.modules["sklearn"] = None  # any import of them now fails
@@ -153,7 +153,7 @@ def test_forest_compiles_only_once_released(small_bundle: Path) -> None:
 # After slim_server_imports(): KServe's package and pandas still work for code that uses them.
 _STILL_THERE = """
 import sys
-from kubeloop._serve_imports import slim_server_imports
+from kubeloop.serving.imports import slim_server_imports
 
 slim_server_imports()
 import kserve

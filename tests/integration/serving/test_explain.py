@@ -12,7 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from kubeloop.synth import generate_churn
+from kubeloop.data.synth import generate_churn
 from tests.integration.serving.conftest import KUBELOOP, Server, build_bundle, start_server
 
 pytestmark = pytest.mark.integration
@@ -194,7 +194,7 @@ def test_cli_explain_prints_the_server_answer(
 
 
 def test_cli_explain_regression(tmp_path: Path) -> None:
-    from kubeloop.synth import generate_regression
+    from kubeloop.data.synth import generate_regression
 
     bundle = build_bundle(tmp_path / "bundle", task="regression", name="reg")
     rows = tmp_path / "rows.parquet"

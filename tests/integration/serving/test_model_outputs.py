@@ -28,7 +28,7 @@ def _model(path: Path, name: str) -> BundleModel:
 
 
 def _v1_rows(path: Path, rows: int = 3) -> list[dict[str, Any]]:
-    from kubeloop.synth import generate_churn, generate_regression
+    from kubeloop.data.synth import generate_churn, generate_regression
 
     schema = load_bundle(path).schema
     regression = schema.task == "regression"

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kubeloop.data import Schema, normalize_category
+from kubeloop.bundle.schema import Schema, normalize_category
 from kubeloop.errors import ConfigError, DataValidationError
 
 if TYPE_CHECKING:

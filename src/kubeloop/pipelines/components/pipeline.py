@@ -15,7 +15,8 @@ from typing import Any
 
 from kfp import compiler, dsl
 
-from kubeloop.pipelines.components import DEFAULT_IMAGE, build_components
+from kubeloop.pipelines.components.training import build_components
+from kubeloop.pipelines.image import DEFAULT_IMAGE
 
 __all__ = [
     "CLUSTER_REGISTRY",

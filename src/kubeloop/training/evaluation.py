@@ -1,6 +1,6 @@
 """Held-out metrics and plots of a model (the ``evaluate`` stage).
 
-Predictions follow :class:`kubeloop.models.TabularModel.predict`: binary classification gives
+Predictions follow :class:`kubeloop.bundle.models.TabularModel.predict`: binary classification gives
 the probability of ``classes[1]`` with shape ``(n,)``; more classes give an ``(n, K)`` probability
 matrix; regression gives values ``(n,)``. Labels are integer codes into ``schema.classes``.
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as _skm
 
-from kubeloop.data import Task
+from kubeloop.bundle.schema import Task
 from kubeloop.errors import DataValidationError
 
 __all__ = ["curve_points", "evaluate", "validation_score", "write_plots"]

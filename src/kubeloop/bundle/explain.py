@@ -7,7 +7,8 @@ categorical feature), so ``sum(contributions) + bias == margin`` for every row a
 
 - XGBoost (boosting and random-forest mode): exact (path-dependent) TreeSHAP, the values of
   ``Booster.predict(..., pred_contribs=True)``; the bias is the expected margin (``base_score``
-  included). They are computed by :class:`kubeloop._treeshap.TreeShap` (per-leaf tables, about
+  included). They are computed by :class:`kubeloop.bundle._treeshap.TreeShap` (per-leaf tables,
+  about
   4x faster than XGBoost's recursion for one row) when it can tabulate the model, else by
   XGBoost itself.
 - Linear models: ``coefficient x transformed value`` per column; the bias is the intercept.
@@ -26,11 +27,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xgboost
 
-from kubeloop.features import PreprocessorSpec
-from kubeloop.models import LinearModel, TabularModel, XGBoostModel
+from kubeloop.bundle.models import LinearModel, TabularModel, XGBoostModel
+from kubeloop.bundle.preprocessor import PreprocessorSpec
 
 if TYPE_CHECKING:
-    from kubeloop._treeshap import TreeShap
+    from kubeloop.bundle._treeshap import TreeShap
 
 __all__ = ["Explainer", "Explanation", "global_importance"]
 
@@ -69,7 +70,7 @@ def _feature_map(spec: PreprocessorSpec, features: Sequence[str]) -> np.ndarray:
 def _tabulate(booster: xgboost.Booster, max_entries: int) -> TreeShap | None:
     """The booster's TreeSHAP tables; ``None`` when it cannot be tabulated (too deep, another
     objective)."""
-    from kubeloop._treeshap import TreeShap  # numba: compiled on first use
+    from kubeloop.bundle._treeshap import TreeShap  # numba: compiled on first use
 
     try:
         return TreeShap.from_booster(booster, max_entries=max_entries)

@@ -1,7 +1,8 @@
 """The KFP v2 components: thin wrappers that only move artifact paths in and out of the cores.
 
 Every component runs in the one project image (``KUBELOOP_IMAGE``, default
-:data:`DEFAULT_IMAGE`, built from ``components/Dockerfile``) where kubeloop and kfp are already
+:data:`kubeloop.pipelines.image.DEFAULT_IMAGE`, built from ``components/Dockerfile``) where
+kubeloop and kfp are already
 installed, so nothing is pip-installed at run time (``install_kfp_package=False``) and each
 function simply imports kubeloop. The functions' source is what KFP embeds in the component
 spec, hence the imports inside them. Each calls
@@ -13,7 +14,6 @@ fails, before or while the outputs are written, exits as Python does.
 parameter annotations at decoration time.)
 """
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,14 +30,9 @@ from kfp.dsl import (
     Output,
 )
 
-__all__ = ["DEFAULT_IMAGE", "Components", "build_components", "component_image"]
+from kubeloop.pipelines.image import component_image
 
-DEFAULT_IMAGE = "ghcr.io/kubeloop/kubeloop-components:0.1.0"
-
-
-def component_image() -> str:
-    """``$KUBELOOP_IMAGE`` or :data:`DEFAULT_IMAGE`."""
-    return os.environ.get("KUBELOOP_IMAGE") or DEFAULT_IMAGE
+__all__ = ["Components", "build_components"]
 
 
 def ingest_validate(
@@ -53,7 +48,7 @@ def ingest_validate(
     from pathlib import Path
 
     from kubeloop.console import Progress
-    from kubeloop.pipelines.stages import ingest
+    from kubeloop.pipelines.steps.data import ingest
     from kubeloop.quick_exit import exit_quickly_on_success
 
     summary = ingest(
@@ -73,7 +68,7 @@ def prepare_features(splits: Input[Dataset], features: Output[Artifact]) -> int:
     """Fit the preprocessor on the training split; write it and the model-input matrices."""
     from pathlib import Path
 
-    from kubeloop.pipelines.stages import prepare_features as prepare
+    from kubeloop.pipelines.steps.data import prepare_features as prepare
     from kubeloop.quick_exit import exit_quickly_on_success
 
     columns = prepare(Path(splits.path), out=Path(features.path))
@@ -95,7 +90,7 @@ def train(
     from pathlib import Path
 
     from kubeloop.console import Progress
-    from kubeloop.pipelines.training_step import train_anywhere
+    from kubeloop.pipelines.steps.train import train_anywhere
     from kubeloop.quick_exit import exit_quickly_on_success
 
     trained = train_anywhere(
@@ -137,7 +132,7 @@ def evaluate(
     from pathlib import Path
 
     from kubeloop.console import Progress
-    from kubeloop.pipelines.reports import evaluate_and_report
+    from kubeloop.pipelines.steps.evaluate import evaluate_and_report
     from kubeloop.quick_exit import exit_quickly_on_success
 
     params = {
@@ -183,7 +178,7 @@ def gate(
     """Challenger vs the current champion on the same held-out rows: "promote" or "keep"."""
     from pathlib import Path
 
-    from kubeloop.pipelines.gating import gate as decide
+    from kubeloop.pipelines.steps.gate import gate as decide
     from kubeloop.quick_exit import exit_quickly_on_success
 
     verdict = decide(
@@ -209,7 +204,7 @@ def register(
     """Store the bundle as a registry version, make it champion, move MLflow's alias."""
     from pathlib import Path
 
-    from kubeloop.pipelines.gating import register as store
+    from kubeloop.pipelines.steps.gate import register as store
     from kubeloop.quick_exit import exit_quickly_on_success
 
     version = store(
@@ -235,7 +230,7 @@ def deploy(
 ) -> str:
     """Embedded: report the pointer switch. Cluster: patch the InferenceService, wait Ready."""
     from kubeloop.console import Progress
-    from kubeloop.pipelines.deploy import deploy_champion
+    from kubeloop.pipelines.steps.deploy import deploy_champion
     from kubeloop.quick_exit import exit_quickly_on_success
 
     message = deploy_champion(

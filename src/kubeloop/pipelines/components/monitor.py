@@ -88,7 +88,7 @@ def monitor_drift(
 
 def build_monitor_component(image: str | None = None) -> Any:
     """Wrap :func:`monitor_drift` as a KFP component running in the project image."""
-    from kubeloop.pipelines.components import component_image
+    from kubeloop.pipelines.image import component_image
 
     return dsl.component(
         func=monitor_drift, base_image=image or component_image(), install_kfp_package=False
@@ -100,9 +100,9 @@ def compile_monitor_component(
 ) -> Path:
     """Compile the component spec (deterministic) to ``path``, by default the checked-in one.
 
-    Regenerate after editing this module: ``python -m kubeloop.monitoring.component``.
+    Regenerate after editing this module: ``python -m kubeloop.pipelines.components.monitor``.
     """
-    from kubeloop.pipelines.components import DEFAULT_IMAGE
+    from kubeloop.pipelines.image import DEFAULT_IMAGE
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

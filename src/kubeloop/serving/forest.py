@@ -32,9 +32,9 @@ import numba
 import numpy as np
 import xgboost
 
-__all__ = ["SUPPORTED_OBJECTIVES", "CompiledForest"]
+from kubeloop.bundle.models import SUPPORTED_OBJECTIVES, booster_floats
 
-SUPPORTED_OBJECTIVES = ("binary:logistic", "multi:softprob", "reg:squarederror")
+__all__ = ["SUPPORTED_OBJECTIVES", "CompiledForest"]
 
 
 def _kernel(function: Callable[..., Any]) -> Any:
@@ -84,11 +84,6 @@ def _margins(
                 total += values[node[t], 1]  # leaves hold their value
             out[i, g] = total
     return out
-
-
-def _floats(text: str) -> list[float]:
-    """``"[1E-1,2E-1]"`` or ``"1E-1"`` (how XGBoost writes ``base_score``) -> floats."""
-    return [float(part) for part in text.strip().strip("[]").split(",") if part.strip()]
 
 
 class CompiledForest:
@@ -196,7 +191,7 @@ class CompiledForest:
             depth = max(depth, nodes["depth"])
             roots.append(2 * offset)
             offset += len(tree["left_children"])
-        base = np.array(_floats(params["base_score"]), dtype=np.float64)
+        base = np.array(booster_floats(params["base_score"]), dtype=np.float64)
         if objective == "binary:logistic":  # stored as a probability
             base = np.array([-math.log(1.0 / float(p) - 1.0) for p in base])
         return cls(
@@ -222,7 +217,7 @@ class CompiledForest:
         )
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predict like :meth:`kubeloop.models.XGBoostModel.predict`.
+        """Predict like :meth:`kubeloop.bundle.models.XGBoostModel.predict`.
 
         Returns:
             ``(n,)`` positive-class probabilities (``binary:logistic``), ``(n, K)`` class

@@ -21,15 +21,17 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import xgboost
 
-from kubeloop.data import Task
+from kubeloop.bundle.schema import Task
 from kubeloop.errors import BundleError, ConfigError, DataValidationError
 
 __all__ = [
     "LINEAR_FILENAME",
+    "SUPPORTED_OBJECTIVES",
     "XGBOOST_FILENAME",
     "LinearModel",
     "TabularModel",
     "XGBoostModel",
+    "booster_floats",
     "load_model",
 ]
 
@@ -37,6 +39,13 @@ XGBOOST_FILENAME = "model.ubj"
 LINEAR_FILENAME = "model.json"
 _XGBOOST_KINDS = ("xgboost", "random_forest")
 _LINEAR_FORMAT = 1
+# The XGBoost objectives whose trees kubeloop walks itself (serving's compiled forest, TreeSHAP).
+SUPPORTED_OBJECTIVES = ("binary:logistic", "multi:softprob", "reg:squarederror")
+
+
+def booster_floats(text: str) -> list[float]:
+    """``"[1E-1,2E-1]"`` or ``"1E-1"`` (how XGBoost writes ``base_score``) -> floats."""
+    return [float(part) for part in text.strip().strip("[]").split(",") if part.strip()]
 
 
 @runtime_checkable

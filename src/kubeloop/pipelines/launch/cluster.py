@@ -52,14 +52,14 @@ def _client(host: str, client: Any | None) -> Any:
 def _package(directory: str, *, batch: bool = False) -> str:
     """Compile for this cluster: ``KUBELOOP_IMAGE``, and S3 access from the submitter's env;
     the batch-scoring pipeline when ``batch``, else the training one."""
-    from kubeloop.pipelines.components import component_image
-    from kubeloop.pipelines.pipeline import compile_pipeline
+    from kubeloop.pipelines.components.pipeline import compile_pipeline
+    from kubeloop.pipelines.image import component_image
 
     image = component_image()
     secret = os.environ.get("KUBELOOP_S3_CREDENTIALS_SECRET") or None
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
     if batch:
-        from kubeloop.pipelines.batch import compile_batch
+        from kubeloop.pipelines.components.batch import compile_batch
 
         package = Path(directory) / "batch_scoring_pipeline.yaml"
         component = Path(directory) / "batch_predict.yaml"
@@ -120,7 +120,7 @@ def schedule_runs(
     """Create a recurring run (cron schedule, one run at a time); returns its id.
 
     With ``batch`` the recurring run is the batch-scoring pipeline
-    (:mod:`kubeloop.pipelines.batch`), else the training pipeline.
+    (:mod:`kubeloop.pipelines.components.batch`), else the training pipeline.
     """
     kfp_client = _client(host, client)
     experiment_id = kfp_client.create_experiment(experiment, namespace=namespace).experiment_id

@@ -1,4 +1,7 @@
-"""The train step's core: run :func:`kubeloop.pipelines.stages.train` where Ray is.
+"""The train step's core: train every candidate and save them, where Ray is.
+
+The candidates directory holds ``candidates.json`` (name, kind, validation score, params) and
+one sub-directory per candidate holding its model file (:func:`train`, :func:`load_candidates`).
 
 Locally (and when ``RAY_ADDRESS`` names a KubeRay RayCluster) training happens in this process
 through Ray Train: with ``workers="auto"`` and no ``RAY_ADDRESS``, in Ray Train's local mode
@@ -10,25 +13,41 @@ into its output artifact.
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
+import shutil
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kubeloop.console import ProgressFn, quiet
-from kubeloop.pipelines.rayjob import (
+from kubeloop.pipelines.steps.data import load_matrices, load_schema, read_json, write_json
+from kubeloop.pipelines.steps.rayjob import (
     RayJobSpec,
     build_rayjob,
     download_dir,
     ray_mode,
     storage_url,
     submit_rayjob,
+    upload_dir,
     wait_rayjob,
 )
-from kubeloop.pipelines.stages import train
 from kubeloop.training import CANDIDATE_NAMES, TrainConfig
 from kubeloop.training.engine import AUTO, Workers, parse_workers
 
-__all__ = ["RAYJOB_AUTO_WORKERS", "rayjob_spec", "train_anywhere"]
+if TYPE_CHECKING:
+    from kubeloop.training import Candidate
+
+__all__ = [
+    "RAYJOB_AUTO_WORKERS",
+    "load_candidates",
+    "main",
+    "rayjob_spec",
+    "train",
+    "train_anywhere",
+]
 
 # Worker pods of the RayJob's cluster when the step's workers are "auto" (or 0).
 RAYJOB_AUTO_WORKERS = 2
@@ -67,11 +86,11 @@ def rayjob_spec(
     """
     workers = parse_workers(workers)
     pods = RAYJOB_AUTO_WORKERS if workers in (AUTO, 0) else int(workers)
-    from kubeloop.pipelines.components import component_image
+    from kubeloop.pipelines.image import component_image
 
     splits_uri, features_uri, out_uri = (storage_url(uri) for uri in uris)
     entrypoint = [
-        "python", "-m", "kubeloop.pipelines.rayjob",
+        "python", "-m", "kubeloop.pipelines.steps.train",
         "--splits", splits_uri, "--features", features_uri, "--out", f"{out_uri}.rayjob",
         "--workers", str(workers), "--num-boost-round", str(num_boost_round),
         "--seed", str(seed), "--candidates", ",".join(_names(candidates)),
@@ -141,3 +160,118 @@ def train_anywhere(
     )
     records = train(splits_dir, features_dir, out=Path(out), config=config, progress=progress)
     return ", ".join(f"{r['name']}={r['validation_score']:.4f}" for r in records)
+
+
+def train(
+    splits_dir: Path,
+    features_dir: Path,
+    *,
+    out: Path,
+    config: TrainConfig,
+    progress: ProgressFn = quiet,
+) -> list[dict[str, Any]]:
+    """Train every candidate (XGBoost through Ray Train, baselines) and save them.
+
+    Returns:
+        One record per candidate: name, kind, validation score, params.
+    """
+    from kubeloop.training.workflow import class_count, train_all
+
+    schema = load_schema(splits_dir)
+    matrices = {name: load_matrices(features_dir, name) for name in ("train", "validation")}
+    candidates = train_all(schema, matrices, config=config, progress=progress)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for candidate in candidates:
+        candidate.model.save(_mkdir(out / candidate.name))
+        records.append(
+            {
+                "name": candidate.name,
+                "kind": candidate.model.kind,
+                "validation_score": float(candidate.validation_score),
+                "params": candidate.params,
+                "selection": candidate.selection,
+                "tuning": candidate.tuning,
+            }
+        )
+    write_json(
+        out / "candidates.json",
+        {"task": schema.task, "n_classes": class_count(schema), "candidates": records},
+    )
+    return records
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_candidates(candidates_dir: Path) -> list[Candidate]:
+    """The candidates saved by :func:`train`, in training order."""
+    from kubeloop.bundle.models import load_model
+    from kubeloop.training import Candidate
+
+    directory = Path(candidates_dir)
+    index = read_json(directory / "candidates.json")
+    return [
+        Candidate(
+            name=record["name"],
+            model=load_model(
+                directory / record["name"],
+                kind=record["kind"],
+                task=index["task"],
+                n_classes=int(index["n_classes"]),
+            ),
+            validation_score=float(record["validation_score"]),
+            params=dict(record["params"]),
+            selection=dict(record.get("selection") or {}),
+            tuning=record.get("tuning"),
+        )
+        for record in index["candidates"]
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The RayJob's entrypoint: download the inputs, train every candidate on the cluster, upload.
+
+    Run as ``python -m kubeloop.pipelines.steps.train`` on the RayJob's head (:func:`rayjob_spec`).
+    """
+    from kubeloop.console import Progress
+    from kubeloop.training.engine import workers_arg
+
+    parser = argparse.ArgumentParser(prog="python -m kubeloop.pipelines.steps.train")
+    parser.add_argument("--splits", required=True)
+    parser.add_argument("--features", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--workers", type=workers_arg, default=AUTO)
+    parser.add_argument("--num-boost-round", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--candidates", default="xgboost,linear,random_forest")
+    parser.add_argument("--tune-budget", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="kubeloop-rayjob-"))
+    try:
+        config = TrainConfig(
+            workers=args.workers,
+            seed=args.seed,
+            num_boost_round=args.num_boost_round,
+            ray_address="auto",
+            candidates=tuple(args.candidates.split(",")),
+            tune_budget=args.tune_budget,
+        )
+        train(
+            download_dir(args.splits, work / "splits"),
+            download_dir(args.features, work / "features"),
+            out=work / "candidates",
+            config=config,
+            progress=Progress(prefix="rayjob"),
+        )
+        upload_dir(work / "candidates", args.out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

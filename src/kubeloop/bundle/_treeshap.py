@@ -14,7 +14,8 @@ where ``B`` is the set of path features the row follows and
 ``F_l(B) = sum_{S subset of B} w(|S|) prod_{j in P - S} z_j`` is tabulated once per leaf for all
 ``2^d`` sets. A row then costs one pass over the leaves' paths: no recursion. The bias is the
 cover-weighted mean of the leaf values (XGBoost's node mean values) plus ``base_score``; the
-decisions are :mod:`kubeloop.forest`'s (float32 comparisons, missing values to ``default_left``).
+decisions are :mod:`kubeloop.serving.forest`'s (float32 comparisons, missing values to
+``default_left``).
 
 :meth:`TreeShap.from_booster` raises ``ValueError`` for what it does not handle (other boosters,
 categorical splits, a zero cover, tables larger than ``max_entries``); callers then use XGBoost.
@@ -30,7 +31,7 @@ import numba
 import numpy as np
 import xgboost
 
-from kubeloop.forest import SUPPORTED_OBJECTIVES, _floats
+from kubeloop.bundle.models import SUPPORTED_OBJECTIVES, booster_floats
 
 __all__ = ["TreeShap"]
 
@@ -144,7 +145,7 @@ class TreeShap:
         n_features = int(params["num_feature"])
         groups = max(1, int(params.get("num_class", "0")))
         model = learner["gradient_booster"]["model"]
-        base = np.array(_floats(params["base_score"]), dtype=np.float64)
+        base = np.array(booster_floats(params["base_score"]), dtype=np.float64)
         if objective == "binary:logistic":
             base = np.array([-math.log(1.0 / float(p) - 1.0) for p in base])
         bias = np.broadcast_to(base, (groups,)).astype(np.float64)

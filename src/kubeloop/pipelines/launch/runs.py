@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.names import check_name
-from kubeloop.pipelines.cluster import run_state, submit_run
-from kubeloop.pipelines.gating import GateDecision
-from kubeloop.pipelines.pipeline import CLUSTER_REGISTRY
+from kubeloop.pipelines.components.pipeline import CLUSTER_REGISTRY
+from kubeloop.pipelines.launch.cluster import run_state, submit_run
+from kubeloop.pipelines.steps.gate import GateDecision
 from kubeloop.registry import Registry, default_registry_root, kubeloop_home
 from kubeloop.training.engine import AUTO, Workers, parse_workers
 
@@ -159,8 +159,8 @@ def start_training_run(
             run_id=run_id, where="cluster", state="SUBMITTED", promoted=None,
             reason=f"follow it in the KFP UI ({host}); the gate decides promotion",
         )  # fmt: skip
-    from kubeloop.pipelines.local import run_pipeline_locally
-    from kubeloop.tracking import default_tracking_uri
+    from kubeloop.pipelines.launch.local import run_pipeline_locally
+    from kubeloop.registry.tracking import default_tracking_uri
 
     root = registry_root or default_registry_root()
     registry = Registry(root)

@@ -192,7 +192,7 @@ def run_pipeline_locally(
     """
     from kfp import local
 
-    from kubeloop.pipelines.pipeline import build_pipeline
+    from kubeloop.pipelines.components.pipeline import build_pipeline
 
     pipeline_root = Path(pipeline_root).absolute()
     pipeline_root.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,9 @@ from typing import Any
 
 import pandas as pd
 
-from kubeloop._demo_support import (
+from kubeloop.bundle import load_bundle
+from kubeloop.console import ProgressFn, quiet
+from kubeloop.demo.harness import (
     ServerProcess,
     drift_frame,
     heartbeat,
@@ -32,8 +34,6 @@ from kubeloop._demo_support import (
     send_traffic,
     write_labels,
 )
-from kubeloop.bundle import load_bundle
-from kubeloop.console import ProgressFn, quiet
 from kubeloop.errors import KubeloopError
 from kubeloop.monitoring.decision import TriggerPolicy, load_state
 from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult, run_once
@@ -95,7 +95,7 @@ def _home(path: Path) -> Iterator[None]:
 def _datasets(config: DemoConfig, work: Path) -> tuple[str, pd.DataFrame, pd.DataFrame, str]:
     """(reference path, healthy traffic, drifted traffic with labels, target)."""
     if config.data is None:
-        from kubeloop.synth import CHURN_TARGET, generate_churn
+        from kubeloop.data.synth import CHURN_TARGET, generate_churn
 
         reference = generate_churn(config.rows, seed=0)
         healthy = generate_churn(config.traffic_rows, seed=1)
@@ -123,7 +123,7 @@ def _datasets(config: DemoConfig, work: Path) -> tuple[str, pd.DataFrame, pd.Dat
 def _train(
     data: str, target: str, config: DemoConfig, registry: Path, log: Path, say: ProgressFn
 ) -> Any:
-    from kubeloop.pipelines.runs import start_training_run
+    from kubeloop.pipelines.launch.runs import start_training_run
 
     with quiet_output(log), heartbeat(log, say):
         return start_training_run(

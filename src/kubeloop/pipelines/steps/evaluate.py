@@ -1,11 +1,11 @@
 """The evaluate step's core: bundle + what the KFP UI and MLflow show about it.
 
-The bundle is made by :func:`kubeloop.workflow.finish_bundle`, the same function that ends
+The bundle is made by :func:`kubeloop.training.workflow.finish_bundle`, the same function that ends
 ``kubeloop train``, from the splits, features and candidates the earlier steps wrote.
 
 KFP shows scalar ``Metrics``, a ``ClassificationMetrics`` ROC curve and confusion matrix, an
 ``HTML`` page with the bundle's plots and a ``Markdown`` table of every candidate; MLflow gets
-the same numbers, the plots and the bundle (:func:`kubeloop.tracking.log_training_run`).
+the same numbers, the plots and the bundle (:func:`kubeloop.registry.tracking.log_training_run`).
 """
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ from typing import Any
 import numpy as np
 
 from kubeloop.console import ProgressFn, quiet
-from kubeloop.pipelines.stages import (
-    load_candidates,
+from kubeloop.pipelines.steps.data import (
     load_matrices,
     load_meta,
     load_part,
     load_preprocessor,
     load_schema,
 )
-from kubeloop.tracking import flatten_metrics, log_training_run
-from kubeloop.workflow import SUMMARY_METRICS, Packaged, finish_bundle
+from kubeloop.registry.tracking import flatten_metrics, log_training_run
+from kubeloop.training.workflow import SUMMARY_METRICS, Packaged, finish_bundle
 
 __all__ = [
     "EvaluationReport",
@@ -166,9 +165,13 @@ def evaluate_and_report(
         model_name: The model name recorded in the bundle.
         params: Pipeline parameters, recorded in MLflow (seed, workers and boosting rounds also
             in the manifest).
-        mlflow_uri: The tracking store; empty means :func:`kubeloop.tracking.default_tracking_uri`.
+        mlflow_uri: The tracking store; empty means
+            :func:`kubeloop.registry.tracking.default_tracking_uri`.
         progress: Called with one line per step.
     """
+    # The train step's module brings Ray Train's configuration; only its loader is needed here.
+    from kubeloop.pipelines.steps.train import load_candidates
+
     schema = load_schema(splits_dir)
     matrices = {name: load_matrices(features_dir, name) for name in ("train", "test")}
     packaged = finish_bundle(

@@ -1,17 +1,26 @@
-"""The schema types of :mod:`kubeloop.data` and the one rule for categorical values."""
+"""The schema: a model's inputs and target (``schema.json``), and the one rule for categories.
+
+Part of the bundle contract. Needs no pandas: a model server loads it to check requests.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from kubeloop.errors import BundleError
 
-if TYPE_CHECKING:
-    import pandas as pd
+__all__ = [
+    "SCHEMA_FORMAT",
+    "ColumnKind",
+    "FeatureInfo",
+    "Schema",
+    "Task",
+    "normalize_category",
+]
 
 Task = Literal["classification", "regression"]
 ColumnKind = Literal["numeric", "categorical", "binary"]
@@ -151,14 +160,3 @@ class Schema:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Validated features and labels, ready for splitting and feature prep."""
-
-    X: pd.DataFrame
-    y: np.ndarray
-    schema: Schema
-    notes: tuple[str, ...] = ()
-    data_hash: str = ""

@@ -4,7 +4,8 @@ Each step is its own Python process: the libraries each core needs are imported 
 register step loads no pandas, XGBoost or scikit-learn (``bench/steps.py`` measures this).
 
 The gate scores the challenger and the current champion on the *same* held-out rows (the test
-split of this run) with the one ranking rule of :func:`kubeloop.evaluation.validation_score`, and
+split of this run) with the one ranking rule of
+:func:`kubeloop.training.evaluation.validation_score`, and
 promotes only when the challenger is better by more than the margin. With no champion, or a
 champion that cannot score this data (other task, classes or features), the challenger wins.
 """
@@ -20,7 +21,8 @@ from kubeloop.errors import KubeloopError, RegistryError
 
 if TYPE_CHECKING:
     from kubeloop.bundle import Bundle
-    from kubeloop.data import Part, Schema
+    from kubeloop.bundle.schema import Schema
+    from kubeloop.data import Part
 
 __all__ = ["GateDecision", "gate", "register", "score_name"]
 
@@ -56,8 +58,8 @@ class GateDecision:
 
 
 def _score(bundle: Bundle, part: Part) -> float:
-    from kubeloop.evaluation import validation_score
     from kubeloop.features import FastTransform
+    from kubeloop.training.evaluation import validation_score
 
     frame = part.X[list(bundle.schema.feature_names)]
     matrix = FastTransform(bundle.preprocessor).transform(frame)
@@ -84,7 +86,7 @@ def gate(
         RegistryError: The champion pointer names a version that is missing or damaged.
     """
     from kubeloop.bundle import load_bundle
-    from kubeloop.pipelines.stages import load_part, load_schema
+    from kubeloop.pipelines.steps.data import load_part, load_schema
     from kubeloop.registry import Registry
 
     schema = load_schema(splits_dir)
@@ -156,7 +158,7 @@ def register(
     version = registry.register(bundle_dir)
     registry.promote(model_name, version)
     if mlflow_run_id:
-        from kubeloop.tracking import promote_run
+        from kubeloop.registry.tracking import promote_run
 
         promote_run(model_name, mlflow_run_id, version=version, tracking_uri=tracking_uri)
     return version

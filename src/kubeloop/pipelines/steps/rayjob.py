@@ -2,20 +2,18 @@
 
 The train component decides where Ray runs (:func:`ray_mode`): ``RAY_ADDRESS`` set → connect to
 that RayCluster; inside Kubernetes without it → build a ``RayJob`` (an ephemeral RayCluster in
-the project image running ``python -m kubeloop.pipelines.rayjob``), submit it with the
+the project image running ``python -m kubeloop.pipelines.steps.train``), submit it with the
 Kubernetes ``CustomObjectsApi`` and wait; anywhere else → Ray in-process.
 
-The RayJob's entrypoint reads the splits and features from object storage, trains, and writes
-the candidates to a staging URL the component then copies into its output artifact.
+The RayJob's entrypoint (:func:`kubeloop.pipelines.steps.train.main`) reads the splits and
+features from object storage, trains, and writes the candidates to a staging URL the component
+then copies into its output artifact; :func:`download_dir` and :func:`upload_dir` move them.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +30,6 @@ __all__ = [
     "RayJobSpec",
     "build_rayjob",
     "download_dir",
-    "main",
     "ray_mode",
     "storage_url",
     "submit_rayjob",
@@ -243,47 +240,3 @@ def upload_dir(source: Path, url: str) -> None:
     fs, root = fsspec.core.url_to_fs(storage_url(url))
     for path in sorted(p for p in Path(source).rglob("*") if p.is_file()):
         fs.pipe_file(f"{root.rstrip('/')}/{path.relative_to(source).as_posix()}", path.read_bytes())
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The RayJob entrypoint: download inputs, train every candidate on the cluster, upload."""
-    from kubeloop.console import Progress
-    from kubeloop.pipelines.stages import train
-    from kubeloop.training import TrainConfig
-    from kubeloop.training.engine import AUTO, workers_arg
-
-    parser = argparse.ArgumentParser(prog="python -m kubeloop.pipelines.rayjob")
-    parser.add_argument("--splits", required=True)
-    parser.add_argument("--features", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--workers", type=workers_arg, default=AUTO)
-    parser.add_argument("--num-boost-round", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--candidates", default="xgboost,linear,random_forest")
-    parser.add_argument("--tune-budget", type=float, default=0.0)
-    args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="kubeloop-rayjob-"))
-    try:
-        config = TrainConfig(
-            workers=args.workers,
-            seed=args.seed,
-            num_boost_round=args.num_boost_round,
-            ray_address="auto",
-            candidates=tuple(args.candidates.split(",")),
-            tune_budget=args.tune_budget,
-        )
-        train(
-            download_dir(args.splits, work / "splits"),
-            download_dir(args.features, work / "features"),
-            out=work / "candidates",
-            config=config,
-            progress=Progress(prefix="rayjob"),
-        )
-        upload_dir(work / "candidates", args.out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

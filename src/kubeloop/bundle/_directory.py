@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kubeloop.data import Schema
+from kubeloop.bundle.preprocessor import PreprocessorSpec
+from kubeloop.bundle.schema import Schema
 from kubeloop.errors import BundleError, KubeloopError
-from kubeloop.features import PreprocessorSpec
 from kubeloop.names import check_name
 
 if TYPE_CHECKING:  # loaded by load_bundle: verifying and registering need no XGBoost
-    from kubeloop.models import TabularModel
+    from kubeloop.bundle.models import TabularModel
 
 __all__ = ["BUNDLE_FORMAT", "MANIFEST", "Bundle", "load_bundle", "verify_bundle", "write_bundle"]
 
@@ -191,7 +191,7 @@ def write_bundle(
         name: The model name (:data:`kubeloop.names.NAME_RULE`; it becomes a path segment
             and a metric label).
         schema, preprocessor, model: The fitted pieces; ``model.save`` writes the model file.
-        reference_profile: From :func:`kubeloop.profile.build_reference_profile`.
+        reference_profile: From :func:`kubeloop.bundle.profile.build_reference_profile`.
         metrics: Held-out metrics (plain JSON values; ``None`` for undefined ones).
         plots: PNG files to copy in under their own names.
         params: Training parameters recorded in the manifest.
@@ -407,7 +407,7 @@ def load_bundle(path: Path) -> Bundle:
     """
     path = Path(path)
     manifest = verify_bundle(path)
-    from kubeloop.models import load_model
+    from kubeloop.bundle.models import load_model
 
     try:
         schema = Schema.from_dict(_read_json(path / "schema.json"))

@@ -1,16 +1,14 @@
-"""The pure cores of the first pipeline steps: ingest + validate, feature prep, train.
+"""The cores of the data steps: ingest + validate, feature prep, and the artifacts they write.
 
 Each function takes input directories and fills an output directory; the KFP components in
-:mod:`kubeloop.pipelines.components` only hand them artifact paths. Directory contents:
+:mod:`kubeloop.pipelines.components.training` only hand them artifact paths. Directory contents:
 
 - splits: ``schema.json``, ``meta.json`` (data hash, notes, row counts) and
   ``{train,validation,test}.parquet`` (the features in schema order plus the encoded target).
 - features: ``preprocessor.json`` and ``x_{part}.npy`` / ``y_{part}.npy`` (after FastTransform).
-- candidates: ``candidates.json`` (name, kind, validation score, params) and one sub-directory
-  per candidate holding its model file.
 
 Every step runs in its own Python process, so each function imports the libraries it uses
-itself: validate and features load no XGBoost, Ray or MLflow, train no MLflow
+itself: validate and features load no XGBoost, Ray or MLflow
 (``bench/steps.py`` measures every step's imports).
 """
 
@@ -25,20 +23,20 @@ import numpy as np
 from kubeloop.console import ProgressFn, quiet
 
 if TYPE_CHECKING:
-    from kubeloop.data import Part, Schema
-    from kubeloop.features import PreprocessorSpec
-    from kubeloop.training import Candidate, TrainConfig
+    from kubeloop.bundle.preprocessor import PreprocessorSpec
+    from kubeloop.bundle.schema import Schema
+    from kubeloop.data import Part
 
 __all__ = [
     "ingest",
-    "load_candidates",
     "load_matrices",
     "load_meta",
     "load_part",
     "load_preprocessor",
     "load_schema",
     "prepare_features",
-    "train",
+    "read_json",
+    "write_json",
 ]
 
 _Y = "__kubeloop_target__"
@@ -49,12 +47,12 @@ def _plain(value: Any) -> Any:
     return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
-def _write_json(path: Path, content: Any) -> None:
+def write_json(path: Path, content: Any) -> None:
     text = json.dumps(content, indent=2, sort_keys=True, default=_plain)
     path.write_text(text + "\n", encoding="utf-8")
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
@@ -97,8 +95,8 @@ def ingest(
         frame.to_parquet(out / f"{name}.parquet", index=False)
         rows[name] = len(part.y)
     schema = dataset.schema
-    _write_json(out / "schema.json", schema.to_dict())
-    _write_json(
+    write_json(out / "schema.json", schema.to_dict())
+    write_json(
         out / "meta.json",
         {"data": data, "data_hash": dataset.data_hash, "notes": list(dataset.notes), "rows": rows},
     )
@@ -120,14 +118,14 @@ def ingest(
 
 def load_meta(splits_dir: Path) -> dict[str, Any]:
     """The ``meta.json`` written by :func:`ingest`: data, data hash, notes, row counts."""
-    return dict(_read_json(Path(splits_dir) / "meta.json"))
+    return dict(read_json(Path(splits_dir) / "meta.json"))
 
 
 def load_schema(splits_dir: Path) -> Schema:
     """The schema written by :func:`ingest`."""
-    from kubeloop.data import Schema
+    from kubeloop.bundle.schema import Schema
 
-    return Schema.from_dict(_read_json(Path(splits_dir) / "schema.json"))
+    return Schema.from_dict(read_json(Path(splits_dir) / "schema.json"))
 
 
 def load_part(splits_dir: Path, name: str) -> Part:
@@ -152,13 +150,13 @@ def prepare_features(splits_dir: Path, *, out: Path) -> int:
     Returns:
         The number of model inputs (output columns).
     """
-    from kubeloop.workflow import PARTS, prepare_inputs
+    from kubeloop.training.workflow import PARTS, prepare_inputs
 
     parts = {name: load_part(splits_dir, name) for name in PARTS}
     spec, matrices = prepare_inputs(load_schema(splits_dir), parts)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "preprocessor.json", spec.to_dict())
+    write_json(out / "preprocessor.json", spec.to_dict())
     for name, (x, y) in matrices.items():
         np.save(out / f"x_{name}.npy", x)
         np.save(out / f"y_{name}.npy", y)
@@ -173,76 +171,6 @@ def load_matrices(features_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray
 
 def load_preprocessor(features_dir: Path) -> PreprocessorSpec:
     """The preprocessor spec written by :func:`prepare_features`."""
-    from kubeloop.features import PreprocessorSpec
+    from kubeloop.bundle.preprocessor import PreprocessorSpec
 
-    return PreprocessorSpec.from_dict(_read_json(Path(features_dir) / "preprocessor.json"))
-
-
-def train(
-    splits_dir: Path,
-    features_dir: Path,
-    *,
-    out: Path,
-    config: TrainConfig,
-    progress: ProgressFn = quiet,
-) -> list[dict[str, Any]]:
-    """Train every candidate (XGBoost through Ray Train, baselines) and save them.
-
-    Returns:
-        One record per candidate: name, kind, validation score, params.
-    """
-    from kubeloop.workflow import class_count, train_all
-
-    schema = load_schema(splits_dir)
-    matrices = {name: load_matrices(features_dir, name) for name in ("train", "validation")}
-    candidates = train_all(schema, matrices, config=config, progress=progress)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for candidate in candidates:
-        candidate.model.save(_mkdir(out / candidate.name))
-        records.append(
-            {
-                "name": candidate.name,
-                "kind": candidate.model.kind,
-                "validation_score": float(candidate.validation_score),
-                "params": candidate.params,
-                "selection": candidate.selection,
-                "tuning": candidate.tuning,
-            }
-        )
-    _write_json(
-        out / "candidates.json",
-        {"task": schema.task, "n_classes": class_count(schema), "candidates": records},
-    )
-    return records
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def load_candidates(candidates_dir: Path) -> list[Candidate]:
-    """The candidates saved by :func:`train`, in training order."""
-    from kubeloop.models import load_model
-    from kubeloop.training import Candidate
-
-    directory = Path(candidates_dir)
-    index = _read_json(directory / "candidates.json")
-    return [
-        Candidate(
-            name=record["name"],
-            model=load_model(
-                directory / record["name"],
-                kind=record["kind"],
-                task=index["task"],
-                n_classes=int(index["n_classes"]),
-            ),
-            validation_score=float(record["validation_score"]),
-            params=dict(record["params"]),
-            selection=dict(record.get("selection") or {}),
-            tuning=record.get("tuning"),
-        )
-        for record in index["candidates"]
-    ]
+    return PreprocessorSpec.from_dict(read_json(Path(features_dir) / "preprocessor.json"))

@@ -14,7 +14,7 @@ from typing import Any
 from kfp import compiler, dsl
 from kfp.dsl import Artifact, Metrics, Output
 
-from kubeloop.pipelines.components import DEFAULT_IMAGE, component_image
+from kubeloop.pipelines.image import DEFAULT_IMAGE, component_image
 
 __all__ = [
     "BATCH_COMPONENT_PATH",
@@ -87,7 +87,7 @@ def build_batch_pipeline(
     image: str | None = None, *, s3_secret: str | None = None, s3_endpoint: str | None = None
 ) -> Any:
     """The batch-scoring pipeline: one ``batch-predict`` step (S3 access as the training one)."""
-    from kubeloop.pipelines.pipeline import CLUSTER_REGISTRY, _object_storage
+    from kubeloop.pipelines.components.pipeline import CLUSTER_REGISTRY, _object_storage
 
     component = build_batch_component(image)
 

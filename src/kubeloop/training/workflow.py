@@ -6,7 +6,8 @@ every stage has succeeded, and then the bundle is written atomically by :mod:`ku
 The steps after the data stage are shared with the pipeline: :func:`prepare_inputs` (preprocessor
 + matrices), :func:`train_all` (candidates), :func:`finish_bundle` (test metrics, choice,
 ``metrics.json``, profile, plots, bundle). :func:`run_training` chains them in memory; the KFP
-steps (:mod:`kubeloop.pipelines.stages`, :mod:`~kubeloop.pipelines.reports`) keep results on disk.
+steps (:mod:`kubeloop.pipelines.steps.data`, :mod:`~kubeloop.pipelines.steps.evaluate`) keep
+results on disk.
 Each of those steps is a Python process of its own, so the heavy parts (XGBoost and Ray,
 plotting, the bundle) are imported by the functions that use them: the features step imports no
 XGBoost.
@@ -23,19 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from kubeloop.bundle.preprocessor import PreprocessorSpec
+from kubeloop.bundle.schema import Schema, Task
 from kubeloop.console import ProgressFn, quiet
-from kubeloop.data import (
-    PARTS,
-    Dataset,
-    Part,
-    Schema,
-    Task,
-    build_dataset,
-    load_dataset,
-    split_dataset,
-)
+from kubeloop.data import PARTS, Dataset, Part, build_dataset, load_dataset, split_dataset
 from kubeloop.errors import ConfigError, TrainingError
-from kubeloop.features import FastTransform, PreprocessorSpec, fit_preprocessor
+from kubeloop.features import FastTransform, fit_preprocessor
 from kubeloop.names import check_name
 
 if TYPE_CHECKING:
@@ -182,9 +176,9 @@ def finish_bundle(
         TrainingError: ``candidates`` is empty.
     """
     from kubeloop.bundle import load_bundle, write_bundle
-    from kubeloop.evaluation import curve_points, evaluate, write_plots
-    from kubeloop.explain import Explainer, global_importance
-    from kubeloop.profile import build_reference_profile
+    from kubeloop.bundle.explain import Explainer, global_importance
+    from kubeloop.bundle.profile import build_reference_profile
+    from kubeloop.training.evaluation import curve_points, evaluate, write_plots
 
     say = progress or quiet
     if not candidates:

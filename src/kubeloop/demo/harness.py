@@ -1,6 +1,7 @@
-"""Helpers of ``kubeloop demo``: the model server as a child process, traffic, drifted data.
+"""Driving a local loop: the model server as a child process, traffic, drifted data, free ports.
 
-Kept apart from :mod:`kubeloop.demo` (which tells the story) so each stays readable.
+The demo's story (:mod:`kubeloop.demo.story`) runs on these, and so do the tests and benchmarks:
+a public module, so they all drive the server the same way.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kubeloop.bundle.schema import Schema
 from kubeloop.console import ProgressFn
-from kubeloop.data import Schema
 from kubeloop.errors import KubeloopError
 from kubeloop.monitoring.sources import parse_metrics_text
 
