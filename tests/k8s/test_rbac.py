@@ -185,7 +185,7 @@ def _granted(objects: list[h.Manifest]) -> dict[tuple[str, str], set[Grant]]:
 
 def test_api_call_table_matches_the_code() -> None:
     found = _calls_in_source()
-    if not (SRC / "pipelines" / "cluster.py").is_file():
+    if not (SRC / "pipelines" / "launch" / "cluster.py").is_file():
         pytest.fail("src/kubeloop/pipelines/launch/cluster.py is missing: the table describes it")
     assert found == API_CALLS
 
