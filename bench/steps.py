@@ -92,6 +92,7 @@ def measure(steps: dict[str, str]) -> dict[str, Any]:
 
 def run_pipeline(data: str, target: str) -> tuple[float, list[dict[str, Any]]]:
     """Run the pipeline once with the step probe; (seconds, one probe record per step)."""
+    from kubeloop.pipelines.launch.request import RunRequest
     from kubeloop.pipelines.launch.runs import start_training_run
 
     with tempfile.TemporaryDirectory(prefix="kubeloop-bench-steps-") as home:
@@ -103,7 +104,9 @@ def run_pipeline(data: str, target: str) -> tuple[float, list[dict[str, Any]]]:
         )
         try:
             started = time.perf_counter()
-            start_training_run(os.path.abspath(data), target=target, model_name="bench")
+            start_training_run(
+                RunRequest(data=os.path.abspath(data), target=target, model_name="bench")
+            )
             seconds = time.perf_counter() - started
         finally:
             for key, value in saved.items():

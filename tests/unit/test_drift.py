@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -152,8 +153,16 @@ def test_prediction_is_scored_but_not_in_the_share() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"psi_threshold": 0.0}, {"feature_thresholds": {"x": -1.0}}, {"min_rows": 0}]
-)
-def test_drift_config_rejects_bad_values(bad: dict) -> None:
-    with pytest.raises(ConfigError, match="must be"):
+    ("bad", "message"),
+    [
+        ({"psi_threshold": 0.0}, "'psi_threshold' parameter of DriftConfig must be a float in "
+         "the range (0.0, inf). Got 0.0 instead."),
+        ({"feature_thresholds": {"x": -1.0}}, "'feature_thresholds['x']' parameter of "
+         "DriftConfig must be a float in the range (0.0, inf). Got -1.0 instead."),
+        ({"min_rows": 0}, "'min_rows' parameter of DriftConfig must be an int in the range "
+         "[1, inf). Got 0 instead."),
+    ],
+)  # fmt: skip
+def test_drift_config_rejects_bad_values(bad: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
         DriftConfig(**bad)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kubeloop.cli import main
+from kubeloop.console import ProgressFn
 from kubeloop.errors import ConfigError
 from kubeloop.monitoring import monitor as monitor_module
 from kubeloop.monitoring.decision import Decision, MonitorState
 from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult
-from kubeloop.pipelines.launch.runs import RunOutcome
+from kubeloop.pipelines.launch.request import RunRequest
+from kubeloop.pipelines.launch.runs import RunOutcome, pipeline_arguments
 
 CLUSTER = [
     "monitor", "--once", "--model=churn", "--registry=s3://kubeloop/registry",
@@ -75,14 +78,14 @@ def test_namespace_needs_an_inference_service(tmp_path: Path) -> None:
 
 class _Recorder:
     def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
+        self.calls: list[RunRequest] = []
 
-    def __call__(self, data: str, **kwargs: Any) -> RunOutcome:
-        self.calls.append({"data": data, **kwargs})
+    def __call__(self, request: RunRequest, /, *, progress: ProgressFn | None = None) -> RunOutcome:
+        self.calls.append(request)
         return RunOutcome(run_id="run-1", where="cluster", state="SUBMITTED", promoted=None)
 
 
-def _start(config: MonitorConfig) -> dict[str, Any]:
+def _start(config: MonitorConfig) -> RunRequest:
     recorder = _Recorder()
     state, outcome, error = monitor_module._start(
         config,
@@ -116,11 +119,14 @@ def test_retraining_run_redeploys_the_served_model(tmp_path: Path) -> None:
             tune_budget=90.0,
         )
     )
-    assert call["host"] == "http://ml-pipeline.kubeflow:8888"
-    assert call["tune_budget"] == 90.0
-    assert call["registry_root"] == "s3://kubeloop/registry"
-    assert call["inference_service"] == "churn" and call["namespace"] == "kubeloop"
-    assert call["canary_percent"] == 10 and call["mlflow_uri"] == "http://mlflow:5000"
+    assert call.host == "http://ml-pipeline.kubeflow:8888"
+    assert call.data == "s3://kubeloop/data/churn.csv" and call.target == "churned"
+    assert call.run_name == "churn-retrain-19700112-134640"
+    arguments = pipeline_arguments(call)
+    assert arguments["tune_budget"] == 90.0
+    assert arguments["registry_root"] == "s3://kubeloop/registry"
+    assert arguments["inference_service"] == "churn" and arguments["namespace"] == "kubeloop"
+    assert arguments["canary_percent"] == 10 and arguments["mlflow_uri"] == "http://mlflow:5000"
 
 
 def test_unset_deploy_options_are_not_passed(tmp_path: Path) -> None:
@@ -135,8 +141,25 @@ def test_unset_deploy_options_are_not_passed(tmp_path: Path) -> None:
             kfp_host="http://ml-pipeline.kubeflow:8888",
         )
     )
-    unset = {"inference_service", "namespace", "canary_percent", "mlflow_uri", "tune_budget"}
-    assert not unset & set(call)
+    arguments = pipeline_arguments(call)
+    assert not {"inference_service", "namespace", "canary_percent", "tune_budget"} & set(arguments)
+    assert arguments["mlflow_uri"] == ""  # the steps' $MLFLOW_TRACKING_URI
+
+
+def test_bad_run_settings_are_refused_with_the_config(tmp_path: Path) -> None:
+    """A monitor that retrains refuses a bad run setting when it is configured, not at the
+    first retraining (which would fail on every later drift too)."""
+    settings: dict[str, Any] = {
+        "model": "churn", "state_file": tmp_path / "state.json", "registry": "r",
+        "metrics_url": "http://x/metrics", "target": "churned", "canary_percent": 150,
+    }  # fmt: skip
+    MonitorConfig(**settings)  # no retraining data: no run to check
+    message = (
+        "The 'canary_percent' parameter of RunRequest must be an int in the range [0, 100]. "
+        "Got 150 instead."
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        MonitorConfig(**settings, retrain_data="s3://kubeloop/data/churn.csv")
 
 
 def test_start_training_run_puts_the_deploy_target_in_the_run(
@@ -152,8 +175,8 @@ def test_start_training_run_puts_the_deploy_target_in_the_run(
         return "run-1"
 
     monkeypatch.setattr(runs, "submit_run", fake_submit)
-    runs.start_training_run(
-        "s3://kubeloop/data/churn.csv",
+    request = RunRequest(
+        data="s3://kubeloop/data/churn.csv",
         target="churned",
         model_name="churn",
         host="http://ml-pipeline.kubeflow:8888",
@@ -161,6 +184,8 @@ def test_start_training_run_puts_the_deploy_target_in_the_run(
         inference_service="churn",
         namespace="kubeloop",
     )
+    outcome = runs.start_training_run(request)
+    assert outcome.where == "cluster" and outcome.run_id == "run-1"
     (arguments,) = submitted
     assert arguments["inference_service"] == "churn" and arguments["namespace"] == "kubeloop"
     assert arguments["registry_root"] == "s3://kubeloop/registry"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -109,9 +110,16 @@ def test_refresh_drops_runs_of_dead_monitors_and_finished_cluster_runs() -> None
 
 
 @pytest.mark.parametrize(
-    "bad",
-    [{"drift_share": 0.0}, {"max_performance_drop": 0.0}, {"cooldown_s": -1.0}, {"daily_cap": 0}],
+    ("bad", "expected"),
+    [
+        ({"drift_share": 0.0}, "a float in the range (0.0, 1.0]. Got 0.0"),
+        ({"max_performance_drop": 0.0}, "a float in the range (0.0, inf). Got 0.0"),
+        ({"cooldown_s": -1.0}, "a float in the range [0.0, inf). Got -1.0"),
+        ({"daily_cap": 0}, "an int in the range [1, inf). Got 0"),
+    ],
 )
-def test_policy_rejects_bad_values(bad: dict) -> None:
-    with pytest.raises(ConfigError):
+def test_policy_rejects_bad_values(bad: dict, expected: str) -> None:
+    (name,) = bad
+    message = f"The '{name}' parameter of TriggerPolicy must be {expected} instead."
+    with pytest.raises(ConfigError, match=re.escape(message)):
         TriggerPolicy(**bad)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kubeloop.errors import DataValidationError, TrainingError
 from kubeloop.pipelines.launch.local import step_error
+from kubeloop.pipelines.launch.request import RunRequest
 from kubeloop.pipelines.launch.runs import RunOutcome, pipeline_arguments
 from kubeloop.pipelines.steps.gate import GateDecision
 
@@ -50,14 +53,38 @@ def test_gate_decision_round_trips_as_json() -> None:
     assert GateDecision.from_json(decision.to_json()) == decision
 
 
+HOST = "http://ml-pipeline.kubeflow:8888"
+
+
 def test_pipeline_arguments_leave_out_unset_options() -> None:
-    arguments = pipeline_arguments(
-        "d.csv", target="y", model_name="m", task="auto", workers=2, gate_margin=0.0,
-        num_boost_round=10, registry_root="/r", mlflow_uri="", inference_service="",
-        canary_percent=None, candidates="xgboost",
+    request = RunRequest(
+        data="d.csv", target="y", model_name="m", workers=2, num_boost_round=10,
+        registry_root="/r", inference_service="", canary_percent=None, candidates="xgboost",
+        host=HOST,
     )  # fmt: skip
-    assert arguments["candidates"] == "xgboost"
-    assert "inference_service" not in arguments and "canary_percent" not in arguments
+    arguments = pipeline_arguments(request)
+    assert arguments == {
+        "data": "d.csv", "target": "y", "task": "auto", "model_name": "m", "workers": "2",
+        "num_boost_round": 10, "seed": 0, "gate_margin": 0.0, "registry_root": "/r",
+        "mlflow_uri": "", "candidates": "xgboost",
+    }  # fmt: skip
+
+
+def test_pipeline_arguments_fill_in_where_the_run_goes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KUBELOOP_REGISTRY", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("KUBELOOP_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    local = pipeline_arguments(RunRequest(data="d.csv", target="y"))
+    assert local["data"] == str(tmp_path / "d.csv")  # the steps run from another directory
+    assert local["registry_root"] == str(tmp_path / "registry")
+    assert local["mlflow_uri"] == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    assert local["workers"] == "auto" and local["model_name"] == "model"
+    cluster = pipeline_arguments(RunRequest(data="d.csv", target="y", host=HOST))
+    assert cluster["data"] == "d.csv"
+    assert cluster["registry_root"] == "s3://kubeloop/registry" and cluster["mlflow_uri"] == ""
 
 
 def test_outcome_summary() -> None:
@@ -105,7 +132,6 @@ def test_tune_budget_is_a_pipeline_parameter() -> None:
     inputs = build_pipeline("img").pipeline_spec.root.input_definitions.parameters
     assert inputs["tune_budget"].default_value.number_value == 0.0
     arguments = pipeline_arguments(
-        "d.csv", target="y", model_name="m", task="auto", workers=2, gate_margin=0.0,
-        num_boost_round=10, registry_root="/r", mlflow_uri="", tune_budget=60.0,
-    )  # fmt: skip
+        RunRequest(data="d.csv", target="y", tune_budget=60.0, host=HOST)
+    )
     assert arguments["tune_budget"] == 60.0

@@ -59,9 +59,17 @@ def test_draws_and_perturbations_stay_in_the_space_and_follow_the_seed() -> None
     [
         ({"tune_budget": -1.0}, "tune_budget"),
         ({"tune_budget": float("nan")}, "tune_budget"),
-        ({"tune_budget": 0.5}, "at least 5 seconds"),
+        (
+            {"tune_budget": 0.5},
+            r"^The 'tune_budget' parameter of TrainConfig must be 0 \(off\) or a float in the "
+            r"range \[5\.0, inf\)\. Got 0\.5 instead\.$",
+        ),
+        ({"tune_budget": float("inf")}, "tune_budget"),
         ({"tune_max_trials": -2}, "tune_max_trials"),
-        ({"cv_folds": 1}, "cv_folds"),
+        (
+            {"cv_folds": 1},
+            r"'cv_folds' parameter of TrainConfig must be an int in the range \[2, inf\)",
+        ),
     ],
 )
 def test_train_config_refuses_bad_tuning_settings(settings: dict, field: str) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubeloop.console import Progress
 from kubeloop.names import model_name_arg
 from kubeloop.training.engine import AUTO, WORKERS_HELP, short_openmp_spin, workers_arg
+
+if TYPE_CHECKING:
+    from kubeloop.pipelines.launch.request import RunRequest
 
 __all__ = ["register"]
 
@@ -114,43 +117,40 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     compile_.set_defaults(func=_compile)
 
 
-def _extra(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "candidates": args.candidates,
-        "seed": args.seed,
-        "tune_budget": args.tune_budget or None,
-        "inference_service": args.inference_service,
-        "namespace": args.namespace,
-        "canary_percent": args.canary_percent or None,
-        "normalize_labels": args.normalize_labels or None,
-    }
+def _request(args: argparse.Namespace, **where: Any) -> RunRequest:
+    """The run the flags describe (``where``: ``host`` and, for ``run``, ``runner``/``image``)."""
+    from kubeloop.pipelines.launch.request import RunRequest
 
-
-def _run(args: argparse.Namespace) -> int:
-    short_openmp_spin()  # before XGBoost or scikit-learn is imported
-    from kubeloop.errors import ConfigError
-    from kubeloop.pipelines.launch.runs import start_training_run
-
-    if args.host and (args.runner != "subprocess" or args.image):
-        raise ConfigError("--runner and --image apply to --local runs only.")
-    progress = Progress(prefix="pipeline")
-    outcome = start_training_run(
-        args.data,
+    return RunRequest(
+        data=args.data,
         target=args.target,
         model_name=args.model,
-        host=None if args.local else args.host,
         task=args.task,
         workers=args.workers,
         gate_margin=args.gate_margin,
         num_boost_round=args.num_boost_round,
+        seed=args.seed,
+        candidates=args.candidates,
+        tune_budget=args.tune_budget,
+        normalize_labels=args.normalize_labels,
         registry_root=args.registry,
         mlflow_uri=args.mlflow_uri,
-        progress=progress,
+        inference_service=args.inference_service,
+        namespace=args.namespace,
+        canary_percent=args.canary_percent,
         experiment=args.experiment,
-        runner=args.runner,
-        image=args.image,
-        **_extra(args),
+        **where,
     )
+
+
+def _run(args: argparse.Namespace) -> int:
+    short_openmp_spin()  # before XGBoost or scikit-learn is imported
+    request = _request(
+        args, host=None if args.local else args.host, runner=args.runner, image=args.image
+    )
+    from kubeloop.pipelines.launch.runs import start_training_run
+
+    outcome = start_training_run(request, progress=Progress(prefix="pipeline"))
     sys.stdout.flush()
     print(f"\n{outcome.summary()}")
     if outcome.where == "local":
@@ -180,12 +180,7 @@ def _schedule(args: argparse.Namespace) -> int:
         return 0
     if not args.target:
         raise ConfigError("--target is required (the column to predict), unless --batch.")
-    arguments = pipeline_arguments(
-        args.data, target=args.target, model_name=args.model, task=args.task,
-        workers=args.workers, gate_margin=args.gate_margin,
-        num_boost_round=args.num_boost_round, registry_root=args.registry or cluster_registry(),
-        mlflow_uri=args.mlflow_uri or "", **_extra(args),
-    )  # fmt: skip
+    arguments = pipeline_arguments(_request(args, host=args.host))
     recurring = schedule_runs(
         args.host, arguments, cron=args.cron, name=args.name, experiment=args.experiment
     )

@@ -123,13 +123,15 @@ def _datasets(config: DemoConfig, work: Path) -> tuple[str, pd.DataFrame, pd.Dat
 def _train(
     data: str, target: str, config: DemoConfig, registry: Path, log: Path, say: ProgressFn
 ) -> Any:
+    from kubeloop.pipelines.launch.request import RunRequest
     from kubeloop.pipelines.launch.runs import start_training_run
 
+    request = RunRequest(
+        data=data, target=target, model_name=config.model, registry_root=str(registry),
+        workers=config.workers, num_boost_round=config.num_boost_round,
+    )  # fmt: skip
     with quiet_output(log), heartbeat(log, say):
-        return start_training_run(
-            data, target=target, model_name=config.model, registry_root=str(registry),
-            workers=config.workers, num_boost_round=config.num_boost_round, progress=say,
-        )  # fmt: skip
+        return start_training_run(request, progress=say)
 
 
 def _psi_line(result: MonitorResult) -> str:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from kubeloop.errors import ConfigError
+from kubeloop.errors import ConfigError, check_range
 
 __all__ = [
     "DAY_S",
@@ -58,15 +58,12 @@ class TriggerPolicy:
     daily_cap: int = 3
 
     def __post_init__(self) -> None:
-        if not 0 < self.drift_share <= 1:
-            raise ConfigError(f"drift_share must be in (0, 1]; got {self.drift_share}.")
-        if self.max_performance_drop <= 0:
-            raise ConfigError(f"max_performance_drop must be > 0; got {self.max_performance_drop}.")
-        if self.cooldown_s < 0 or self.daily_cap < 1:
-            raise ConfigError(
-                f"cooldown_s must be >= 0 and daily_cap >= 1; got {self.cooldown_s}, "
-                f"{self.daily_cap}."
-            )
+        owner = "TriggerPolicy"
+        check_range("drift_share", self.drift_share, low=0.0, high=1.0, closed="right", owner=owner)
+        drop = self.max_performance_drop
+        check_range("max_performance_drop", drop, low=0.0, closed="neither", owner=owner)
+        check_range("cooldown_s", self.cooldown_s, low=0.0, owner=owner)
+        check_range("daily_cap", self.daily_cap, kind=int, low=1, owner=owner)
 
 
 @dataclass(frozen=True)

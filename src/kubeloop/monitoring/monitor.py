@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -41,6 +41,9 @@ from kubeloop.monitoring.sources import (
 )
 from kubeloop.names import check_name
 from kubeloop.training.engine import AUTO, Workers, shared_local_ray
+
+if TYPE_CHECKING:
+    from kubeloop.pipelines.launch.request import RunRequest
 
 __all__ = ["MonitorConfig", "MonitorResult", "parse_window", "run_forever", "run_once"]
 
@@ -120,6 +123,37 @@ class MonitorConfig:
         if self.namespace and not self.inference_service:
             raise ConfigError("--namespace needs --inference-service NAME.")
         parse_window(self.window)
+        if self.retrain_data:
+            self.run_request(self.retrain_data)  # the run settings are checked now, not later
+
+    def run_request(self, data: str, *, run_name: str | None = None) -> RunRequest:
+        """The retraining run this monitor starts, on ``data``.
+
+        Its deploy step redeploys the served model (``inference_service``) when the gate
+        promotes; a local run's server follows the champion and hot-swaps.
+
+        Raises:
+            ConfigError: A run setting out of its range (see
+                :class:`~kubeloop.pipelines.launch.request.RunRequest`).
+        """
+        from kubeloop.pipelines.launch.request import RunRequest
+
+        return RunRequest(
+            data=data,
+            target=self.target or "",
+            model_name=self.model,
+            host=self.kfp_host,
+            workers=self.workers,
+            num_boost_round=self.num_boost_round,
+            gate_margin=self.gate_margin,
+            tune_budget=self.tune_budget,
+            registry_root=self.registry,
+            mlflow_uri=self.mlflow_uri,
+            inference_service=self.inference_service,
+            namespace=self.namespace,
+            canary_percent=self.canary_percent,
+            run_name=run_name,
+        )
 
 
 @dataclass(frozen=True)
@@ -201,27 +235,7 @@ def _start(
             out=config.state_file.parent / f"{run_name}.csv",
         )
         say(f"retraining on {data} ({added} labelled recent rows + reference) as {run_name}")
-        # The run's deploy step redeploys the served model when the gate promotes.
-        deploy: dict[str, Any] = {
-            "mlflow_uri": config.mlflow_uri,
-            "inference_service": config.inference_service,
-            "namespace": config.namespace,
-            "canary_percent": config.canary_percent,
-            "tune_budget": config.tune_budget or None,
-        }
-        outcome = start_run(
-            data,
-            target=config.target,
-            model_name=config.model,
-            host=config.kfp_host,
-            workers=config.workers,
-            num_boost_round=config.num_boost_round,
-            gate_margin=config.gate_margin,
-            registry_root=config.registry,
-            run_name=run_name,
-            progress=say,
-            **{key: value for key, value in deploy.items() if value not in (None, "")},
-        )
+        outcome = start_run(config.run_request(data, run_name=run_name), progress=say)
     except Exception as error:  # a failed run never crashes the monitor; it is counted
         m.RETRAIN_FAILURES.labels(model=config.model).inc()
         return replace(state, active_run=None), None, f"retraining failed: {error}"

@@ -24,7 +24,7 @@ import pandas as pd
 
 from kubeloop.bundle.profile import MISSING_BIN, UNKNOWN_BIN, assign_bins, bin_labels
 from kubeloop.bundle.schema import normalize_category
-from kubeloop.errors import ConfigError
+from kubeloop.errors import check_range
 from kubeloop.monitoring.drift import (
     DEFAULT_PSI_THRESHOLD,
     PSI_EPSILON,
@@ -69,11 +69,12 @@ class DriftConfig:
     epsilon: float = PSI_EPSILON
 
     def __post_init__(self) -> None:
-        for name, value in {"psi_threshold": self.psi_threshold, **self.feature_thresholds}.items():
-            if not value > 0:
-                raise ConfigError(f"PSI threshold for {name!r} must be > 0; got {value}.")
-        if self.min_rows < 1:
-            raise ConfigError(f"min_rows must be at least 1; got {self.min_rows}.")
+        owner = "DriftConfig"
+        check_range("psi_threshold", self.psi_threshold, low=0.0, closed="neither", owner=owner)
+        for feature, value in self.feature_thresholds.items():
+            name = f"feature_thresholds[{feature!r}]"
+            check_range(name, value, low=0.0, closed="neither", owner=owner)
+        check_range("min_rows", self.min_rows, kind=int, low=1, owner=owner)
 
     def threshold(self, feature: str) -> float:
         """The PSI threshold that applies to ``feature``."""

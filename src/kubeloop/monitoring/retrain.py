@@ -16,16 +16,28 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
 from kubeloop.data import read_table
 
+if TYPE_CHECKING:
+    from kubeloop.console import ProgressFn
+    from kubeloop.pipelines.launch.request import RunRequest
+    from kubeloop.pipelines.launch.runs import RunOutcome
+
 __all__ = ["TERMINAL_STATES", "StartRun", "build_retrain_data", "refresh_active_run"]
 
 TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "SKIPPED", "ERROR", "CANCELED", "CANCELLED"})
-StartRun = Callable[..., Any]
+
+
+class StartRun(Protocol):
+    """Starts one training run: :func:`kubeloop.pipelines.start_training_run` or a stand-in."""
+
+    def __call__(
+        self, request: RunRequest, /, *, progress: ProgressFn | None = None
+    ) -> RunOutcome: ...
 
 
 def build_retrain_data(

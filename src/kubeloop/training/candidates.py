@@ -18,7 +18,15 @@ import xgboost
 from kubeloop.bundle.models import LinearModel, TabularModel, XGBoostModel
 from kubeloop.bundle.schema import Task
 from kubeloop.console import quiet
-from kubeloop.errors import ConfigError, DataValidationError, TrainingError
+from kubeloop.errors import (
+    ConfigError,
+    DataValidationError,
+    TrainingError,
+    check_range,
+    in_range,
+    interval_text,
+    parameter_error,
+)
 from kubeloop.training.crossval import (
     CV_BELOW_ROWS,
     CV_FOLDS,
@@ -44,6 +52,7 @@ CANDIDATE_NAMES = ("xgboost", "linear", "random_forest")
 TUNED = "xgboost_tuned"  # the searched XGBoost, a candidate beside the default one
 # Below this, Ray Tune's start-up leaves no time for a trial.
 MIN_TUNE_BUDGET_S = 5.0
+_OWNER = "TrainConfig"
 
 Progress = Callable[[str], None]
 Matrix = tuple[np.ndarray, np.ndarray]
@@ -100,17 +109,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # "AUTO", "2" (a pipeline parameter) -> "auto", 2; anything else is a ConfigError.
         object.__setattr__(self, "workers", parse_workers(self.workers))
-        budget = self.tune_budget
-        if not (math.isfinite(budget) and (budget == 0 or budget >= MIN_TUNE_BUDGET_S)):
-            raise ConfigError(
-                f"tune_budget (--tune-budget) must be 0 (off) or at least "
-                f"{MIN_TUNE_BUDGET_S:g} seconds, not {budget}."
-            )
-        if self.tune_max_trials < 0 or self.cv_below_rows < 0 or self.cv_folds < 2:
-            raise ConfigError(
-                f"tune_max_trials ({self.tune_max_trials}) and cv_below_rows "
-                f"({self.cv_below_rows}) must be >= 0 and cv_folds ({self.cv_folds}) >= 2."
-            )
+        budget = self.tune_budget  # 0: off; else long enough for a search, and finite
+        if budget != 0 and not (in_range(budget, low=MIN_TUNE_BUDGET_S) and math.isfinite(budget)):
+            expected = f"0 (off) or {interval_text(float, MIN_TUNE_BUDGET_S, None)}"
+            raise parameter_error("tune_budget", budget, owner=_OWNER, expected=expected)
+        check_range("tune_max_trials", self.tune_max_trials, kind=int, low=0, owner=_OWNER)
+        check_range("cv_below_rows", self.cv_below_rows, kind=int, low=0, owner=_OWNER)
+        check_range("cv_folds", self.cv_folds, kind=int, low=2, owner=_OWNER)
 
 
 @dataclass(frozen=True)

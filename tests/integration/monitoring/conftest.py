@@ -43,6 +43,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Itera
     import ray
 
     from kubeloop.data.synth import generate_churn
+    from kubeloop.pipelines.launch.request import RunRequest
     from kubeloop.pipelines.launch.runs import start_training_run
 
     work = tmp_path_factory.mktemp("monitoring")
@@ -55,12 +56,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, ray_session: None) -> Itera
     generate_churn(2000, seed=0).to_csv(reference, index=False)
     registry = work / "registry"
     start_training_run(
-        str(reference),
-        target=TARGET,
-        model_name=MODEL,
-        registry_root=str(registry),
-        workers=1,
-        num_boost_round=60,
+        RunRequest(
+            data=str(reference),
+            target=TARGET,
+            model_name=MODEL,
+            registry_root=str(registry),
+            workers=1,
+            num_boost_round=60,
+        )
     )
     bundle = load_bundle(Registry(str(registry)).fetch(MODEL))
     payload_log = work / "payload.jsonl"

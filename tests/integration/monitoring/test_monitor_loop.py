@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from kubeloop.console import ProgressFn
 from kubeloop.data.synth import generate_churn
 from kubeloop.demo.harness import free_port, send_traffic
 from kubeloop.monitoring import compare_profile
@@ -21,6 +22,7 @@ from kubeloop.monitoring.decision import MonitorState, TriggerPolicy, load_state
 from kubeloop.monitoring.metrics import REGISTRY
 from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult, run_forever, run_once
 from kubeloop.monitoring.sources import MetricsEndpoint, PrometheusAPI, Scrape, SourceError
+from kubeloop.pipelines.launch.request import RunRequest
 from kubeloop.pipelines.launch.runs import RunOutcome
 from kubeloop.registry import Registry
 from tests.tools import tool
@@ -35,10 +37,10 @@ class _Recorder:
     """Stands in for the pipeline where only the trigger is under test; counts the calls."""
 
     def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
+        self.calls: list[RunRequest] = []
 
-    def __call__(self, data: str, **kwargs: Any) -> RunOutcome:
-        self.calls.append({"data": data, **kwargs})
+    def __call__(self, request: RunRequest, /, *, progress: ProgressFn | None = None) -> RunOutcome:
+        self.calls.append(request)
         return RunOutcome(
             run_id=f"local-{len(self.calls)}",
             where="local",
@@ -115,7 +117,7 @@ def test_drift_starts_exactly_one_retrain(served: Served, tmp_path: Path) -> Non
         assert result.report is not None and result.report.drift_share >= 0.3
         decisions.append(result.decision)
     assert len(recorder.calls) == 1
-    assert recorder.calls[0]["model_name"] == MODEL and recorder.calls[0]["target"] == TARGET
+    assert recorder.calls[0].model_name == MODEL and recorder.calls[0].target == TARGET
     assert [d.retrain for d in decisions if d] == [True, False, False]
     assert [d.blocked_by for d in decisions if d][1:] == ["cooldown", "cooldown"]
     assert _sample("kubeloop_retrain_total", reason="drift") == before + 1
@@ -268,8 +270,8 @@ def test_worse_challenger_is_not_promoted_and_the_server_keeps_serving(
     noise[TARGET] = noise[TARGET].sample(frac=1.0, random_state=0).to_numpy()  # no signal left
     path = tmp_path / "noise.csv"
     noise.to_csv(path, index=False)
-    outcome = start_training_run(
-        str(path),
+    request = RunRequest(
+        data=str(path),
         target=TARGET,
         model_name=MODEL,
         registry_root=str(served.registry),
@@ -277,6 +279,7 @@ def test_worse_challenger_is_not_promoted_and_the_server_keeps_serving(
         num_boost_round=30,
         gate_margin=0.2,
     )
+    outcome = start_training_run(request)
     assert outcome.promoted is False, outcome.reason
     assert "does not beat" in outcome.reason
     registry = Registry(str(served.registry))

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from kubeloop.cli import main
+from kubeloop.pipelines.launch.request import RunRequest
 from kubeloop.pipelines.launch.runs import RunOutcome, start_training_run
 from kubeloop.registry import Registry
 from kubeloop.registry.tracking import champion_model_version, default_tracking_uri
@@ -60,7 +61,8 @@ def first_run(loop_home: Path, churn_csv: Path, step_probe: Path) -> RunOutcome:
         paths = [str(PROBE), *filter(None, [os.environ.get("PYTHONPATH")])]
         patch.setenv("PYTHONPATH", os.pathsep.join(paths))
         patch.setenv("KUBELOOP_STEP_PROBE", str(step_probe))
-        return start_training_run(str(churn_csv), target="churned", model_name="churn", **FAST)
+        request = RunRequest(data=str(churn_csv), target="churned", model_name="churn", **FAST)
+        return start_training_run(request)
 
 
 def test_each_step_loads_only_what_it_uses(
@@ -179,8 +181,10 @@ def test_missing_target_fails_at_validate_and_changes_nothing(
 
 def test_telco_churn(loop_home: Path, telco_csv: Path) -> None:
     outcome = start_training_run(
-        str(telco_csv), target="Churn", model_name="telco", workers=1, num_boost_round=80,
-        candidates="xgboost",
+        RunRequest(
+            data=str(telco_csv), target="Churn", model_name="telco", workers=1,
+            num_boost_round=80, candidates="xgboost",
+        )
     )  # fmt: skip
     assert outcome.promoted is True
     assert Registry(loop_home / "registry").champion("telco") == outcome.challenger_version

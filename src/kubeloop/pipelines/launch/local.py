@@ -19,15 +19,15 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 from kubeloop import errors
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.errors import KubeloopError, TrainingError
+from kubeloop.pipelines.launch.request import Runner
 
 __all__ = ["LOCAL_IMAGE", "Runner", "run_pipeline_locally", "step_error"]
 
-Runner = Literal["subprocess", "docker"]
 # What `make images` tags the component image as; the docker runner's default.
 LOCAL_IMAGE = "kubeloop/kubeloop-components:dev"
 # Passed from this environment into the step containers (S3 endpoint and credentials, MLflow).
