@@ -316,7 +316,8 @@ def test_fast_path_does_not_import_sklearn(
     path.write_text(json.dumps(spec.to_dict()))
     script = (
         "import json, sys, numpy as np\n"
-        "from kubeloop.features import FastTransform, PreprocessorSpec\n"
+        "from kubeloop.bundle.preprocessor import PreprocessorSpec\n"
+        "from kubeloop.features import FastTransform\n"
         f"spec = PreprocessorSpec.from_dict(json.load(open({str(path)!r})))\n"
         "cols = {s.name: np.array([1.0]) for s in spec.numeric}\n"
         "cols.update({s.name: np.array([None], dtype=object) for s in spec.categorical})\n"
