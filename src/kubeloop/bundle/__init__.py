@@ -10,9 +10,10 @@ The directory's names are imported on first use, so that importing :mod:`kubeloo
 (as a model server does) loads nothing else.
 """
 
-import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kubeloop import lazy_exports
 
 if TYPE_CHECKING:
     from kubeloop.bundle._directory import (
@@ -47,9 +48,4 @@ def plot_files(directory: Path) -> list[Path]:
     return sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in PLOT_TYPES)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _DIRECTORY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}._directory"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, dict.fromkeys(_DIRECTORY, "_directory"))
