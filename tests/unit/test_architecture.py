@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "kubeloop"
 PAGE = ROOT / "docs" / "architecture.md"
 # What every module may import: the few dependency-free basics.
-BASICS = ("kubeloop", "kubeloop.errors", "kubeloop.console", "kubeloop.names")
+BASICS = ("kubeloop", "kubeloop.errors", "kubeloop.console", "kubeloop.names", "kubeloop.charts")
 
 
 def _modules() -> dict[str, Path]:

@@ -112,7 +112,7 @@ def test_manifest_content(bundle_dir: Path) -> None:
     assert set(manifest["libraries"]) >= {"python", "numpy", "xgboost", "scikit-learn", "pandas"}
     on_disk = sorted(p.name for p in bundle_dir.iterdir())
     assert on_disk == sorted([*manifest["files"], "manifest.json"])
-    assert {"roc.png", "pr.png", "confusion.png", "importance.png", "model.ubj"} <= set(on_disk)
+    assert {"roc.svg", "pr.svg", "confusion.svg", "importance.svg", "model.ubj"} <= set(on_disk)
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((bundle_dir / name).read_bytes()).hexdigest() == digest
     model_hash = manifest["files"]["model.ubj"]
@@ -220,8 +220,8 @@ def test_pickle_files_are_refused(bundle_dir: Path, name: str, content: bytes) -
 
 def test_pickle_under_a_listed_name_is_refused(bundle_dir: Path) -> None:
     """A pickle swapped in for a listed file is named as a pickle, not only a hash mismatch."""
-    (bundle_dir / "roc.png").write_bytes(pickle.dumps([1, 2, 3]))
-    with pytest.raises(BundleError, match=r"roc\.png is a pickle"):
+    (bundle_dir / "roc.svg").write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(BundleError, match=r"roc\.svg is a pickle"):
         verify_bundle(bundle_dir)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from sklearn import metrics as skm
 from kubeloop.errors import DataValidationError
 from kubeloop.training.evaluation import evaluate, validation_score, write_plots
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SVG = "{http://www.w3.org/2000/svg}"
 
 # Eight rows, hand-checkable: at 0.5 the predictions are 0 0 1 1 | 0 1 1 1
 # for the truth 0 0 0 0 | 1 1 1 1.
@@ -134,12 +135,16 @@ def test_wrong_number_of_class_names() -> None:
         evaluate("classification", Y_BIN, P_BIN, classes=("a", "b", "c"))
 
 
-def _assert_pngs(paths: list[Path], names: list[str]) -> None:
+def _assert_svgs(paths: list[Path], names: list[str]) -> list[ElementTree.Element]:
+    """Each file is an SVG document of its own: parsed, titled, with something drawn."""
     assert [p.name for p in paths] == names
+    roots = []
     for path in paths:
-        data = path.read_bytes()
-        assert data.startswith(PNG_MAGIC)
-        assert len(data) > 1000
+        root = ElementTree.fromstring(path.read_text(encoding="utf-8"))
+        assert root.tag == f"{SVG}svg" and root.get("viewBox")
+        assert (root.findtext(f"{SVG}title") or "").strip()
+        roots.append(root)
+    return roots
 
 
 def test_classification_plots(tmp_path: Path) -> None:
@@ -152,19 +157,28 @@ def test_classification_plots(tmp_path: Path) -> None:
         importance=importance,
         classes=("No", "Yes"),
     )
-    _assert_pngs(paths, ["roc.png", "pr.png", "confusion.png", "importance.png"])
+    roc, _, confusion, bars = _assert_svgs(
+        paths, ["roc.svg", "pr.svg", "confusion.svg", "importance.svg"]
+    )
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(p.name for p in paths)
+    metrics = evaluate("classification", Y_BIN, P_BIN, classes=("No", "Yes"))
+    assert f"AUC {metrics['roc_auc']:.3f}" in ElementTree.tostring(roc, encoding="unicode")
+    cells = [int(t.text or "") for t in confusion.iter(f"{SVG}text") if (t.text or "").isdigit()]
+    assert cells == [count for row in metrics["confusion_matrix"] for count in row]
+    # the top 20 of 30 scores, the largest first, as shares of the total
+    shown = [t.text for t in bars.iter(f"{SVG}title")][1:]
+    assert len(shown) == 20 and shown[0] == f"f29: {29 / sum(range(30)) * 100:.1f}%"
 
 
 def test_multiclass_plots(tmp_path: Path) -> None:
     paths = write_plots(
         tmp_path, task="classification", y_true=Y_MULTI, prediction=P_MULTI, importance={}
     )
-    _assert_pngs(paths, ["roc.png", "pr.png", "confusion.png", "importance.png"])
+    _assert_svgs(paths, ["roc.svg", "pr.svg", "confusion.svg", "importance.svg"])
 
 
 def test_regression_plots(tmp_path: Path) -> None:
     paths = write_plots(
         tmp_path, task="regression", y_true=Y_REG, prediction=P_REG, importance={"x": 1.0}
     )
-    _assert_pngs(paths, ["residuals.png", "importance.png"])
+    _assert_svgs(paths, ["residuals.svg", "importance.svg"])

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kubeloop.charts import bars, number
 from kubeloop.monitoring.decision import HISTORY_KEEP, MonitorState, load_state, save_state
-from kubeloop.report._svg import bars, number
 from kubeloop.training.evaluation import curve_points
 
 

@@ -10,8 +10,10 @@ The directory's names are imported on first use, so that importing :mod:`kubeloo
 (as a model server does) loads nothing else.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kubeloop import lazy_exports
 
 if TYPE_CHECKING:
     from kubeloop.bundle._directory import (
@@ -23,12 +25,27 @@ if TYPE_CHECKING:
         write_bundle,
     )
 
-__all__ = ["BUNDLE_FORMAT", "MANIFEST", "Bundle", "load_bundle", "verify_bundle", "write_bundle"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "MANIFEST",
+    "PLOT_TYPES",
+    "Bundle",
+    "load_bundle",
+    "plot_files",
+    "verify_bundle",
+    "write_bundle",
+]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}._directory"), name)
-    globals()[name] = value
-    return value
+# Plot files a bundle may carry, by suffix, with their media types. kubeloop writes SVG (drawn
+# from metrics.json's numbers by :mod:`kubeloop.charts`); bundles of earlier versions hold PNG.
+PLOT_TYPES = {".svg": "image/svg+xml", ".png": "image/png"}
+_DIRECTORY = ("BUNDLE_FORMAT", "MANIFEST", "Bundle", "load_bundle", "verify_bundle", "write_bundle")
+
+
+def plot_files(directory: Path) -> list[Path]:
+    """The plots of a bundle directory (:data:`PLOT_TYPES`), sorted by name."""
+    return sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in PLOT_TYPES)
+
+
+__getattr__ = lazy_exports(__name__, dict.fromkeys(_DIRECTORY, "_directory"))

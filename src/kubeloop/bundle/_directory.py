@@ -1,7 +1,7 @@
 """The model bundle: one immutable directory, the contract between every stage.
 
 A bundle holds ``schema.json``, ``preprocessor.json``, the model file (``model.ubj`` or
-``model.json``), ``reference_profile.json``, ``metrics.json``, plots (``*.png``) and, written
+``model.json``), ``reference_profile.json``, ``metrics.json``, plots (``*.svg``) and, written
 last, ``manifest.json`` with the sha256 of every other file. It is written into a hidden temp
 directory beside the destination (``.<name>.tmp-<random>``), fsynced, then renamed into place,
 so a reader sees either no bundle or a complete one; on any error nothing is left behind.
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kubeloop.bundle import PLOT_TYPES
 from kubeloop.bundle.preprocessor import PreprocessorSpec
 from kubeloop.bundle.schema import Schema
 from kubeloop.errors import BundleError, KubeloopError
@@ -47,7 +48,14 @@ from kubeloop.names import check_name
 if TYPE_CHECKING:  # loaded by load_bundle: verifying and registering need no XGBoost
     from kubeloop.bundle.models import TabularModel
 
-__all__ = ["BUNDLE_FORMAT", "MANIFEST", "Bundle", "load_bundle", "verify_bundle", "write_bundle"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "MANIFEST",
+    "Bundle",
+    "load_bundle",
+    "verify_bundle",
+    "write_bundle",
+]
 
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -145,9 +153,10 @@ def _fill(
         )
     for plot in plots:
         target = directory / Path(plot).name
-        if target.suffix.lower() != ".png" or target.exists():
+        if target.suffix.lower() not in PLOT_TYPES or target.exists():
             raise BundleError(
-                f"plot {plot} must be a .png whose name differs from every other bundle file."
+                f"plot {plot} must be a {' or '.join(PLOT_TYPES)} file whose name differs from "
+                "every other bundle file."
             )
         shutil.copyfile(plot, target)
     files = {p.name: _sha256(p) for p in sorted(directory.iterdir())}

@@ -25,8 +25,9 @@ and ``_split`` (:func:`split_dataset`); :mod:`kubeloop.data.synth` generates tab
 demo, tests and benchmarks.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kubeloop import lazy_exports
 
 if TYPE_CHECKING:
     from kubeloop.data._dataset import Dataset, build_dataset, load_dataset
@@ -47,13 +48,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    part = _LAZY.get(name)
-    if part is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{part}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

@@ -5,7 +5,9 @@
 child process, traffic, drifted data, free ports -- public, so tests and benchmarks use the same.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kubeloop import lazy_exports
 
 if TYPE_CHECKING:
     from kubeloop.demo.story import DemoConfig, run_demo
@@ -13,10 +15,5 @@ if TYPE_CHECKING:
 __all__ = ["DemoConfig", "run_demo"]
 
 
-def __getattr__(name: str) -> Any:
-    # The story imports pandas and the pipelines; the harness alone does not need them.
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from kubeloop.demo import story
-
-    return getattr(story, name)
+# The story imports pandas and the pipelines; the harness alone does not need them.
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, "story"))

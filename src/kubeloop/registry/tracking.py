@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kubeloop.bundle import plot_files
 from kubeloop.errors import ConfigError
 from kubeloop.registry import kubeloop_home
 
@@ -146,7 +147,7 @@ def log_training_run(
     run_id = str(run.info.run_id)
     try:
         _log_values(client, run_id, {**manifest.get("params", {}), **params}, metrics)
-        for plot in sorted(bundle_dir.glob("*.png")):
+        for plot in plot_files(bundle_dir):
             client.log_artifact(run_id, str(plot), artifact_path="plots")
         _log_tuning(client, run_id, metrics.get("tuning"))
         client.log_artifacts(run_id, str(bundle_dir), artifact_path=_BUNDLE_ARTIFACTS)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kubeloop.bundle import Bundle
+from kubeloop.charts import number
 from kubeloop.errors import ConfigError
 from kubeloop.monitoring.decision import MonitorState
 from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult
@@ -27,7 +28,6 @@ from kubeloop.monitoring.report import (
 from kubeloop.monitoring.sources import MetricsEndpoint
 from kubeloop.registry import Registry
 from kubeloop.report._sections import drift_section, history_section, model_card, stamp
-from kubeloop.report._svg import number
 
 __all__ = ["build_report", "live_counts", "monitor_report", "registry_versions", "write_report"]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from kubeloop import charts
 from kubeloop.bundle import Bundle
 from kubeloop.bundle.profile import MISSING_BIN, UNKNOWN_BIN
 from kubeloop.monitoring.report import (
@@ -28,7 +29,6 @@ from kubeloop.monitoring.report import (
     count_labels,
     reference_counts,
 )
-from kubeloop.report import _svg
 
 __all__ = ["drift_section", "history_section", "model_card", "stamp", "table"]
 
@@ -54,7 +54,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (int, float, np.floating)):
-        return _svg.number(float(value), 4)
+        return charts.number(float(value), 4)
     return escape("-" if value is None else str(value))
 
 
@@ -112,7 +112,7 @@ def _data_table(bundle: Bundle) -> str:
     for info in bundle.schema.features:
         profile = features.get(info.name, {})
         if info.is_numeric:
-            values = f"{_svg.number(info.minimum)} … {_svg.number(info.maximum)}"
+            values = f"{charts.number(info.minimum)} … {charts.number(info.maximum)}"
         else:
             values = ", ".join(info.categories[:8]) + (" …" if len(info.categories) > 8 else "")
         rows.append((info.name, info.kind, values, profile.get("missing", 0)))
@@ -149,46 +149,33 @@ def _candidates(metrics: Mapping[str, Any], task: str) -> str:
 def _curve_figures(bundle: Bundle) -> list[str]:
     curves = bundle.metrics.get("curves") or {}
     figures = []
-    for key, title, x_label, y_label in (
-        ("roc", "ROC curve", "false positive rate", "true positive rate"),
-        ("pr", "Precision-recall curve", "recall", "precision"),
-    ):
+    for key, (title, x_label, y_label, score) in charts.CURVES.items():
         series = curves.get(key) or []
         if not series:
             continue
-        score = "AUC" if key == "roc" else "AP"
-        named = [(f"{s['name']} ({score} {s['score']:.3f})", s["x"], s["y"]) for s in series]
-        chart = _svg.lines(
-            f"curve-{key}",
-            named,
-            title=title,
-            x_label=x_label,
-            y_label=y_label,
-            diagonal=key == "roc",
-            desc=f"{title} on the test split: " + ", ".join(n for n, _, _ in named),
-        )
         data = "".join(
-            table((x_label, y_label), list(zip(s["x"], s["y"], strict=True)), caption=name)
-            for (name, _, _), s in zip(named, series, strict=True)
+            table(
+                (x_label, y_label),
+                list(zip(s["x"], s["y"], strict=True)),
+                caption=f"{s['name']} ({score} {s['score']:.3f})",
+            )
+            for s in series
         )
-        figures.append(_figure(chart, f"{title} (test split)", data))
+        figures.append(_figure(charts.curve(key, series), f"{title} (test split)", data))
     residuals = curves.get("residuals")
     if residuals:
         edges, counts = residuals["edges"], residuals["counts"]
-        total = max(sum(counts), 1)
-        labels = [_svg.number((a + b) / 2) for a, b in pairwise(edges)]
-        chart = _svg.bars(
-            "residuals",
-            labels,
-            [("test rows", _svg.REFERENCE, [c / total for c in counts])],
-            title="Residuals (true - predicted)",
-            desc="Histogram of test-split residuals",
-        )
         rows = [
-            (f"{_svg.number(a)} … {_svg.number(b)}", c)
+            (f"{charts.number(a)} … {charts.number(b)}", c)
             for a, b, c in zip(edges, edges[1:], counts, strict=False)
         ]
-        figures.append(_figure(chart, "Residuals, test split", table(("residual", "rows"), rows)))
+        figures.append(
+            _figure(
+                charts.residuals(edges, counts),
+                "Residuals, test split",
+                table(("residual", "rows"), rows),
+            )
+        )
     return figures
 
 
@@ -212,7 +199,7 @@ def _confusion(bundle: Bundle) -> str:
     if not matrix:
         return ""
     names = list(bundle.schema.classes) or [str(i) for i in range(len(matrix))]
-    chart = _svg.matrix("confusion", matrix, names, title="Confusion matrix (test split)")
+    chart = charts.matrix("confusion", matrix, names, title="Confusion matrix (test split)")
     rows = [(f"true {names[i]}", *row) for i, row in enumerate(matrix)]
     data = table(("", *(f"predicted {n}" for n in names)), rows)
     return _figure(chart, "Confusion matrix (test split)", data)
@@ -226,13 +213,7 @@ def _importance(bundle: Bundle) -> str:
     top = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:15]
     if not top:
         return ""
-    chart = _svg.hbars(
-        "importance",
-        top,
-        title="Feature importance",
-        fmt=lambda v: f"{v * 100:.1f}%",
-        desc="Share of the model's importance per model input: " + ", ".join(n for n, _ in top),
-    )
+    chart = charts.importance("importance", top, title="Feature importance", what="model input")
     data = table(("model input", "importance"), top)
     return _figure(chart, f"Feature importance (top {len(top)} model inputs)", data)
 
@@ -280,7 +261,7 @@ def _bin_names(feature_profile: Mapping[str, Any]) -> list[str]:
             {UNKNOWN_BIN: "(unknown)", MISSING_BIN: "(missing)"}.get(label, label)
             for label in labels
         ]
-    edges = [_svg.number(float(e)) for e in feature_profile["edges"]]
+    edges = [charts.number(float(e)) for e in feature_profile["edges"]]
     if not edges:
         return ["all values", "(missing)"]
     names = [f"≤ {edges[0]}"]
@@ -312,15 +293,15 @@ def _feature_article(item: FeatureDrift, feature_profile: Mapping[str, Any], liv
     cur_share = cur / max(cur.sum(), 1.0)
     labels = _bin_names(feature_profile)
     keep = [i for i in range(len(labels)) if ref[i] > 0 or cur[i] > 0]
-    chart = _svg.bars(
+    chart = charts.bars(
         f"dist-{_slug(name)}",
         [labels[i] for i in keep],
         [
-            ("reference (training)", _svg.REFERENCE, [float(ref_share[i]) for i in keep]),
-            ("live", _svg.LIVE, [float(cur_share[i]) for i in keep]),
+            ("reference (training)", charts.REFERENCE, [float(ref_share[i]) for i in keep]),
+            ("live", charts.LIVE, [float(cur_share[i]) for i in keep]),
         ],
         title=f"{name}: reference vs live distribution",
-        desc=f"Share of rows per reference bin of {name}; PSI {_svg.number(item.psi)}",
+        desc=f"Share of rows per reference bin of {name}; PSI {charts.number(item.psi)}",
     )
     rows = [
         (
@@ -334,15 +315,15 @@ def _feature_article(item: FeatureDrift, feature_profile: Mapping[str, Any], liv
     ]
     data = table(("bin", "reference rows", "reference share", "live rows", "live share"), rows)
     test = (
-        f"{item.test.upper()} statistic {_svg.number(item.statistic)}, "
-        f"p = {_svg.number(item.p_value, 2)}"
+        f"{item.test.upper()} statistic {charts.number(item.statistic)}, "
+        f"p = {charts.number(item.p_value, 2)}"
     )
     css = "drifted" if item.drifted else "stable"
     return (
         f'<article class="feature {css}" data-feature="{escape(name)}" '
         f'aria-labelledby="f-{_slug(name)}"><h3 id="f-{_slug(name)}">{escape(name)} '
-        f"{_verdict(item)}</h3><p>PSI <strong>{_svg.number(item.psi)}</strong> "
-        f"(threshold {_svg.number(item.threshold)}) · {escape(test)} · "
+        f"{_verdict(item)}</h3><p>PSI <strong>{charts.number(item.psi)}</strong> "
+        f"(threshold {charts.number(item.threshold)}) · {escape(test)} · "
         f"{item.rows:,} live rows · {escape(item.kind)}</p>"
         f"{_figure(chart, f'{name}: share of rows per reference bin', data)}</article>"
     )
@@ -370,21 +351,21 @@ def drift_section(
     )
     listing = (
         '<ol id="drifted-features" aria-label="drifted features">'
-        + "".join(f"<li>{escape(f.feature)} (PSI {_svg.number(f.psi)})</li>" for f in drifted)
+        + "".join(f"<li>{escape(f.feature)} (PSI {charts.number(f.psi)})</li>" for f in drifted)
         + "</ol>"
         if drifted
         else '<p id="drifted-features">No feature drifted.</p>'
     )
     psi_items = [(f.feature, f.psi) for f in ordered]
     threshold = drift.features[0].threshold if drift.features else None
-    chart = _svg.hbars(
+    chart = charts.hbars(
         "psi",
         psi_items,
         title="PSI per feature",
         threshold=threshold,
         alert=lambda name, _v: name in {f.feature for f in drifted},
         desc="Population stability index per feature, drifted features first: "
-        + ", ".join(f"{n} {_svg.number(v)}" for n, v in psi_items),
+        + ", ".join(f"{n} {charts.number(v)}" for n, v in psi_items),
     )
     rows = [
         (f.feature, f.kind, f.rows, f.psi, f.threshold, _verdict(f), f.test, f.p_value)
@@ -445,8 +426,8 @@ def _run_cell(run: Mapping[str, Any] | None) -> str:
     scores = ""
     if run.get("challenger_score") is not None and run.get("champion_score") is not None:
         scores = (
-            f" (new {_svg.number(run['challenger_score'], 4)} vs old "
-            f"{_svg.number(run['champion_score'], 4)})"
+            f" (new {charts.number(run['challenger_score'], 4)} vs old "
+            f"{charts.number(run['champion_score'], 4)})"
         )
     return f"{verdict}{scores}: {run.get('reason', '')}"
 
@@ -492,7 +473,7 @@ def history_section(
             ys = [float(v[metric]) for v in dated]
             low, high = min(ys), max(ys)
             pad = max((high - low) * 0.2, 0.01)
-            chart = _svg.lines(
+            chart = charts.lines(
                 "versions",
                 [(f"test {metric}", xs, ys)],
                 title=f"Test {metric} per version",
@@ -533,7 +514,7 @@ def history_section(
         ]
         if shares:
             xs, ys = [s for s, _ in shares], [float(v) for _, v in shares]
-            chart = _svg.lines(
+            chart = charts.lines(
                 "drift-share",
                 [("drift share", xs, ys)],
                 title="Drift share per monitor run",

@@ -19,12 +19,18 @@ from typing import Any
 import numpy as np
 from sklearn import metrics as _skm
 
+from kubeloop import charts
 from kubeloop.bundle.schema import Task
 from kubeloop.errors import DataValidationError
 
 __all__ = ["curve_points", "evaluate", "validation_score", "write_plots"]
 
 _IMPORTANCE_TOP = 20
+_CONFUSION = "Confusion matrix (test split)"
+_IMPORTANCE_TITLES = {
+    "importance": "Feature importance per model input",
+    "global_importance": "Mean |contribution| per input feature, test split",
+}
 
 
 def _labels_and_probabilities(
@@ -182,23 +188,6 @@ def validation_score(task: Task, y_true: np.ndarray, prediction: np.ndarray) -> 
     return float(_skm.roc_auc_score(labels, probs[:, 1]))
 
 
-def _figure(width: float = 5.0, height: float = 4.0) -> Any:
-    # Figure + the Agg canvas directly, not pyplot: no display, no global backend switch,
-    # nothing left open between calls.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure: Any, path: Path) -> Path:
-    figure.tight_layout()
-    figure.savefig(path, format="png")
-    return path
-
-
 def _curve_series(
     labels: np.ndarray, probs: np.ndarray, names: list[str], *, roc: bool
 ) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
@@ -217,24 +206,6 @@ def _curve_series(
             score = _skm.average_precision_score(truth, probs[:, k])
         series.append((names[k], x, y, float(score)))
     return series
-
-
-def _curves(
-    path: Path, labels: np.ndarray, probs: np.ndarray, names: list[str], *, roc: bool
-) -> Path:
-    """ROC or precision-recall curves: the positive class, or one curve per class (OvR)."""
-    figure = _figure()
-    axes = figure.add_subplot()
-    for name, x, y, score in _curve_series(labels, probs, names, roc=roc):
-        axes.plot(x, y, label=f"{name} ({'AUC' if roc else 'AP'} {score:.3f})")
-    if roc:
-        axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    axes.set_xlabel("false positive rate" if roc else "recall")
-    axes.set_ylabel("true positive rate" if roc else "precision")
-    axes.set_title("ROC curve" if roc else "Precision-recall curve")
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(loc="lower right" if roc else "lower left", fontsize="small")
-    return _save(figure, path)
 
 
 def _thin(values: np.ndarray, keep: np.ndarray) -> list[float]:
@@ -276,52 +247,6 @@ def curve_points(
     return result
 
 
-def _confusion(path: Path, matrix: np.ndarray, names: list[str]) -> Path:
-    figure = _figure()
-    axes = figure.add_subplot()
-    axes.imshow(matrix, cmap="Blues")
-    ticks = list(range(len(names)))
-    axes.set_xticks(ticks, labels=names, rotation=45, ha="right")
-    axes.set_yticks(ticks, labels=names)
-    middle = matrix.max() / 2 if matrix.size else 0
-    for (i, j), count in np.ndenumerate(matrix):
-        colour = "white" if count > middle else "black"
-        axes.text(j, i, str(int(count)), ha="center", va="center", color=colour)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title("Confusion matrix")
-    return _save(figure, path)
-
-
-def _residuals(path: Path, y: np.ndarray, p: np.ndarray) -> Path:
-    figure = _figure(8.0, 4.0)
-    scatter, histogram = figure.subplots(1, 2)
-    scatter.scatter(p, y - p, s=4, alpha=0.4)
-    scatter.axhline(0.0, color="grey", linewidth=0.8)
-    scatter.set_xlabel("predicted")
-    scatter.set_ylabel("true - predicted")
-    scatter.set_title("Residuals")
-    histogram.hist(y - p, bins=40)
-    histogram.set_xlabel("true - predicted")
-    histogram.set_title("Residual distribution")
-    return _save(figure, path)
-
-
-def _importance(
-    path: Path, top: list[tuple[str, float]], title: str = "Feature importance"
-) -> Path:
-    figure = _figure(6.0, max(2.5, 0.3 * len(top) + 1.0))
-    axes = figure.add_subplot()
-    if top:
-        names = [name for name, _ in reversed(top)]
-        axes.barh(names, [value for _, value in reversed(top)])
-        axes.tick_params(axis="y", labelsize="small")
-    else:
-        axes.text(0.5, 0.5, "no feature importance available", ha="center", va="center")
-    axes.set_title(f"{title} (top {len(top)})")
-    return _save(figure, path)
-
-
 def write_plots(
     directory: Path,
     *,
@@ -332,41 +257,52 @@ def write_plots(
     classes: Sequence[str] = (),
     contributions: Mapping[str, float] | None = None,
 ) -> list[Path]:
-    """Write the evaluation plots as PNG files into ``directory`` (created if missing).
+    """Write the evaluation plots as SVG files into ``directory`` (created if missing).
 
-    Classification: ``roc.png``, ``pr.png`` (one-vs-rest curves when there are more than two
-    classes) and ``confusion.png`` (at threshold 0.5 / the most probable class); regression:
-    ``residuals.png``; always ``importance.png`` (the top 20 features); with
-    ``contributions`` (mean absolute contribution per input feature), ``global_importance.png``.
-    Figures are drawn on
-    matplotlib's Agg canvas without pyplot, so no display is needed and no global backend changes.
+    Classification: ``roc.svg``, ``pr.svg`` (one-vs-rest curves when there are more than two
+    classes) and ``confusion.svg`` (at threshold 0.5 / the most probable class); regression:
+    ``residuals.svg``; always ``importance.svg`` (the top 20 model inputs); with
+    ``contributions`` (mean absolute contribution per input feature),
+    ``global_importance.svg``. Drawn by :mod:`kubeloop.charts` from the numbers ``metrics.json``
+    keeps (:func:`curve_points`), the same drawings as the HTML report's: a few milliseconds,
+    no plotting library.
 
     Returns:
         The paths written, in the order above.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    curves = curve_points(task, y_true, prediction, classes=classes)
+    drawn: list[tuple[str, str]] = []
     if task == "regression":
-        y, p = _regression_arrays(y_true, prediction)
-        written.append(_residuals(directory / "residuals.png", y, p))
+        residuals = curves["residuals"]
+        drawn.append(("residuals", charts.residuals(residuals["edges"], residuals["counts"])))
     else:
         labels, probs = _labels_and_probabilities(y_true, prediction)
         names = list(classes) or [str(k) for k in range(probs.shape[1])]
-        written.append(_curves(directory / "roc.png", labels, probs, names, roc=True))
-        written.append(_curves(directory / "pr.png", labels, probs, names, roc=False))
+        drawn += [(key, charts.curve(key, curves[key])) for key in charts.CURVES]
         predicted = _predicted_labels(probs, 0.5)
         matrix = _skm.confusion_matrix(labels, predicted, labels=list(range(probs.shape[1])))
-        written.append(_confusion(directory / "confusion.png", matrix, names))
-    top = sorted(importance.items(), key=lambda kv: (-float(kv[1]), kv[0]))[:_IMPORTANCE_TOP]
-    written.append(_importance(directory / "importance.png", top))
-    if contributions is not None:
-        ranked = sorted(contributions.items(), key=lambda kv: (-float(kv[1]), kv[0]))
-        written.append(
-            _importance(
-                directory / "global_importance.png",
-                ranked[:_IMPORTANCE_TOP],
-                "Mean |contribution| per input feature, test split",
-            )
+        drawn.append(
+            ("confusion", charts.matrix("confusion", matrix.tolist(), names, title=_CONFUSION))
         )
+    drawn.append(("importance", _importance_chart("importance", importance, "model input")))
+    if contributions is not None:
+        drawn.append(
+            ("global_importance", _importance_chart("global_importance", contributions, "feature"))
+        )
+    written = []
+    for name, svg in drawn:
+        path = directory / f"{name}.svg"
+        path.write_text(svg, encoding="utf-8")
+        written.append(path)
     return written
+
+
+def _importance_chart(ident: str, scores: Mapping[str, float], what: str) -> str:
+    """The top scores as shares of all scores' total (gains or mean |contributions|)."""
+    top = sorted(scores.items(), key=lambda kv: (-float(kv[1]), kv[0]))[:_IMPORTANCE_TOP]
+    total = sum(max(float(v), 0.0) for v in scores.values()) or 1.0
+    shares = [(name, max(float(value), 0.0) / total) for name, value in top]
+    title = _IMPORTANCE_TITLES[ident] + f" (top {len(top)})"
+    return charts.importance(ident, shares, title=title, what=what)

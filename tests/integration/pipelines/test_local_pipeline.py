@@ -31,7 +31,7 @@ NOT_LOADED = {
     "ingest_validate": {"xgboost", "ray", "mlflow", "numba", "matplotlib"},
     "prepare_features": {"xgboost", "ray", "mlflow", "numba", "matplotlib"},
     "train": {"mlflow", "numba", "matplotlib"},
-    "evaluate": {"ray", "numba"},
+    "evaluate": {"ray", "numba", "matplotlib"},
     "gate": {"ray", "mlflow", "numba", "matplotlib"},
     "register": {"xgboost", "sklearn", "ray", "numba", "matplotlib"},
     "deploy": {"xgboost", "sklearn", "scipy", "ray", "mlflow", "numba", "matplotlib"},

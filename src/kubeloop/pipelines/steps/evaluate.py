@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from kubeloop.bundle import PLOT_TYPES, plot_files
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.pipelines.steps.data import (
     load_matrices,
@@ -57,13 +58,14 @@ class EvaluationReport:
 
 
 def plots_html(bundle_dir: Path, *, title: str) -> str:
-    """One self-contained HTML page with every PNG of the bundle inlined."""
+    """One self-contained HTML page with every plot of the bundle inlined (as images)."""
     figures = []
-    for png in sorted(Path(bundle_dir).glob("*.png")):
-        data = base64.b64encode(png.read_bytes()).decode("ascii")
+    for plot in plot_files(Path(bundle_dir)):
+        data = base64.b64encode(plot.read_bytes()).decode("ascii")
+        media = PLOT_TYPES[plot.suffix.lower()]
         figures.append(
-            f'<figure><img alt="{html.escape(png.stem)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(png.stem)}</figcaption></figure>"
+            f'<figure><img alt="{html.escape(plot.stem)}" src="data:{media};base64,{data}">'
+            f"<figcaption>{html.escape(plot.stem)}</figcaption></figure>"
         )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

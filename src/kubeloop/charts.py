@@ -1,18 +1,38 @@
-"""Inline SVG charts drawn from plain numbers: no plotting library, no script, no network.
+"""SVG charts drawn from plain numbers: no plotting library, no script, no network.
 
 Every chart is one ``<svg>`` element with ``role="img"``, a ``<title>`` and a ``<desc>`` (what a
 screen reader announces), a ``viewBox`` so it scales to the page width, and colours from a
-palette readable by people with the common colour-vision deficiencies (blue / orange). The
-numbers behind each chart are also given as a table by the page (:mod:`kubeloop.report._page`).
+palette readable by people with the common colour-vision deficiencies (blue / orange). Each is a
+valid SVG document on its own too.
+
+Two users, one drawing: the HTML report (:mod:`kubeloop.report`, which also gives the numbers
+behind each chart as a table) and the evaluation plots a bundle carries
+(:func:`kubeloop.training.evaluation.write_plots`), both drawn from the numbers ``metrics.json``
+keeps (:func:`curve`, :func:`residuals`, :func:`importance`, :func:`matrix`). Drawing them is a
+few milliseconds of string building, so no step pays for importing a plotting library.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
+from itertools import pairwise
+from typing import Any
 
-__all__ = ["LIVE", "REFERENCE", "bars", "hbars", "lines", "matrix", "number"]
+__all__ = [
+    "CURVES",
+    "LIVE",
+    "REFERENCE",
+    "bars",
+    "curve",
+    "hbars",
+    "importance",
+    "lines",
+    "matrix",
+    "number",
+    "residuals",
+]
 
 REFERENCE = "#4e79a7"  # blue
 LIVE = "#e15759"  # red-orange
@@ -20,6 +40,11 @@ ALERT = "#b42318"
 MUTED = "#8a8f98"
 _SERIES = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7")
 _FONT = 'font-family="system-ui, sans-serif"'
+# metrics.json curve key -> (title, x label, y label, score name)
+CURVES = {
+    "roc": ("ROC curve", "false positive rate", "true positive rate", "AUC"),
+    "pr": ("Precision-recall curve", "recall", "precision", "AP"),
+}
 
 
 def number(value: float | None, digits: int = 3) -> str:
@@ -289,3 +314,46 @@ def matrix(ident: str, rows: Sequence[Sequence[float]], names: Sequence[str], *,
             )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def curve(key: str, series: Sequence[Mapping[str, Any]]) -> str:
+    """ROC (``key="roc"``) or precision-recall (``"pr"``) curves of the test split.
+
+    Args:
+        key: ``"roc"`` or ``"pr"``.
+        series: ``metrics.json``'s ``curves[key]``: one ``{"name", "x", "y", "score"}`` per curve.
+    """
+    title, x_label, y_label, score = CURVES[key]
+    named = [(f"{s['name']} ({score} {s['score']:.3f})", s["x"], s["y"]) for s in series]
+    return lines(
+        f"curve-{key}",
+        named,
+        title=title,
+        x_label=x_label,
+        y_label=y_label,
+        diagonal=key == "roc",
+        desc=f"{title} on the test split: " + ", ".join(n for n, _, _ in named),
+    )
+
+
+def residuals(edges: Sequence[float], counts: Sequence[int]) -> str:
+    """The histogram of test-split residuals (true - predicted): ``curves["residuals"]``."""
+    total = max(sum(counts), 1)
+    return bars(
+        "residuals",
+        [number((a + b) / 2) for a, b in pairwise(edges)],
+        [("test rows", REFERENCE, [c / total for c in counts])],
+        title="Residuals (true - predicted)",
+        desc="Histogram of test-split residuals",
+    )
+
+
+def importance(ident: str, items: Sequence[tuple[str, float]], *, title: str, what: str) -> str:
+    """Importance shares (0..1), the largest first, as horizontal bars labelled in percent."""
+    return hbars(
+        ident,
+        items,
+        title=title,
+        fmt=lambda v: f"{v * 100:.1f}%",
+        desc=f"Share of the model's importance per {what}: " + ", ".join(n for n, _ in items),
+    )
