@@ -11,18 +11,22 @@ does) stays cheap, and ``RunRequest`` alone loads no kfp.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+from kubeloop import lazy_exports
+
+if TYPE_CHECKING:
+    from kubeloop.pipelines.launch.request import RunRequest
+    from kubeloop.pipelines.launch.runs import RunOutcome, run_state, start_training_run
 
 __all__ = ["RunOutcome", "RunRequest", "run_state", "start_training_run"]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "RunRequest":
-        from kubeloop.pipelines.launch.request import RunRequest
-
-        return RunRequest
-    if name in __all__:
-        from kubeloop.pipelines.launch import runs
-
-        return getattr(runs, name)
-    raise AttributeError(f"module 'kubeloop.pipelines' has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "RunRequest": "launch.request",
+        "RunOutcome": "launch.runs",
+        "run_state": "launch.runs",
+        "start_training_run": "launch.runs",
+    },
+)
