@@ -9,7 +9,7 @@ import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 from kubeloop.bundle.schema import FeatureInfo, Schema
-from kubeloop.serving._decode import RequestDecoder, RequestError
+from kubeloop.serving.codec import RequestDecoder, RequestError
 
 SCHEMA = Schema(
     features=(

@@ -6,14 +6,14 @@ turns them into 400 with a readable message naming the input. The body limit is 
 any parsing: the declared ``Content-Length`` first, then the bytes actually received.
 
 Every 400/413 is counted once in ``kubeloop_invalid_requests_total``: the model counts the
-mistakes it finds itself (with a precise reason) and marks the request through a context
-variable; the middleware counts the rest as ``malformed_request``.
+mistakes it finds itself (with a precise reason) and marks the request's
+:class:`~kubeloop.serving._context.HttpExchange`; the middleware counts the rest as
+``malformed_request``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import math
 import re
@@ -26,8 +26,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from kubeloop.serving import metrics
+from kubeloop.serving._context import current_exchange, open_exchange
 
-__all__ = ["answer", "install_http_guards", "mark_rejected", "show", "take_v2_data"]
+__all__ = ["answer", "install_http_guards", "show"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,13 +41,6 @@ _CLOSE = (b"connection", b"close")
 _HEADER_LENGTH = b"inference-header-content-length"
 _NOT_JSON = "The body is not valid JSON"
 _NOT_JSON_TOKENS = re.compile(rb"(?<![\w\"])(-?Infinity|NaN)(?![\w\"])")
-_REJECTED: contextvars.ContextVar[bool] = contextvars.ContextVar("kubeloop_rejected", default=False)
-
-
-# The "data" lists of a V2 JSON request parsed by the middleware (see _BodyLimit.__call__).
-_V2_DATA: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
-    "kubeloop_v2_data", default=None
-)
 
 
 def show(value: Any, limit: int = 40) -> str:
@@ -68,21 +62,6 @@ async def answer(
     headers = [_JSON, (b"content-length", str(len(content)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})
-
-
-def mark_rejected() -> None:
-    """Note that the current request's refusal was already counted (with its reason)."""
-    _REJECTED.set(True)
-
-
-def take_v2_data() -> list[Any] | None:
-    """The ``data`` list of every input of the current V2 JSON request, in request order, when
-    the middleware parsed the body and passed KServe a copy without them; ``None`` otherwise.
-    Cleared by the call."""
-    data = _V2_DATA.get()
-    if data is not None:
-        _V2_DATA.set(None)
-    return data
 
 
 class _BodyLimit:
@@ -141,8 +120,7 @@ class _BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        _REJECTED.set(False)
-        _V2_DATA.set(None)
+        exchange = open_exchange()
         json_typed = binary = False
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > self.limit:
@@ -185,8 +163,8 @@ class _BodyLimit:
             # for large requests. Anything else keeps FastAPI's validation and its 400 answers.
             # The body was parsed here already: KServe gets it without the input values
             # (empty "data" lists, so it does not parse them again) and the model takes them
-            # from this request's context (take_v2_data).
-            _V2_DATA.set([item["data"] for item in parsed["inputs"]])
+            # from this request's exchange (RequestContext.v2_data).
+            exchange.v2_data = [item["data"] for item in parsed["inputs"]]
             body = orjson.dumps(
                 {**parsed, "inputs": [{**item, "data": []} for item in parsed["inputs"]]}
             )
@@ -211,7 +189,7 @@ class _BodyLimit:
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                if message["status"] == 400 and not _REJECTED.get():
+                if message["status"] == 400 and not exchange.rejected:
                     metrics.INVALID_REQUESTS.labels(self.model, "malformed_request").inc()
                 headers = list(message.get("headers", []))
                 names = {key.lower() for key, _ in headers}
@@ -382,7 +360,9 @@ def install_http_guards(
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         metrics.INVALID_REQUESTS.labels(model, "malformed_request").inc()
-        mark_rejected()
+        exchange = current_exchange()
+        if exchange is not None:
+            exchange.rejected = True
         return JSONResponse(status_code=400, content={"error": _describe(exc)})
 
     app.add_exception_handler(RequestValidationError, validation_error)

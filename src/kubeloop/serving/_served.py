@@ -16,8 +16,8 @@ import numpy as np
 from kubeloop.bundle import Bundle
 from kubeloop.bundle.models import TabularModel, XGBoostModel
 from kubeloop.features import FastTransform
-from kubeloop.serving._decode import Columns, RequestDecoder
 from kubeloop.serving._observe import Observer
+from kubeloop.serving.codec import Columns, RequestDecoder
 
 if TYPE_CHECKING:
     from kubeloop.serving.forest import CompiledForest

@@ -1,7 +1,7 @@
 """Explanations on the endpoint: KServe's V1 ``:explain`` verb and the V2 ``explain`` parameter.
 
-Both decode and validate the request exactly as ``:predict`` does (the same
-:meth:`BundleModel.decode`, the same 400s), then ask the bundle's
+Both decode, transform and validate the request exactly as ``:predict`` does (the same steps of
+:class:`~kubeloop.serving.model.BundleModel`, the same 400s), then ask the bundle's
 :class:`kubeloop.bundle.explain.Explainer` for one contribution per input feature in margin space.
 
 V1 (``POST /v1/models/{name}:explain``) answers::

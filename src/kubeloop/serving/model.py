@@ -1,15 +1,22 @@
 """``BundleModel``: a KServe predictor for kubeloop bundles (V1, V2 REST and V2 gRPC).
 
-The request path uses no pandas and no scikit-learn: request -> one numpy column per feature
-(:mod:`._decode`) -> :class:`kubeloop.features.FastTransform` -> ``model.predict`` (XGBoost's
-``inplace_predict`` or the linear model's dot product). Everything derived from one bundle sits
-in an immutable :class:`Served`; a request reads ``self._served`` once, so a hot swap (one
-reference assignment) never mixes two versions inside a request.
+Every request takes the same five steps, each a method of its own: **decode** (V1 body or V2
+request -> one column per feature, :mod:`.codec`) -> **transform**
+(:class:`kubeloop.features.FastTransform`) -> **predict** (the compiled forest, XGBoost's
+``inplace_predict`` or the linear model's dot product) -> **record** (the metrics and the
+payload log) -> **encode** (the V1 or V2 answer, :mod:`.codec`). A one-row V1 body of plain
+values takes the same steps with Python scalars (the single-row fast path, chosen in
+:meth:`BundleModel._one_row` only). What the request carries besides its body goes from step to
+step in an explicit :class:`~kubeloop.serving._context.RequestContext`. No pandas, no
+scikit-learn.
+
+Everything derived from one bundle sits in an immutable :class:`Served`; a request reads
+``self._served`` once, so a hot swap (one reference assignment) never mixes two versions inside
+a request.
 
 A bundle is served as soon as it is verified: its trees are compiled for the few-row path
 (:class:`kubeloop.serving.forest.CompiledForest`, a numba kernel: about a second for the first
-bundle of
-a process) on a background thread, and serve few-row requests once proven equal
+bundle of a process) on a background thread, and serve few-row requests once proven equal
 (:meth:`Served.compile_forest`); until then XGBoost predicts every request.
 """
 
@@ -17,26 +24,33 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 from kserve.errors import ModelNotReady
 from kserve.model import Model
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from kubeloop.bundle import load_bundle
 from kubeloop.bundle.models import XGBoostModel
 from kubeloop.errors import DataValidationError
 from kubeloop.features import TransformResult
 from kubeloop.serving import metrics
-from kubeloop.serving._decode import Columns, RequestError
-from kubeloop.serving._http import mark_rejected, take_v2_data
+from kubeloop.serving._context import RequestContext
 from kubeloop.serving._payload_log import PayloadLogger
 from kubeloop.serving._served import Served
+from kubeloop.serving.codec import (
+    Columns,
+    RequestError,
+    Row,
+    output_columns,
+    v1_explain_response,
+    v1_response,
+    v1_row_response,
+    v2_response,
+)
 from kubeloop.serving.explain import explain_outputs, v1_explanations, wants_explanation
 
 __all__ = ["BundleModel", "Served"]
@@ -181,233 +195,209 @@ class BundleModel(Model):
             {"name": "probability", "datatype": "FP64", "shape": shape},
         ]
 
-    # -- inference ------------------------------------------------------------------------
-
-    def _reject(self, error: RequestError) -> RequestError:
-        metrics.INVALID_REQUESTS.labels(self.name, error.kind).inc()
-        mark_rejected()
-        return error
+    # -- inference: decode -> transform -> predict -> record -> encode -----------------------
 
     def predict(
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
     ) -> dict[str, Any] | bytes | InferResponse:
-        """Predict a V1 body or a V2 request; client mistakes raise ``InvalidInput`` (400)."""
-        served = self._served
-        if served is None:
-            raise ModelNotReady(self.name)
-        v2 = isinstance(payload, InferRequest)
-        if isinstance(payload, InferRequest) and not payload.from_grpc:
-            data = take_v2_data()  # the values of a JSON body the HTTP guard parsed already
-            if data is not None and len(data) == len(payload.inputs):
-                for tensor, values in zip(payload.inputs, data, strict=True):
-                    tensor.data = values
-        if not v2:
-            row = served.decoder.v1_row(payload)
-            if row is not None:
-                one = served.transform.transform_row(row)
-                if one is not None:
-                    return self._predict_row(served, row, one, payload, headers)
-        columns, rows, result = self.decode(served, payload)
-        raw = served.predict(result.matrix)
-        codes: np.ndarray | None = None
-        if len(served.classes) == 2:
-            codes, value = (raw >= 0.5).astype(np.intp), raw
-        elif len(served.classes) > 2:
-            codes, value = raw.argmax(axis=1), raw.max(axis=1)
-        else:
-            value = raw
-        served.observer.inputs(columns, rows, result.codes)
-        served.observer.repairs(result.imputed, result.unknown)
-        served.observer.outputs(codes, value)
-        outputs: dict[str, Any] = (
-            {"prediction": raw}
-            if codes is None
-            else {"label": served.classes[codes], "probability": raw}
+        """Predict a V1 body or a V2 request (REST or gRPC); client mistakes raise
+        ``InvalidInput`` (400)."""
+        served = self._serving()
+        context = RequestContext.of(payload, headers)
+        one = self._one_row(served, context, payload)
+        if one is not None:
+            return self._predict_one(served, context, *one)
+        columns = self.decode(served, context, payload)
+        result = self.transform(served, context, columns)
+        codes, values, raw = _predict_columns(served, result.matrix)
+        request_id = self.record(served, context, columns, result, codes, values, raw)
+        return self.encode(served, context, payload, result, codes, raw, request_id)
+
+    def _predict_one(
+        self, served: Served, context: RequestContext, row: Row, result: TransformResult
+    ) -> dict[str, Any]:
+        """Predict, record and encode one row of the fast path, with Python scalars where numpy
+        calls would cost more."""
+        code, value, probabilities, raw = _predict_row(served, result.matrix)
+        self.record(served, context, row, result, code, value, raw)
+        return v1_row_response(
+            served.class_list, code, value, probabilities, version=served.version
         )
-        request_id = None
-        if self._payload_log is not None and self._payload_log.sampled():
-            request_id = self._request_id(payload, headers)
-            self._payload_log.log(
-                model=self.name,
-                version=served.version,
-                request_id=request_id,
-                rows=rows,
-                inputs=columns,
-                outputs=outputs,
-            )
-        if v2:
-            if wants_explanation(payload):  # V2 explanations: see kubeloop.serving.explain
-                outputs.update(explain_outputs(served, result.matrix))
-            return self._v2_response(payload, served, outputs, request_id)
-        return {
-            "predictions": self._v1_predictions(served, outputs),
-            "model_version": served.version,
-        }
-
-    def decode(
-        self, served: Served, payload: dict[str, Any] | InferRequest
-    ) -> tuple[Columns, int, TransformResult]:
-        """Validate a V1 body or V2 request and transform it: columns, rows, model input.
-
-        Raises:
-            RequestError: a client mistake (400), counted with its reason.
-        """
-        try:
-            columns, rows = (
-                served.decoder.from_v2(payload)
-                if isinstance(payload, InferRequest)
-                else served.decoder.from_v1(payload)
-            )
-            result = served.transform.transform_columns(columns)
-        except RequestError as error:
-            raise self._reject(error) from None
-        except DataValidationError as error:
-            raise self._reject(RequestError("wrong_type", str(error))) from None
-        return columns, rows, result
 
     def explain(
         self, payload: dict[str, Any], headers: dict[str, str] | None = None
     ) -> dict[str, Any]:
         """KServe's V1 ``:explain`` verb: contributions per input feature for every instance
-        (see :mod:`kubeloop.serving.explain`); the same validation and 400s as ``:predict``."""
+        (see :mod:`kubeloop.serving.explain`); the same validation and 400s as ``:predict``,
+        nothing recorded."""
+        served = self._serving()
+        context = RequestContext.of(payload, headers)
+        one = self._one_row(served, context, payload)
+        if one is not None:
+            result = one[1]
+        else:
+            result = self.transform(served, context, self.decode(served, context, payload))
+        raw = served.predict(result.matrix)
+        return v1_explain_response(
+            v1_explanations(served, result.matrix, raw), version=served.version
+        )
+
+    def _serving(self) -> Served:
+        """The bundle this request is served from (read once: a swap never mixes two)."""
         served = self._served
         if served is None:
             raise ModelNotReady(self.name)
+        return served
+
+    def _one_row(
+        self, served: Served, context: RequestContext, payload: Any
+    ) -> tuple[Row, TransformResult] | None:
+        """Decode and transform on the single-row fast path, chosen here only: a V1 body of one
+        row of plain values the transform takes as it is. ``None``: the columnar path decodes
+        the body (or names the mistake)."""
+        if context.protocol != "v1":
+            return None
         row = served.decoder.v1_row(payload)
-        result = served.transform.transform_row(row) if row is not None else None
-        if result is None:
-            result = self.decode(served, payload)[2]
-        raw = served.predict(result.matrix)
-        return {
-            "explanations": v1_explanations(served, result.matrix, raw),
-            "model_version": served.version,
-        }
+        if row is None:
+            return None
+        result = served.transform.transform_row(row)
+        return None if result is None else (row, result)
 
-    def _predict_row(
+    def decode(
+        self, served: Served, context: RequestContext, payload: dict[str, Any] | InferRequest
+    ) -> Columns:
+        """Decode a V1 body or a V2 request into one column per feature (:mod:`.codec`).
+
+        Raises:
+            RequestError: a client mistake (400), counted with its reason.
+        """
+        try:
+            if isinstance(payload, InferRequest):
+                return served.decoder.from_v2(payload, context.v2_data)[0]
+            return served.decoder.from_v1(payload)[0]
+        except RequestError as error:
+            raise self._reject(context, error) from None
+
+    def transform(
+        self, served: Served, context: RequestContext, columns: Columns
+    ) -> TransformResult:
+        """The model input of decoded columns (the bundle's :class:`FastTransform`).
+
+        Raises:
+            RequestError: a value the transform refuses (400 ``wrong_type``), counted.
+        """
+        try:
+            return served.transform.transform_columns(columns)
+        except DataValidationError as error:
+            raise self._reject(context, RequestError("wrong_type", str(error))) from None
+
+    def _reject(self, context: RequestContext, error: RequestError) -> RequestError:
+        metrics.INVALID_REQUESTS.labels(self.name, error.kind).inc()
+        context.mark_rejected()
+        return error
+
+    def record(
         self,
         served: Served,
-        row: dict[str, Any],
+        context: RequestContext,
+        inputs: Row | Columns,
         result: TransformResult,
-        payload: Any,
-        headers: dict[str, str] | None,
-    ) -> dict[str, Any]:
-        """A one-row V1 request, with Python scalars where numpy calls would cost more."""
-        raw = served.predict(result.matrix)
-        classes = served.class_list
-        prediction: Any
-        if len(classes) == 2:
-            value = float(raw[0])
-            code = 1 if value >= 0.5 else 0
-            prediction = {"label": classes[code], "probability": value}
-        elif len(classes) > 2:
-            probabilities = raw[0].tolist()
-            value = max(probabilities)
-            code = probabilities.index(value)
-            prediction = {
-                "label": classes[code],
-                "probability": dict(zip(classes, probabilities, strict=True)),
-            }
+        codes: int | np.ndarray | None,
+        values: float | np.ndarray,
+        raw: np.ndarray,
+    ) -> str | None:
+        """Count a predicted request in the metrics and log it when sampled: the one record of
+        the fast path and the columnar path alike.
+
+        Args:
+            served: The bundle the request was served from.
+            context: The request's context (its id for the payload log).
+            inputs: The decoded request: one :data:`Row` of Python scalars (the fast path),
+                else one column per feature.
+            result: The transform's output (repairs; the category codes of columns).
+            codes: The predicted class codes: an ``int`` for one row of the fast path (0 for
+                regression), else an array (``None`` for regression).
+            values: The predicted probability or value: a ``float`` for the fast path's row,
+                else an array.
+            raw: The model's output.
+
+        Returns:
+            The request id in the payload log, or ``None`` when not logged.
+        """
+        observer = served.observer
+        one = isinstance(codes, int) and isinstance(values, float)
+        if one:  # the fast path's row: Python scalars, counted without numpy
+            observer.input_row(inputs)
+            if result.imputed or result.unknown:
+                observer.repairs(result.imputed, result.unknown)
+            observer.output_row(codes, values)  # type: ignore[arg-type]  # int, float: one
         else:
-            value, code = float(raw[0]), 0
-            prediction = value
-        served.observer.input_row(row)
-        if result.imputed or result.unknown:
-            served.observer.repairs(result.imputed, result.unknown)
-        served.observer.output_row(code, value)
-        if self._payload_log is not None and self._payload_log.sampled():
-            self._payload_log.log(
-                model=self.name,
-                version=served.version,
-                request_id=self._request_id(payload, headers),
-                rows=1,
-                inputs={name: [value] for name, value in row.items()},
-                outputs=(
-                    {"prediction": [value]}
-                    if not classes
-                    else {"label": [classes[code]], "probability": raw.tolist()}
-                ),
-            )
-        return {"predictions": [prediction], "model_version": served.version}
-
-    @staticmethod
-    def _request_id(payload: Any, headers: dict[str, str] | None) -> str:
-        if isinstance(payload, InferRequest) and payload.id:
-            return str(payload.id)
-        if headers and headers.get("x-request-id"):
-            return headers["x-request-id"]
-        return uuid.uuid4().hex
-
-    @staticmethod
-    def _v1_predictions(served: Served, outputs: dict[str, Any]) -> list[Any]:
-        if "prediction" in outputs:
-            return list(outputs["prediction"].tolist())
-        labels = outputs["label"].tolist()
-        probability = outputs["probability"]
-        if probability.ndim == 1:
-            return [
-                {"label": label, "probability": p}
-                for label, p in zip(labels, probability.tolist(), strict=True)
-            ]
-        classes = served.classes.tolist()
-        return [
-            {"label": label, "probability": dict(zip(classes, row, strict=True))}
-            for label, row in zip(labels, probability.tolist(), strict=True)
-        ]
-
-    def _v2_response(
-        self,
-        request: InferRequest,
-        served: Served,
-        outputs: dict[str, Any],
-        request_id: str | None,
-    ) -> bytes | InferResponse:
-        response_id = request.id or request_id or uuid.uuid4().hex
-        tensors = {
-            name: (
-                "BYTES" if name == "label" else "FP64",
-                list(values.shape),
-                values,
-            )
-            for name, values in outputs.items()
-        }
-        if request.from_grpc or request.use_binary_outputs or request.request_outputs:
-            # KServe's own encoders: raw contents for gRPC, the binary extension, output choice.
-            return InferResponse(
-                response_id=response_id,
-                model_name=self.name,
-                model_version=served.version,
-                infer_outputs=[
-                    # lists: KServe's gRPC encoder cannot take numpy arrays with raw contents
-                    InferOutput(
-                        name=name, shape=shape, datatype=datatype, data=values.reshape(-1).tolist()
-                    )
-                    for name, (datatype, shape, values) in tensors.items()
-                ],
-                from_grpc=request.from_grpc,
-                use_binary_outputs=request.use_binary_outputs,
-                requested_outputs=request.request_outputs,
-            )
-        # Plain JSON: serialise here with orjson. KServe would convert every value to a Python
-        # object and FastAPI would walk them again (jsonable_encoder): ~100x slower for 10,000
-        # rows. KServe sends bytes as they are; the HTTP guard adds the JSON content type.
-        return orjson.dumps(
-            {
-                "id": response_id,
-                "model_name": self.name,
-                "model_version": served.version,
-                "outputs": [
-                    {
-                        "name": name,
-                        "shape": shape,
-                        "datatype": datatype,
-                        "data": (
-                            values.reshape(-1).tolist()
-                            if datatype == "BYTES"
-                            else np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
-                        ),
-                    }
-                    for name, (datatype, shape, values) in tensors.items()
-                ],
-            },
-            option=orjson.OPT_SERIALIZE_NUMPY,
+            assert not isinstance(codes, int) and isinstance(values, np.ndarray)
+            observer.inputs(inputs, raw.shape[0], result.codes)
+            observer.repairs(result.imputed, result.unknown)
+            observer.outputs(codes, values)
+        log = self._payload_log
+        if log is None or not log.sampled():
+            return None
+        request_id = context.request_id()
+        log.log(
+            model=self.name,
+            version=served.version,
+            request_id=request_id,
+            rows=raw.shape[0],
+            inputs={name: [value] for name, value in inputs.items()} if one else inputs,
+            outputs=output_columns(served.classes, codes, raw),
         )
+        return request_id
+
+    def encode(
+        self,
+        served: Served,
+        context: RequestContext,
+        payload: dict[str, Any] | InferRequest,
+        result: TransformResult,
+        codes: np.ndarray | None,
+        raw: np.ndarray,
+        request_id: str | None,
+    ) -> dict[str, Any] | bytes | InferResponse:
+        """The answer in the request's protocol (:mod:`.codec`); a V2 request may ask for
+        explanations too (:mod:`kubeloop.serving.explain`)."""
+        outputs = output_columns(served.classes, codes, raw)
+        if not isinstance(payload, InferRequest):
+            return v1_response(served.classes, outputs, version=served.version)
+        if wants_explanation(payload):
+            outputs.update(explain_outputs(served, result.matrix))
+        return v2_response(
+            payload, outputs, model=self.name, version=served.version, request_id=request_id
+        )
+
+
+def _predict_row(
+    served: Served, matrix: np.ndarray
+) -> tuple[int, float, list[float] | None, np.ndarray]:
+    """Predict the fast path's row: its class code (0 for regression), its probability or
+    value, every class's probability (multiclass only), and the model's output."""
+    raw = served.predict(matrix)
+    classes = served.class_list
+    if len(classes) == 2:
+        value = float(raw[0])
+        return (1 if value >= 0.5 else 0), value, None, raw
+    if len(classes) > 2:
+        probabilities = raw[0].tolist()
+        value = max(probabilities)
+        return probabilities.index(value), value, probabilities, raw
+    return 0, float(raw[0]), None, raw
+
+
+def _predict_columns(
+    served: Served, matrix: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Predict rows together: their class codes (``None`` for regression), the probability
+    of each predicted class (or the value), and the model's output."""
+    raw = served.predict(matrix)
+    classes = len(served.classes)
+    if classes == 2:
+        return (raw >= 0.5).astype(np.intp), raw, raw
+    if classes > 2:
+        return raw.argmax(axis=1), raw.max(axis=1), raw
+    return None, raw, raw
