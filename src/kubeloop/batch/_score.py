@@ -206,7 +206,7 @@ class _Chunk:
 
     def _check(self, row: int) -> None:
         """Run one row through the server's decoder; keep its 400 message when refused."""
-        from kubeloop.serving._decode import RequestError
+        from kubeloop.serving.codec import RequestError
 
         served = self.served
         instance: dict[str, Any] = {}

@@ -326,11 +326,12 @@ class BundleModel(Model):
         """
         observer = served.observer
         one = isinstance(codes, int) and isinstance(values, float)
-        if one:  # the fast path's row: Python scalars, counted without numpy
+        if isinstance(codes, int) and isinstance(values, float):
+            # the fast path's row: Python scalars, counted without numpy
             observer.input_row(inputs)
             if result.imputed or result.unknown:
                 observer.repairs(result.imputed, result.unknown)
-            observer.output_row(codes, values)  # type: ignore[arg-type]  # int, float: one
+            observer.output_row(codes, values)
         else:
             assert not isinstance(codes, int) and isinstance(values, np.ndarray)
             observer.inputs(inputs, raw.shape[0], result.codes)
