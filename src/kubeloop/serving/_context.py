@@ -20,8 +20,7 @@ from __future__ import annotations
 import contextvars
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from kserve.protocol.infer_type import InferRequest
 
@@ -64,9 +63,10 @@ def current_exchange() -> HttpExchange | None:
     return _EXCHANGE.get()
 
 
-@dataclass(frozen=True, slots=True)
-class RequestContext:
+class RequestContext(NamedTuple):
     """What one inference request carries besides its body, for every step of the path.
+
+    Immutable, and a tuple: made on every request, it costs a fraction of a frozen dataclass.
 
     Attributes:
         protocol: ``v1`` (a JSON body), ``v2`` (a V2 request over REST) or ``grpc``.
