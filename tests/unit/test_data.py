@@ -503,6 +503,14 @@ def test_rare_class_cannot_be_split() -> None:
         split_dataset(ds)
 
 
+def test_too_few_rows_for_three_parts() -> None:
+    frame = _split_frame(60)
+    frame["label"] = np.arange(60) * 0.5
+    ds = build_dataset(frame, target="label")
+    with pytest.raises(DataValidationError, match=r"Cannot split 60 rows .* parts of 0/30/30 rows"):
+        split_dataset(ds, test_fraction=0.495, validation_fraction=0.495)
+
+
 @pytest.mark.parametrize(("test", "validation"), [(0.0, 0.2), (0.5, 0.5), (1.2, 0.1)])
 def test_bad_fractions(test: float, validation: float) -> None:
     ds = build_dataset(_split_frame(), target="label")

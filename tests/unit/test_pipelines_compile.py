@@ -59,12 +59,13 @@ def test_package_loads_back_with_the_sdk() -> None:
     spec = yaml.safe_load(PACKAGE.read_text())
     dag = spec["root"]["dag"]["tasks"]
     assert set(STEPS) <= set(dag)
-    # register + deploy run only inside the gate's condition
+    # deploy runs only inside the gate's condition; register after every gate (MLflow)
     conditions = [t for t in dag.values() if "triggerPolicy" in t]
     assert len(conditions) == 1
     assert "promote" in conditions[0]["triggerPolicy"]["condition"]
     inner = spec["components"][conditions[0]["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(inner) == {"register", "deploy"}
+    assert set(inner) == {"deploy"}
+    assert dag["register"]["dependentTasks"] == ["evaluate", "gate"]
     # caching off everywhere: the registry and the data behind a URI change between runs
     for task in [*dag.values(), *inner.values()]:
         if "cachingOptions" in task:

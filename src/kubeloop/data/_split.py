@@ -58,8 +58,6 @@ def split_dataset(
         ConfigError: Fractions outside (0, 1) or summing to 1 or more.
         DataValidationError: A class has too few rows to appear in every part.
     """
-    from sklearn.model_selection import train_test_split
-
     if not (0 < test_fraction < 1 and 0 < validation_fraction < 1):
         raise ConfigError("test_fraction and validation_fraction must each be between 0 and 1.")
     if test_fraction + validation_fraction >= 1:
@@ -77,24 +75,49 @@ def split_dataset(
                 f"Target '{ds.schema.target}' has classes with too few rows to split: {shown}; "
                 f"each class needs at least {needed} rows. Add rows or merge rare classes."
             )
-    try:
-        rest, test = train_test_split(
-            index, test_size=test_fraction, random_state=seed, stratify=ds.y if stratify else None
-        )
-        train, validation = train_test_split(
-            rest,
-            test_size=validation_fraction / (1 - test_fraction),
-            random_state=seed,
-            stratify=ds.y[rest] if stratify else None,
-        )
-    except ValueError as exc:
+    n_rows = len(index)
+    # Part sizes as scikit-learn's train_test_split counts them: test and validation round up.
+    sizes = np.array([math.ceil(n_rows * f - 1e-9) for f in (test_fraction, validation_fraction)])
+    sizes = np.append(sizes, n_rows - sizes.sum())
+    if (sizes < 1).any():
         raise DataValidationError(
-            f"Cannot split {len(index)} rows into train/validation/test: {exc}. "
-            "Add rows or change the fractions."
-        ) from exc
+            f"Cannot split {n_rows} rows into train/validation/test parts of "
+            f"{sizes[2]}/{sizes[1]}/{sizes[0]} rows. Add rows or change the fractions."
+        )
+    # Each class (the whole data for regression) is shuffled and cut in proportion.
+    groups = [np.flatnonzero(ds.y == code) for code in range(len(counts))] if stratify else [index]
+    per_group = _allocate(np.array([len(group) for group in groups]), sizes)
+    rng = np.random.default_rng(seed)
+    pieces = [
+        np.split(rng.permutation(group), np.cumsum(row)[:2])
+        for group, row in zip(groups, per_group, strict=True)
+    ]
+    test, validation, train = (np.concatenate(part) for part in zip(*pieces, strict=True))
 
     def part(rows: np.ndarray) -> Part:
         rows = np.sort(rows)
         return Part(X=ds.X.iloc[rows].reset_index(drop=True), y=ds.y[rows])
 
     return Splits(part(train), part(validation), part(test), ds.schema)
+
+
+def _allocate(counts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Rows of each group (result rows) in each part (columns: test, validation, train):
+    proportional to the group sizes ``counts``, each part's total exactly ``sizes``, rounding
+    remainders to the largest fractional shares (ties to the first groups)."""
+    result = np.zeros((len(counts), len(sizes)), dtype=np.int64)
+    left = counts.astype(np.int64)
+    for column, size in enumerate(sizes[:-1]):
+        quota = left * size / left.sum()
+        taken = np.floor(quota).astype(np.int64)
+        order = np.argsort(-(quota - taken), kind="stable")
+        taken[order[: size - taken.sum()]] += 1
+        result[:, column] = taken
+        left = left - taken
+    result[:, -1] = left
+    if (result < 1).any():
+        raise DataValidationError(
+            f"Cannot split {int(counts.sum())} rows so that every class appears in each of the "
+            "train, validation and test parts. Add rows or change the fractions."
+        )
+    return result

@@ -141,6 +141,7 @@ def log_training_run(
             "kubeloop.version": str(manifest["version"]),
             "kubeloop.task": str(manifest["task"]),
             "kubeloop.data_hash": str(manifest["data_hash"]),
+            "kubeloop.chosen": str(metrics.get("model", "")),
             **dict(tags or {}),
         },
     )

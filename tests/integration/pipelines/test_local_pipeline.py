@@ -28,10 +28,10 @@ PROBE = Path(__file__).resolve().parents[3] / "bench" / "stepprobe"
 # alone loads scikit-learn and SciPy -- MLflow, which moves the alias, loads SciPy itself; ingest
 # and features: no XGBoost; no step but train: Ray).
 NOT_LOADED = {
-    "ingest_validate": {"xgboost", "ray", "mlflow", "numba", "matplotlib"},
+    "ingest_validate": {"sklearn", "scipy", "xgboost", "ray", "mlflow", "numba", "matplotlib"},
     "prepare_features": {"xgboost", "ray", "mlflow", "numba", "matplotlib"},
     "train": {"mlflow", "numba", "matplotlib"},
-    "evaluate": {"ray", "numba", "matplotlib"},
+    "evaluate": {"ray", "mlflow", "numba", "matplotlib"},
     "gate": {"ray", "mlflow", "numba", "matplotlib"},
     "register": {"xgboost", "sklearn", "ray", "numba", "matplotlib"},
     "deploy": {"xgboost", "sklearn", "scipy", "ray", "mlflow", "numba", "matplotlib"},
@@ -94,6 +94,9 @@ def test_first_run_promotes_and_is_tracked(first_run: RunOutcome, loop_home: Pat
     (run,) = [r for r in _mlflow_runs("churn") if r.data.tags["kubeloop.version"] == version]
     assert run.info.status == "FINISHED"
     assert run.data.tags["kubeloop.promoted"] == "true"
+    assert run.data.tags["kubeloop.gate"] == "promote"
+    assert run.data.tags["kubeloop.chosen"] in FAST["candidates"].split(",")
+    assert run.data.params["gate_margin"] == "0.0" and run.data.params["seed"] == "0"
     assert run.data.metrics["roc_auc"] == pytest.approx(first_run.challenger_score)
     assert {"candidates.linear.roc_auc", "f1", "log_loss"} <= set(run.data.metrics)
     assert run.data.params["target"] == "churned"
@@ -160,6 +163,8 @@ def test_worse_challenger_is_not_promoted(
     assert len(runs) == 2  # ... but it is tracked
     loser = next(r for r in runs if r.data.tags["kubeloop.version"] != champion)
     assert "kubeloop.promoted" not in loser.data.tags
+    assert loser.data.tags["kubeloop.gate"] == "keep"
+    assert "does not beat" in loser.data.tags["kubeloop.gate_reason"]
     assert champion_model_version("churn")["kubeloop"] == champion
 
 

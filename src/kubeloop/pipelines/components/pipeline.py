@@ -1,8 +1,9 @@
 """The training pipeline (KFP v2 DSL) and its compilation to ``pipelines/training_pipeline.yaml``.
 
-validate → features → train → evaluate → gate → ``dsl.If(verdict == "promote")`` → register →
-deploy. The pipeline's output is the gate's decision (JSON), so a local run can report why the
-challenger was or was not promoted.
+validate → features → train → evaluate → gate → register → ``dsl.If(verdict == "promote")`` →
+deploy. register runs after every gate: it records the run in MLflow and registers the challenger
+only when the gate promoted it. The pipeline's output is the gate's decision (JSON), so a local
+run can report why the challenger was or was not promoted.
 
 Caching is off for every task: the data behind a URI and the registry's champion change
 between runs with identical parameters, so a cached result would be wrong.
@@ -87,7 +88,7 @@ def build_pipeline(
         )
         splits = validate.outputs["splits"]
         features = c.prepare_features(splits=splits)
-        # What train trains on and with, and evaluate records in the manifest and MLflow.
+        # What train trains on and with, and evaluate records in the manifest (so in MLflow).
         training = {
             "splits": splits,
             "features": features.outputs["features"],
@@ -103,8 +104,6 @@ def build_pipeline(
             model_name=model_name,
             data=data,
             target=target,
-            gate_margin=gate_margin,
-            mlflow_uri=mlflow_uri,
         )
         gate = c.gate(
             splits=splits,
@@ -113,23 +112,24 @@ def build_pipeline(
             model_name=model_name,
             margin=gate_margin,
         )
+        register = c.register(
+            bundle=evaluate.outputs["bundle"],
+            decision=gate.outputs["decision"],
+            registry_root=registry_root,
+            model_name=model_name,
+            mlflow_uri=mlflow_uri,
+        )
         steps = {
             "validate": validate,
             "features": features,
             "train": train,
             "evaluate": evaluate,
             "gate": gate,
+            "register": register,
         }
         with dsl.If(gate.outputs["Output"] == "promote", name="challenger-wins"):
-            steps["register"] = c.register(
-                bundle=evaluate.outputs["bundle"],
-                registry_root=registry_root,
-                model_name=model_name,
-                mlflow_run_id=evaluate.outputs["Output"],
-                mlflow_uri=mlflow_uri,
-            )
             steps["deploy"] = c.deploy(
-                version=steps["register"].output,
+                version=register.output,
                 registry_root=registry_root,
                 model_name=model_name,
                 inference_service=inference_service,

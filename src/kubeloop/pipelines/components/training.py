@@ -120,15 +120,14 @@ def evaluate(
     num_boost_round: int,
     seed: int,
     tune_budget: float,
-    gate_margin: float,
-    mlflow_uri: str,
     bundle: Output[Model],
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     plots: Output[HTML],
     report: Output[Markdown],
 ) -> str:
-    """Score the candidates on the test split, write the bundle, log the run to MLflow."""
+    """Score the candidates on the test split, write the bundle (the pipeline's parameters in
+    its manifest); returns the bundle version."""
     from pathlib import Path
 
     from kubeloop.console import Progress
@@ -142,7 +141,6 @@ def evaluate(
         "seed": seed,
         "num_boost_round": num_boost_round,
         "tune_budget": tune_budget,
-        "gate_margin": gate_margin,
     }
     result = evaluate_and_report(
         Path(splits.path),
@@ -151,7 +149,6 @@ def evaluate(
         out=Path(bundle.path),
         model_name=model_name,
         params=params,
-        mlflow_uri=mlflow_uri,
         progress=Progress(prefix="evaluate"),
     )
     for name, value in result.scalars.items():
@@ -164,7 +161,7 @@ def evaluate(
     Path(report.path).write_text(result.markdown, encoding="utf-8")
     bundle.metadata["version"] = result.version
     exit_quickly_on_success()
-    return result.mlflow_run_id
+    return result.version
 
 
 def gate(
@@ -196,25 +193,29 @@ def gate(
 
 def register(
     bundle: Input[Model],
+    decision: str,
     registry_root: str,
     model_name: str,
-    mlflow_run_id: str,
     mlflow_uri: str,
 ) -> str:
-    """Store the bundle as a registry version, make it champion, move MLflow's alias."""
+    """Record the run in MLflow; if the gate promoted the challenger, store the bundle as a
+    registry version, make it champion and move MLflow's alias. Returns the version or ""."""
     from pathlib import Path
 
-    from kubeloop.pipelines.steps.gate import register as store
+    from kubeloop.pipelines.steps.gate import GateDecision, record_run
     from kubeloop.quick_exit import exit_quickly_on_success
 
-    version = store(
+    version = record_run(
         Path(bundle.path),
+        GateDecision.from_json(decision),
         registry_root=registry_root,
         model_name=model_name,
-        mlflow_run_id=mlflow_run_id,
         tracking_uri=mlflow_uri or None,
     )
-    print(f"registered and promoted {model_name} {version}")
+    if version:
+        print(f"registered and promoted {model_name} {version}")
+    else:
+        print(f"recorded the run in MLflow; the champion of {model_name} stays")
     exit_quickly_on_success()
     return version
 

@@ -1,11 +1,13 @@
-"""The evaluate step's core: bundle + what the KFP UI and MLflow show about it.
+"""The evaluate step's core: the bundle + what the KFP UI shows about it.
 
 The bundle is made by :func:`kubeloop.training.workflow.finish_bundle`, the same function that ends
 ``kubeloop train``, from the splits, features and candidates the earlier steps wrote.
 
 KFP shows scalar ``Metrics``, a ``ClassificationMetrics`` ROC curve and confusion matrix, an
-``HTML`` page with the bundle's plots and a ``Markdown`` table of every candidate; MLflow gets
-the same numbers, the plots and the bundle (:func:`kubeloop.registry.tracking.log_training_run`).
+``HTML`` page with the bundle's plots and a ``Markdown`` table of every candidate. MLflow gets
+the same numbers, the plots and the bundle from the register step, after the gate
+(:func:`kubeloop.pipelines.steps.gate.record_run`): one MLflow client per pipeline run, whose
+import and store cost seconds.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from kubeloop.pipelines.steps.data import (
     load_preprocessor,
     load_schema,
 )
-from kubeloop.registry.tracking import flatten_metrics, log_training_run
+from kubeloop.registry.tracking import flatten_metrics
 from kubeloop.training.workflow import SUMMARY_METRICS, Packaged, finish_bundle
 
 __all__ = [
@@ -38,9 +40,6 @@ __all__ = [
     "plots_html",
     "tuning_markdown",
 ]
-
-# The pipeline parameters recorded in the bundle's manifest (all of them go to MLflow).
-_MANIFEST_PARAMS = ("seed", "workers", "num_boost_round", "tune_budget")
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,6 @@ class EvaluationReport:
     classes: tuple[str, ...]
     html: str
     markdown: str
-    mlflow_run_id: str
 
 
 def plots_html(bundle_dir: Path, *, title: str) -> str:
@@ -156,19 +154,16 @@ def evaluate_and_report(
     out: Path,
     model_name: str,
     params: Mapping[str, Any],
-    mlflow_uri: str = "",
     progress: ProgressFn = quiet,
 ) -> EvaluationReport:
-    """Score the candidates, write the bundle at ``out``, log the MLflow run, shape the outputs.
+    """Score the candidates, write the bundle at ``out``, shape the outputs.
 
     Args:
         splits_dir, features_dir, candidates_dir: Outputs of the earlier steps.
         out: The bundle directory to create (must not exist).
         model_name: The model name recorded in the bundle.
-        params: Pipeline parameters, recorded in MLflow (seed, workers and boosting rounds also
-            in the manifest).
-        mlflow_uri: The tracking store; empty means
-            :func:`kubeloop.registry.tracking.default_tracking_uri`.
+        params: Pipeline parameters (data, target, seed, workers...), recorded in the manifest
+            (and so in MLflow).
         progress: Called with one line per step.
     """
     # The train step's module brings Ray Train's configuration; only its loader is needed here.
@@ -184,19 +179,12 @@ def evaluate_and_report(
         matrices=matrices,
         out=Path(out),
         name=model_name,
-        params={k: v for k, v in params.items() if k in _MANIFEST_PARAMS},
+        params=params,
         data_hash=str(load_meta(splits_dir)["data_hash"]),
         progress=progress,
     )
     version = packaged.bundle.version
     progress(f"bundle {version} written")
-    run_id = log_training_run(
-        out,
-        params=params,
-        tracking_uri=mlflow_uri or None,
-        tags={"kubeloop.chosen": packaged.chosen.name},
-    )
-    progress(f"MLflow run {run_id} logged")
     chosen = packaged.candidates[packaged.chosen.name]
     scalars = {k: v for k, v in flatten_metrics(chosen).items() if k != "threshold"}
     confusion = chosen.get("confusion_matrix")
@@ -211,5 +199,4 @@ def evaluate_and_report(
         classes=tuple(schema.classes),
         html=plots_html(out, title=f"{model_name} {version}"),
         markdown=candidates_markdown(packaged),
-        mlflow_run_id=run_id,
     )

@@ -1,7 +1,10 @@
 """The pure cores of the gate and register pipeline steps.
 
 Each step is its own Python process: the libraries each core needs are imported in it, so the
-register step loads no pandas, XGBoost or scikit-learn (``bench/steps.py`` measures this).
+register step loads no pandas, XGBoost or scikit-learn (``bench/steps.py`` measures this). The
+register step runs after every gate: it records the run in MLflow whatever the verdict (the only
+step that loads MLflow: its import and store take seconds) and registers the challenger as the
+champion only when the gate promoted it.
 
 The gate scores the challenger and the current champion on the *same* held-out rows (the test
 split of this run) with the one ranking rule of
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
     from kubeloop.bundle.schema import Schema
     from kubeloop.data import Part
 
-__all__ = ["GateDecision", "gate", "register", "score_name"]
+__all__ = ["GateDecision", "gate", "record_run", "register", "score_name"]
 
 
 def score_name(schema: Schema) -> str:
@@ -162,3 +165,39 @@ def register(
 
         promote_run(model_name, mlflow_run_id, version=version, tracking_uri=tracking_uri)
     return version
+
+
+def record_run(
+    bundle_dir: Path,
+    decision: GateDecision,
+    *,
+    registry_root: str,
+    model_name: str,
+    tracking_uri: str | None = None,
+) -> str:
+    """Log the run to MLflow (tagged with the gate's verdict); when the gate promoted the
+    challenger, :func:`register` it with that MLflow run.
+
+    Returns:
+        The registered version id, or ``""`` when the champion stays.
+    """
+    from kubeloop.registry.tracking import log_training_run
+
+    run_id = log_training_run(
+        bundle_dir,
+        params={"gate_margin": decision.margin},
+        tracking_uri=tracking_uri,
+        tags={
+            "kubeloop.gate": "promote" if decision.promote else "keep",
+            "kubeloop.gate_reason": decision.reason,
+        },
+    )
+    if not decision.promote:
+        return ""
+    return register(
+        bundle_dir,
+        registry_root=registry_root,
+        model_name=model_name,
+        mlflow_run_id=run_id,
+        tracking_uri=tracking_uri,
+    )
