@@ -1,8 +1,9 @@
 """Benchmark: what each pipeline step imports, and how long that takes.
 
-``kfp.local`` (and KFP on a cluster) starts a new Python for every step: ``python -m
-kfp.dsl.executor_main`` loads the component's source, whose header is KFP's own (``import kfp``,
-``from kfp.dsl import *``...), then the step function runs its imports. This runs that header
+``kfp.local`` (and KFP on a cluster) starts a new Python for every step: ``_KFP_RUNTIME=true
+python -m kfp.dsl.executor_main`` loads the component's source, whose header is KFP's own
+(``import kfp``, ``from kfp.dsl import *``...; with ``_KFP_RUNTIME=true`` KFP leaves out its
+client and compiler), then the step function runs its imports. This runs that header
 once in a fresh process, then forks one child per step that runs the step function's own import
 statements (read from its source) and reports the seconds they took and the heavy libraries
 loaded afterwards.
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     # Finding the imports loads kfp and kubeloop here; the measuring process starts fresh.
     probe = subprocess.run(
         [sys.executable, __file__, "--probe"],
+        env={**os.environ, "_KFP_RUNTIME": "true"},  # as the step's command sets it
         input=json.dumps(step_imports()),
         capture_output=True,
         text=True,
