@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -42,7 +43,13 @@ def _fitted_coef(features: Path) -> np.ndarray:
     return np.asarray(coef[:-1])
 
 
-def _bundle(prepared: tuple[Path, Path], tmp_path: Path, coef: np.ndarray, name: str = "m") -> Path:
+def _bundle(
+    prepared: tuple[Path, Path],
+    tmp_path: Path,
+    coef: np.ndarray,
+    name: str = "m",
+    metrics: dict[str, float] | None = None,
+) -> Path:
     splits, features = prepared
     schema = load_schema(splits)
     spec = load_preprocessor(features)
@@ -56,17 +63,31 @@ def _bundle(prepared: tuple[Path, Path], tmp_path: Path, coef: np.ndarray, name:
         preprocessor=spec,
         model=model,
         reference_profile=profile,
-        metrics={},
+        metrics=metrics or {},
         data_hash="0" * 64,
     )
 
 
-def test_first_model_is_promoted(prepared: tuple[Path, Path], tmp_path: Path) -> None:
+def test_first_model_is_promoted_without_scoring(
+    prepared: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """No champion: nothing to compare, so the score is the one the bundle records."""
     splits, features = prepared
-    challenger = _bundle(prepared, tmp_path, _fitted_coef(features))
-    decision = gate(splits, challenger, registry_root=str(tmp_path / "r"), model_name="m", margin=0)
+    root = str(tmp_path / "r")
+    challenger = _bundle(prepared, tmp_path, _fitted_coef(features), metrics={"roc_auc": 0.75})
+    decision = gate(splits, challenger, registry_root=root, model_name="m", margin=0)
     assert decision.promote and decision.champion_version is None
-    assert decision.metric == "roc_auc" and decision.challenger_score > 0.7
+    assert "no champion yet" in decision.reason
+    assert decision.metric == "roc_auc" and decision.challenger_score == 0.75
+    assert (
+        decision.challenger_version
+        == json.loads((challenger / "manifest.json").read_text())["version"]
+    )
+    unscored = _bundle(prepared, tmp_path, _fitted_coef(features))  # records no test metrics
+    assert (
+        gate(splits, unscored, registry_root=root, model_name="m", margin=0).challenger_score
+        is None
+    )
 
 
 def test_better_challenger_beats_the_champion(prepared: tuple[Path, Path], tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ class ServerProcess:
             sys.executable, "-c", "import sys; from kubeloop.cli import main; sys.exit(main())",
             "serve", "--registry", str(registry), "--model", model, "--http-port",
             str(self.port), "--grpc-port", str(free_port()), "--payload-log", str(payload_log),
-            "--poll-interval", "1",
+            "--poll-interval", "0.2",  # the demo waits for the hot swap
         ]  # fmt: skip
         self._log = log.open("ab")
         self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
@@ -127,7 +127,7 @@ class ServerProcess:
                         return
             except (urllib.error.URLError, OSError):
                 pass
-            time.sleep(0.5)
+            time.sleep(0.05)
         raise KubeloopError(f"the model server was not ready after {timeout:.0f}s")
 
     def served_version(self) -> str | None:

@@ -271,7 +271,7 @@ def _wait_swap(
     say(f"6/6 waiting for the server to hot-swap {before} -> {after}")
     deadline = time.monotonic() + timeout
     while served != after and time.monotonic() < deadline:
-        time.sleep(1.0)
+        time.sleep(0.1)
         served = server.served_version()
     say(f"   server now serves {served}")
     return served

@@ -11,6 +11,8 @@ split of this run) with the one ranking rule of
 :func:`kubeloop.training.evaluation.validation_score`, and
 promotes only when the challenger is better by more than the margin. With no champion, or a
 champion that cannot score this data (other task, classes or features), the challenger wins.
+With no champion nothing is scored: the decision carries the challenger's own test score from its
+``metrics.json`` (the same rows and measure), and the step loads no model library at all.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kubeloop.errors import KubeloopError, RegistryError
 
@@ -46,7 +48,7 @@ class GateDecision:
     metric: str
     margin: float
     challenger_version: str
-    challenger_score: float
+    challenger_score: float | None  # None: no champion, and the bundle records no test score
     champion_version: str | None = None
     champion_score: float | None = None
 
@@ -93,47 +95,64 @@ def gate(
     from kubeloop.registry import Registry
 
     schema = load_schema(splits_dir)
+    registry = Registry(registry_root)
+    champion_version = registry.champion(model_name)
+    if champion_version is None:
+        return GateDecision(
+            promote=True,
+            reason="no champion yet: the first model is promoted",
+            metric=score_name(schema),
+            margin=float(margin),
+            challenger_version=_read(bundle_dir, "manifest.json")["version"],
+            challenger_score=_recorded_score(bundle_dir, score_name(schema)),
+        )
     test = load_part(splits_dir, "test")
     challenger = load_bundle(Path(bundle_dir))
     challenger_score = _score(challenger, test)
-    first = GateDecision(
+    promoted = GateDecision(
         promote=True,
-        reason="no champion yet: the first model is promoted",
+        reason="",  # set by each verdict below
         metric=score_name(schema),
         margin=float(margin),
         challenger_version=challenger.version,
         challenger_score=challenger_score,
+        champion_version=champion_version,
     )
-    registry = Registry(registry_root)
-    champion_version = registry.champion(model_name)
-    if champion_version is None:
-        return first
     champion = load_bundle(registry.fetch(model_name, champion_version))
     why = _incomparable(champion, schema)
     if why is not None:
-        return replace(first, reason=f"promoted because {why}", champion_version=champion_version)
+        return replace(promoted, reason=f"promoted because {why}")
     try:
         champion_score = _score(champion, test)
     except (KubeloopError, ValueError, TypeError, KeyError) as exc:  # e.g. a column changed kind
         return replace(
-            first,
-            reason=f"promoted because the champion cannot score this data ({exc})",
-            champion_version=champion_version,
+            promoted, reason=f"promoted because the champion cannot score this data ({exc})"
         )
     better = challenger_score > champion_score + margin
     verdict = "beats" if better else "does not beat"
     reason = (
-        f"challenger {challenger.version} {first.metric}={challenger_score:.4f} {verdict} "
-        f"champion {champion_version} {first.metric}={champion_score:.4f} + margin {margin:g} "
-        f"on the same {len(test.y)} held-out rows"
+        f"challenger {challenger.version} {promoted.metric}={challenger_score:.4f} {verdict} "
+        f"champion {champion_version} {promoted.metric}={champion_score:.4f} + margin "
+        f"{margin:g} on the same {len(test.y)} held-out rows"
     )
-    return replace(
-        first,
-        promote=better,
-        reason=reason,
-        champion_version=champion_version,
-        champion_score=champion_score,
-    )
+    return replace(promoted, promote=better, reason=reason, champion_score=champion_score)
+
+
+# Where a bundle's metrics.json holds each gate score (and its sign: higher is better).
+_RECORDED = {"roc_auc": ("roc_auc", 1.0), "neg_log_loss": ("log_loss", -1.0),
+             "neg_rmse": ("rmse", -1.0)}  # fmt: skip
+
+
+def _read(bundle_dir: Path, name: str) -> dict[str, Any]:
+    content: dict[str, Any] = json.loads((Path(bundle_dir) / name).read_text(encoding="utf-8"))
+    return content
+
+
+def _recorded_score(bundle_dir: Path, metric: str) -> float | None:
+    """The test score the bundle records for ``metric`` (``None`` if it records none)."""
+    key, sign = _RECORDED[metric]
+    value = _read(bundle_dir, "metrics.json").get(key)
+    return None if value is None else sign * float(value)
 
 
 def register(
@@ -151,7 +170,7 @@ def register(
     """
     from kubeloop.registry import Registry
 
-    manifest = json.loads((Path(bundle_dir) / "manifest.json").read_text(encoding="utf-8"))
+    manifest = _read(bundle_dir, "manifest.json")
     if manifest.get("name") != model_name:
         raise RegistryError(
             f"bundle {bundle_dir} is named {manifest.get('name')!r}, not {model_name!r}; "
