@@ -135,3 +135,23 @@ def test_tune_budget_is_a_pipeline_parameter() -> None:
         RunRequest(data="d.csv", target="y", tune_budget=60.0, host=HOST)
     )
     assert arguments["tune_budget"] == 60.0
+
+
+def test_prepare_store_makes_a_whole_store_once(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from kubeloop.registry.tracking import prepare_store
+
+    path = tmp_path / "mlflow" / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    prepare_store(uri)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["mlflow.db"]  # no draft left
+    made = path.stat()
+    prepare_store(uri)  # a store is there: left alone
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = client.create_run(client.create_experiment("e"))
+    client.log_metric(run.info.run_id, "m", 1.0)
+    client.create_registered_model("churn")  # the registry's tables are there too
+    assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+    prepare_store("http://127.0.0.1:1")  # a server: nothing to do (and nothing contacted)

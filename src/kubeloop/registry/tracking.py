@@ -11,9 +11,11 @@ Embedded default: a sqlite store under the kubeloop home (``<home>/mlflow/mlflow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +32,7 @@ __all__ = [
     "default_tracking_uri",
     "flatten_metrics",
     "log_training_run",
+    "prepare_store",
     "promote_run",
 ]
 
@@ -53,6 +56,27 @@ def _client(tracking_uri: str | None) -> Any:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def prepare_store(tracking_uri: str) -> None:
+    """Create a sqlite tracking store that does not exist yet, with all of MLflow's tables.
+
+    MLflow creates a new store's tables on first use (a hundred migrations: seconds). This
+    builds the store under a temporary name beside its place and links it into place only if
+    none is there by then: a pipeline step that opens the store first makes its own, and no
+    process ever sees half a store. Other stores (an existing file, a server): nothing to do.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = Path(tracking_uri.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".new-store-", dir=path.parent) as folder:
+        draft = Path(folder) / path.name
+        _client(f"sqlite:///{draft}").search_experiments(max_results=1)
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, path)
 
 
 def _experiment_id(client: Any, name: str, tracking_uri: str) -> str:
