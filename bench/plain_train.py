@@ -1,15 +1,18 @@
 """The baseline of ``bench/train.py``: the same work as ``kubeloop train``, as a plain script.
 
 One process, no kubeloop: read the CSV with pandas, read text columns that are (nearly all)
-numbers as numbers, drop id-like text columns, split 60/20/20 stratified exactly as kubeloop does
-(scikit-learn's ``train_test_split``, seed 0), a scikit-learn ``ColumnTransformer`` (median +
-standard scaling; most frequent + one-hot), XGBoost with early stopping on the validation split
-(kubeloop's parameters) and a logistic regression; the better on validation is tested. Prints
-one JSON line: the chosen model and its test ROC AUC.
+numbers as numbers, drop id-like text columns, take the 60/20/20 stratified split kubeloop makes
+(its row numbers, from ``ROWS.npz``: the same test rows), a scikit-learn ``ColumnTransformer``
+(median + standard scaling; most frequent + one-hot), XGBoost with early stopping on the
+validation split (kubeloop's parameters) and a logistic regression; the better on validation is
+tested. Prints one JSON line: the chosen model and its test ROC AUC.
 
 Usage::
 
-    .venv/bin/python bench/plain_train.py DATA.csv TARGET
+    .venv/bin/python bench/plain_train.py DATA.csv TARGET ROWS.npz
+
+``ROWS.npz`` holds the arrays ``train``, ``validation`` and ``test`` (row numbers of DATA.csv);
+``bench/train.py`` writes it with :func:`kubeloop.data.split_rows`.
 """
 
 import json
@@ -22,12 +25,11 @@ from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 
-def main(path: str, target: str) -> None:
+def main(path: str, target: str, rows: str) -> None:
     frame = pd.read_csv(path)
     classes = sorted(frame[target].dropna().astype(str).unique())
     y = frame.pop(target).astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
@@ -42,10 +44,8 @@ def main(path: str, target: str) -> None:
                 continue
         (numeric if pd.api.types.is_numeric_dtype(frame[name]) else categorical).append(name)
 
-    index = np.arange(len(y))
-    rest, test = train_test_split(index, test_size=0.2, random_state=0, stratify=y)
-    train, valid = train_test_split(rest, test_size=0.25, random_state=0, stratify=y[rest])
-    train, valid, test = np.sort(train), np.sort(valid), np.sort(test)
+    with np.load(rows) as parts:
+        train, valid, test = parts["train"], parts["validation"], parts["test"]
 
     prep = ColumnTransformer(
         [
@@ -95,4 +95,4 @@ def main(path: str, target: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3])

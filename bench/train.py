@@ -70,6 +70,16 @@ def _stages(stderr: str) -> str:
     return ", ".join(shown + ([f"bundle @{done:.1f}s"] if done is not None else []))
 
 
+def _write_split_rows(data: Path, target: str, out: Path) -> None:
+    """kubeloop's train/validation/test row numbers of ``data``, for the plain script."""
+    from kubeloop.data import load_dataset, split_rows
+
+    dataset = load_dataset(data, target=target)
+    stratify = dataset.schema.task == "classification"
+    train, validation, test = split_rows(dataset.y, stratify=stratify)
+    np.savez(out, train=train, validation=validation, test=test)
+
+
 def bench_cli(data: Path, target: str, repeats: int) -> bool:
     """(a): ``kubeloop train`` vs the plain script, interleaved; True when the targets hold."""
     # The plain script gets the OpenMP spin count kubeloop's commands set (main() set it here).
@@ -82,6 +92,8 @@ def bench_cli(data: Path, target: str, repeats: int) -> bool:
     ours, plain, stages = [], [], []
     auc_ours = auc_plain = float("nan")
     with tempfile.TemporaryDirectory(prefix="kubeloop-bench-") as work:
+        rows = Path(work) / "rows.npz"
+        _write_split_rows(data, target, rows)
         for run in range(repeats):
             out = Path(work) / f"bundle-{run}"
             seconds, done = _timed(
@@ -90,7 +102,7 @@ def bench_cli(data: Path, target: str, repeats: int) -> bool:
             ours.append(seconds)
             stages.append(_stages(done.stderr))
             auc_ours = json.loads((out / "metrics.json").read_text())["roc_auc"]
-            script = [sys.executable, str(HERE / "plain_train.py"), str(data), target]
+            script = [sys.executable, str(HERE / "plain_train.py"), str(data), target, str(rows)]
             seconds, done = _timed(script, env)
             plain.append(seconds)
             auc_plain = json.loads(done.stdout)["test_roc_auc"]

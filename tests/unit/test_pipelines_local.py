@@ -155,3 +155,48 @@ def test_prepare_store_makes_a_whole_store_once(tmp_path: Path) -> None:
     client.create_registered_model("churn")  # the registry's tables are there too
     assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
     prepare_store("http://127.0.0.1:1")  # a server: nothing to do (and nothing contacted)
+
+
+def test_step_containers_mount_the_data_file_not_its_folder(tmp_path: Path) -> None:
+    """A data file in /tmp must not hide the container's /tmp (the step writes its program
+    there): only the file is mounted, read-only, at its own path."""
+    from kubeloop.pipelines.launch.local import _container_settings
+
+    data = tmp_path / "churn.csv"
+    volumes = _container_settings({"data": str(data)}, tmp_path / "home" / "kfp-local")["volumes"]
+    assert volumes == {
+        str(tmp_path / "home"): {"bind": str(tmp_path / "home"), "mode": "rw"},
+        str(data): {"bind": str(data), "mode": "ro"},
+    }
+    remote = _container_settings({"data": "s3://b/d.csv"}, tmp_path / "home" / "kfp-local")
+    assert list(remote["volumes"]) == [str(tmp_path / "home")]
+
+
+def test_container_output_is_shown_in_whole_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """podman's log stream cuts lines anywhere and kfp.local indents every print: printed chunk
+    by chunk, the step's error line came out as "kubeloop.errors    .    DataValid...".
+    Printed line by line, it is read back."""
+    from kfp.local.logging_utils import indented_print
+
+    from kubeloop.pipelines.launch.local import _print_lines
+
+    chunks = [
+        b"Traceback (most recent call last):\nkubeloop.errors",
+        b".",
+        b"DataValidationError",
+        b": Target column 'nope' is not",
+        b" in the data.\n",
+        b"last line, no newline",
+    ]
+    pending = bytearray()
+    with indented_print():
+        for chunk in chunks:
+            pending = _print_lines(pending + chunk)
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        "    Traceback (most recent call last):",
+        "    kubeloop.errors.DataValidationError: Target column 'nope' is not in the data.",
+    ]
+    error = step_error(out)
+    assert isinstance(error, DataValidationError) and "'nope'" in str(error)
+    assert pending == b"last line, no newline"

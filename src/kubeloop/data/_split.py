@@ -62,7 +62,6 @@ def split_dataset(
         raise ConfigError("test_fraction and validation_fraction must each be between 0 and 1.")
     if test_fraction + validation_fraction >= 1:
         raise ConfigError("test_fraction + validation_fraction must be below 1 (rows to train).")
-    index = np.arange(len(ds.y))
     stratify = ds.schema.task == "classification"
     if stratify:
         smallest = min(test_fraction, validation_fraction, 1 - test_fraction - validation_fraction)
@@ -75,7 +74,35 @@ def split_dataset(
                 f"Target '{ds.schema.target}' has classes with too few rows to split: {shown}; "
                 f"each class needs at least {needed} rows. Add rows or merge rare classes."
             )
-    n_rows = len(index)
+    train, validation, test = split_rows(
+        ds.y,
+        stratify=stratify,
+        seed=seed,
+        test_fraction=test_fraction,
+        validation_fraction=validation_fraction,
+    )
+
+    def part(rows: np.ndarray) -> Part:
+        return Part(X=ds.X.iloc[rows].reset_index(drop=True), y=ds.y[rows])
+
+    return Splits(part(train), part(validation), part(test), ds.schema)
+
+
+def split_rows(
+    y: np.ndarray,
+    *,
+    stratify: bool,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.2,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The row numbers of the train, validation and test parts (each sorted) of
+    :func:`split_dataset`; ``stratify``: ``y`` holds class codes, cut class by class.
+
+    Raises:
+        DataValidationError: A part, or with ``stratify`` a class in a part, would be empty.
+    """
+    n_rows = len(y)
     # Part sizes as scikit-learn's train_test_split counts them: test and validation round up.
     sizes = np.array([math.ceil(n_rows * f - 1e-9) for f in (test_fraction, validation_fraction)])
     sizes = np.append(sizes, n_rows - sizes.sum())
@@ -84,21 +111,18 @@ def split_dataset(
             f"Cannot split {n_rows} rows into train/validation/test parts of "
             f"{sizes[2]}/{sizes[1]}/{sizes[0]} rows. Add rows or change the fractions."
         )
-    # Each class (the whole data for regression) is shuffled and cut in proportion.
-    groups = [np.flatnonzero(ds.y == code) for code in range(len(counts))] if stratify else [index]
+    # Each class (the whole data unstratified) is shuffled and cut in proportion.
+    groups = (
+        [np.flatnonzero(y == code) for code in np.unique(y)] if stratify else [np.arange(n_rows)]
+    )
     per_group = _allocate(np.array([len(group) for group in groups]), sizes)
     rng = np.random.default_rng(seed)
     pieces = [
         np.split(rng.permutation(group), np.cumsum(row)[:2])
         for group, row in zip(groups, per_group, strict=True)
     ]
-    test, validation, train = (np.concatenate(part) for part in zip(*pieces, strict=True))
-
-    def part(rows: np.ndarray) -> Part:
-        rows = np.sort(rows)
-        return Part(X=ds.X.iloc[rows].reset_index(drop=True), y=ds.y[rows])
-
-    return Splits(part(train), part(validation), part(test), ds.schema)
+    test, validation, train = (np.sort(np.concatenate(part)) for part in zip(*pieces, strict=True))
+    return train, validation, test
 
 
 def _allocate(counts: np.ndarray, sizes: np.ndarray) -> np.ndarray:

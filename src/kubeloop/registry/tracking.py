@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -72,6 +73,9 @@ def prepare_store(tracking_uri: str) -> None:
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Made in the background: MLflow's "Creating initial MLflow database tables..." lines would
+    # land in the middle of the run's output.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix=".new-store-", dir=path.parent) as folder:
         draft = Path(folder) / path.name
         _client(f"sqlite:///{draft}").search_experiments(max_results=1)

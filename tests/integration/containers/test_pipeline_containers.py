@@ -100,7 +100,7 @@ def test_failing_step_fails_the_run_and_leaves_the_registry(loop: Loop, s3_env: 
     )  # fmt: skip
     assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
     error = run.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: ") and "'nope'" in error, error
+    assert error.startswith("error: ") and "'nope'" in error, f"{error}\n{run.stdout[-4000:]}"
     assert "(pipeline step 'ingest-validate')" in error
     assert "PROMOTED" not in run.stdout and "NOT promoted" not in run.stdout
     assert _objects(s3_env, loop.bucket) == before

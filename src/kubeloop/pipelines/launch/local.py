@@ -85,14 +85,16 @@ def _container_settings(arguments: Mapping[str, Any], pipeline_root: Path) -> di
 
     Host networking (the S3 server and MLflow may listen on loopback), this process's user (files
     in the mounted kubeloop home stay writable here), the kubeloop home read-write and a local
-    data file's directory read-only, both at the same paths, and the passed environment.
+    data file (or folder) read-only, both at the same paths, and the passed environment. The data
+    file alone is mounted, not its folder: a folder such as ``/tmp`` would hide the container's
+    own, where every step writes its program.
     """
     home = pipeline_root.parent
     volumes = {str(home): {"bind": str(home), "mode": "rw"}}
     data = str(arguments.get("data", ""))
     if data and "://" not in data:
-        folder = str(Path(data).absolute().parent)
-        volumes.setdefault(folder, {"bind": folder, "mode": "ro"})
+        source = str(Path(data).absolute())
+        volumes.setdefault(source, {"bind": source, "mode": "ro"})
     return {
         "network_mode": "host",
         "user": f"{os.getuid()}:{os.getgid()}",
@@ -100,6 +102,14 @@ def _container_settings(arguments: Mapping[str, Any], pipeline_root: Path) -> di
         "environment": {k: v for k, v in os.environ.items() if _PASSED_ENV.match(k)},
         "shm_size": "1g",  # Ray's object store
     }
+
+
+def _print_lines(text: bytes) -> bytearray:
+    """Print the complete lines of ``text``; return what follows the last newline."""
+    *lines, rest = bytes(text).split(b"\n")
+    for line in lines:
+        print(line.decode(errors="replace"))
+    return bytearray(rest)
 
 
 @contextmanager
@@ -142,16 +152,19 @@ def _failures_seen(settings: Mapping[str, Any]) -> Iterator[None]:
             **run_args,
         )
         try:
-            shown = bytearray()
-            for line in container.logs(stream=True, follow=True):
-                shown += line
-                print(line.decode(errors="replace"), end="")
+            # The stream's chunks are not lines (podman splits a line at any byte), and kfp.local
+            # indents every write: only whole lines are printed, or an error line would arrive
+            # cut into indented pieces that nobody can read back (step_error).
+            shown, pending = bytearray(), bytearray()
+            for chunk in container.logs(stream=True, follow=True):
+                shown += chunk
+                pending = _print_lines(pending + chunk)
             status = int(container.wait()["StatusCode"])
             # podman's follow stream can end before the last lines of a container that exits
             # at once (a failing step's error): what it did not deliver is shown from the log.
-            rest = container.logs()[len(shown) :]
-            if rest:
-                print(rest.decode(errors="replace"), end="")
+            pending = _print_lines(pending + container.logs()[len(shown) :])
+            if pending:
+                print(pending.decode(errors="replace"))
             return status
         finally:
             container.remove(force=True)

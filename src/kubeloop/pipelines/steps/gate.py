@@ -139,8 +139,11 @@ def gate(
 
 
 # Where a bundle's metrics.json holds each gate score (and its sign: higher is better).
-_RECORDED = {"roc_auc": ("roc_auc", 1.0), "neg_log_loss": ("log_loss", -1.0),
-             "neg_rmse": ("rmse", -1.0)}  # fmt: skip
+_RECORDED = {
+    "roc_auc": ("roc_auc", 1.0),
+    "neg_log_loss": ("log_loss", -1.0),
+    "neg_rmse": ("rmse", -1.0),
+}
 
 
 def _read(bundle_dir: Path, name: str) -> dict[str, Any]:
