@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -63,9 +64,13 @@ def prepare_store(tracking_uri: str) -> None:
     """Create a sqlite tracking store that does not exist yet, with all of MLflow's tables.
 
     MLflow creates a new store's tables on first use (a hundred migrations: seconds). This
-    builds the store under a temporary name beside its place and links it into place only if
-    none is there by then: a pipeline step that opens the store first makes its own, and no
-    process ever sees half a store. Other stores (an existing file, a server): nothing to do.
+    builds the store under a temporary name beside its place, in a process of its own (its
+    connections and MLflow's log lines end with it), and links it into place only if none is
+    there by then: a pipeline step that opens the store first makes its own, and no process ever
+    sees half a store. Other stores (an existing file, a server): nothing to do.
+
+    Raises:
+        subprocess.CalledProcessError: MLflow could not create the store.
     """
     if not tracking_uri.startswith("sqlite:///"):
         return
@@ -73,14 +78,19 @@ def prepare_store(tracking_uri: str) -> None:
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Made in the background: MLflow's "Creating initial MLflow database tables..." lines would
-    # land in the middle of the run's output.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix=".new-store-", dir=path.parent) as folder:
-        draft = Path(folder) / path.name
-        _client(f"sqlite:///{draft}").search_experiments(max_results=1)
+        draft = f"sqlite:///{Path(folder) / path.name}"
+        subprocess.run(
+            [sys.executable, "-c", _CREATE_STORE, draft], check=True, capture_output=True
+        )
         with contextlib.suppress(FileExistsError):
-            os.link(draft, path)
+            os.link(Path(folder) / path.name, path)
+
+
+_CREATE_STORE = (
+    "import sys; from mlflow.tracking import MlflowClient; "
+    "MlflowClient(tracking_uri=sys.argv[1]).search_experiments(max_results=1)"
+)
 
 
 def _experiment_id(client: Any, name: str, tracking_uri: str) -> str:

@@ -6,11 +6,8 @@ each builds one :class:`~kubeloop.pipelines.launch.request.RunRequest` for it.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -117,26 +114,6 @@ def _local_data(data: str) -> str:
     return data if "://" in data else os.path.abspath(data)
 
 
-@contextmanager
-def _store_prepared(tracking_uri: str) -> Iterator[None]:
-    """Create a new local tracking store in the background while the steps run (the register
-    step, the only one that opens it, comes last: :func:`kubeloop.registry.tracking.prepare_store`).
-    A failure here is left to that step, which creates the store itself and reports it."""
-
-    def prepare() -> None:
-        from kubeloop.registry.tracking import prepare_store
-
-        with contextlib.suppress(Exception):
-            prepare_store(tracking_uri)
-
-    thread = threading.Thread(target=prepare, name="kubeloop-tracking-store", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        thread.join()
-
-
 def start_training_run(request: RunRequest, *, progress: ProgressFn | None = None) -> RunOutcome:
     """Run (locally) or submit (cluster) the training pipeline.
 
@@ -165,12 +142,16 @@ def start_training_run(request: RunRequest, *, progress: ProgressFn | None = Non
             reason=f"follow it in the KFP UI ({request.host}); the gate decides promotion",
         )  # fmt: skip
     from kubeloop.pipelines.launch.local import run_pipeline_locally
+    from kubeloop.registry.tracking import prepare_store
 
     registry = Registry(request.registry_root or default_registry_root())
     previous = registry.champion(request.model_name)
     arguments = pipeline_arguments(request, registry_root=registry.root)
     say(f"local run: registry {registry.root}, MLflow {arguments['mlflow_uri']}")
-    with _store_prepared(str(arguments["mlflow_uri"])):
+    # A new local MLflow store is made in the background while the steps run (the register step,
+    # the only one that opens it, comes last); should that fail, the step makes it and says why.
+    with ThreadPoolExecutor(1, thread_name_prefix="kubeloop-tracking-store") as background:
+        background.submit(prepare_store, str(arguments["mlflow_uri"]))
         output = run_pipeline_locally(
             arguments,
             pipeline_root=kubeloop_home() / "kfp-local",
