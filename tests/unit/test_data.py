@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 
 from kubeloop.bundle.schema import FeatureInfo, Schema, normalize_category
-from kubeloop.data import Dataset, build_dataset, load_dataset, read_table, split_dataset
+from kubeloop.data import (
+    Dataset,
+    build_dataset,
+    load_dataset,
+    read_table,
+    split_dataset,
+    split_rows,
+)
 from kubeloop.errors import BundleError, ConfigError, DataValidationError
 
 N = 60
@@ -491,6 +498,27 @@ def test_regression_split() -> None:
     splits = split_dataset(ds, seed=0, test_fraction=0.1, validation_fraction=0.3)
     assert (len(splits.train.y), len(splits.validation.y), len(splits.test.y)) == (300, 150, 50)
     assert splits.train.y.dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("n", "seed", "test", "validation"), [(500, 0, 0.1, 0.3), (20_640, 7, 0.2, 0.2)]
+)
+def test_unstratified_rows_are_those_of_train_test_split(
+    n: int, seed: int, test: float, validation: float
+) -> None:
+    """Regression splits did not move when scikit-learn left the validate step."""
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(n)
+    rest, expected_test = train_test_split(rows, test_size=test, random_state=seed)
+    expected_train, expected_validation = train_test_split(
+        rest, test_size=validation / (1 - test), random_state=seed
+    )
+    got = split_rows(
+        rows * 0.5, stratify=False, seed=seed, test_fraction=test, validation_fraction=validation
+    )
+    for mine, theirs in zip(got, (expected_train, expected_validation, expected_test), strict=True):
+        np.testing.assert_array_equal(mine, np.sort(theirs))
 
 
 def test_rare_class_cannot_be_split() -> None:

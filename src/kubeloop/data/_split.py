@@ -97,51 +97,50 @@ def split_rows(
     validation_fraction: float = 0.2,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The row numbers of the train, validation and test parts (each sorted) of
-    :func:`split_dataset`; ``stratify``: ``y`` holds class codes, cut class by class.
+    :func:`split_dataset`; ``stratify``: ``y`` holds class codes, cut in proportion per class.
+
+    Two seeded cuts: the test rows from all rows, then the validation rows from the rest (sizes
+    rounded up, as scikit-learn's ``train_test_split`` counts them). Unstratified, the rows are
+    exactly those of ``train_test_split`` with ``random_state=seed`` (earlier results hold); it
+    is not imported: the validate step loads no scikit-learn.
 
     Raises:
         DataValidationError: A part, or with ``stratify`` a class in a part, would be empty.
     """
     n_rows = len(y)
-    # Part sizes as scikit-learn's train_test_split counts them: test and validation round up.
-    sizes = np.array([math.ceil(n_rows * f - 1e-9) for f in (test_fraction, validation_fraction)])
-    sizes = np.append(sizes, n_rows - sizes.sum())
-    if (sizes < 1).any():
+    rest, test = _cut(np.arange(n_rows), y, math.ceil(test_fraction * n_rows), stratify, seed)
+    size = math.ceil(validation_fraction / (1 - test_fraction) * len(rest))
+    train, validation = _cut(rest, y, size, stratify, seed)
+    parts = (train, validation, test)
+    if any(len(part) == 0 for part in parts):
         raise DataValidationError(
             f"Cannot split {n_rows} rows into train/validation/test parts of "
-            f"{sizes[2]}/{sizes[1]}/{sizes[0]} rows. Add rows or change the fractions."
+            f"{'/'.join(str(len(part)) for part in parts)} rows. Add rows or change the fractions."
         )
-    # Each class (the whole data unstratified) is shuffled and cut in proportion.
-    groups = (
-        [np.flatnonzero(y == code) for code in np.unique(y)] if stratify else [np.arange(n_rows)]
-    )
-    per_group = _allocate(np.array([len(group) for group in groups]), sizes)
-    rng = np.random.default_rng(seed)
-    pieces = [
-        np.split(rng.permutation(group), np.cumsum(row)[:2])
-        for group, row in zip(groups, per_group, strict=True)
-    ]
-    test, validation, train = (np.sort(np.concatenate(part)) for part in zip(*pieces, strict=True))
-    return train, validation, test
-
-
-def _allocate(counts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Rows of each group (result rows) in each part (columns: test, validation, train):
-    proportional to the group sizes ``counts``, each part's total exactly ``sizes``, rounding
-    remainders to the largest fractional shares (ties to the first groups)."""
-    result = np.zeros((len(counts), len(sizes)), dtype=np.int64)
-    left = counts.astype(np.int64)
-    for column, size in enumerate(sizes[:-1]):
-        quota = left * size / left.sum()
-        taken = np.floor(quota).astype(np.int64)
-        order = np.argsort(-(quota - taken), kind="stable")
-        taken[order[: size - taken.sum()]] += 1
-        result[:, column] = taken
-        left = left - taken
-    result[:, -1] = left
-    if (result < 1).any():
+    if stratify and any(len(np.unique(y[part])) < len(np.unique(y)) for part in parts):
         raise DataValidationError(
-            f"Cannot split {int(counts.sum())} rows so that every class appears in each of the "
-            "train, validation and test parts. Add rows or change the fractions."
+            f"Cannot split {n_rows} rows so that every class appears in each of the train, "
+            "validation and test parts. Add rows or change the fractions."
         )
-    return result
+    return np.sort(train), np.sort(validation), np.sort(test)
+
+
+def _cut(
+    rows: np.ndarray, y: np.ndarray, size: int, stratify: bool, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept, taken)``: ``size`` of ``rows`` taken at random (seeded), with ``stratify`` in
+    proportion to each class (rounding remainders to the largest fractional shares)."""
+    rng = np.random.RandomState(seed)  # the generator train_test_split shuffles with
+    if not stratify:
+        shuffled = rng.permutation(rows)
+        return shuffled[size:], shuffled[:size]
+    groups = [rows[y[rows] == code] for code in np.unique(y[rows])]
+    quota = np.array([len(group) for group in groups]) * size / len(rows)
+    counts = np.floor(quota).astype(np.int64)
+    counts[np.argsort(counts - quota, kind="stable")[: size - counts.sum()]] += 1
+    kept, taken = [], []
+    for group, count in zip(groups, counts, strict=True):
+        shuffled = rng.permutation(group)
+        kept.append(shuffled[count:])
+        taken.append(shuffled[:count])
+    return np.concatenate(kept), np.concatenate(taken)
