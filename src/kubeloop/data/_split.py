@@ -97,50 +97,29 @@ def split_rows(
     validation_fraction: float = 0.2,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The row numbers of the train, validation and test parts (each sorted) of
-    :func:`split_dataset`; ``stratify``: ``y`` holds class codes, cut in proportion per class.
-
-    Two seeded cuts: the test rows from all rows, then the validation rows from the rest (sizes
-    rounded up, as scikit-learn's ``train_test_split`` counts them). Unstratified, the rows are
-    exactly those of ``train_test_split`` with ``random_state=seed`` (earlier results hold); it
-    is not imported: the validate step loads no scikit-learn.
+    :func:`split_dataset`: scikit-learn's ``train_test_split`` twice (the test rows from all
+    rows, then the validation rows from the rest), stratified by ``y`` (class codes) when
+    ``stratify``.
 
     Raises:
-        DataValidationError: A part, or with ``stratify`` a class in a part, would be empty.
+        DataValidationError: The fractions leave a part (or a class in a part) empty.
     """
-    n_rows = len(y)
-    rest, test = _cut(np.arange(n_rows), y, math.ceil(test_fraction * n_rows), stratify, seed)
-    size = math.ceil(validation_fraction / (1 - test_fraction) * len(rest))
-    train, validation = _cut(rest, y, size, stratify, seed)
-    parts = (train, validation, test)
-    if any(len(part) == 0 for part in parts):
-        raise DataValidationError(
-            f"Cannot split {n_rows} rows into train/validation/test parts of "
-            f"{'/'.join(str(len(part)) for part in parts)} rows. Add rows or change the fractions."
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    try:
+        rest, test = train_test_split(
+            index, test_size=test_fraction, random_state=seed, stratify=y if stratify else None
         )
-    if stratify and any(len(np.unique(y[part])) < len(np.unique(y)) for part in parts):
-        raise DataValidationError(
-            f"Cannot split {n_rows} rows so that every class appears in each of the train, "
-            "validation and test parts. Add rows or change the fractions."
+        train, validation = train_test_split(
+            rest,
+            test_size=validation_fraction / (1 - test_fraction),
+            random_state=seed,
+            stratify=y[rest] if stratify else None,
         )
+    except ValueError as exc:
+        raise DataValidationError(
+            f"Cannot split {len(index)} rows into train/validation/test: {exc}. "
+            "Add rows or change the fractions."
+        ) from exc
     return np.sort(train), np.sort(validation), np.sort(test)
-
-
-def _cut(
-    rows: np.ndarray, y: np.ndarray, size: int, stratify: bool, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(kept, taken)``: ``size`` of ``rows`` taken at random (seeded), with ``stratify`` in
-    proportion to each class (rounding remainders to the largest fractional shares)."""
-    rng = np.random.RandomState(seed)  # the generator train_test_split shuffles with
-    if not stratify:
-        shuffled = rng.permutation(rows)
-        return shuffled[size:], shuffled[:size]
-    groups = [rows[y[rows] == code] for code in np.unique(y[rows])]
-    quota = np.array([len(group) for group in groups]) * size / len(rows)
-    counts = np.floor(quota).astype(np.int64)
-    counts[np.argsort(counts - quota, kind="stable")[: size - counts.sum()]] += 1
-    kept, taken = [], []
-    for group, count in zip(groups, counts, strict=True):
-        shuffled = rng.permutation(group)
-        kept.append(shuffled[count:])
-        taken.append(shuffled[:count])
-    return np.concatenate(kept), np.concatenate(taken)
