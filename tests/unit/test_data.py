@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 
 from kubeloop.bundle.schema import FeatureInfo, Schema, normalize_category
-from kubeloop.data import Dataset, build_dataset, load_dataset, read_table, split_dataset
+from kubeloop.data import (
+    Dataset,
+    build_dataset,
+    load_dataset,
+    read_table,
+    split_dataset,
+    split_rows,
+)
 from kubeloop.errors import BundleError, ConfigError, DataValidationError
 
 N = 60
@@ -473,6 +480,10 @@ def test_split_is_deterministic_disjoint_and_complete() -> None:
     # Rows keep their labels: look each part's rows up in the full dataset.
     label_of = dict(zip(ds.X["key"], ds.y, strict=True))
     assert [label_of[k] for k in one.test.X["key"]] == list(one.test.y)
+    # split_rows names the same rows by number (what bench/plain_train.py is given)
+    rows = split_rows(ds.y, stratify=True, seed=7)
+    for part, numbers in zip((one.train, one.validation, one.test), rows, strict=True):
+        assert list(part.X["key"]) == list(ds.X["key"].iloc[numbers])
 
 
 def test_split_is_stratified() -> None:
