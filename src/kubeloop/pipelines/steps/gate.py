@@ -90,7 +90,7 @@ def gate(
     Raises:
         RegistryError: The champion pointer names a version that is missing or damaged.
     """
-    from kubeloop.bundle import load_bundle
+    from kubeloop.bundle import load_bundle, verify_bundle
     from kubeloop.pipelines.steps.data import load_part, load_schema
     from kubeloop.registry import Registry
 
@@ -103,7 +103,7 @@ def gate(
             reason="no champion yet: the first model is promoted",
             metric=score_name(schema),
             margin=float(margin),
-            challenger_version=_read(bundle_dir, "manifest.json")["version"],
+            challenger_version=verify_bundle(Path(bundle_dir))["version"],  # model not loaded
             challenger_score=_recorded_score(bundle_dir, score_name(schema)),
         )
     test = load_part(splits_dir, "test")
