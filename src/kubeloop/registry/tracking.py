@@ -36,6 +36,7 @@ __all__ = [
     "log_training_run",
     "prepare_store",
     "promote_run",
+    "register_run_version",
 ]
 
 CHAMPION_ALIAS = "champion"
@@ -206,6 +207,45 @@ def _log_tuning(client: Any, run_id: str, tuning: Mapping[str, Any] | None) -> N
     client.log_dict(run_id, {"trials": tuning["trials"]}, "tuning/trials.json")
 
 
+def register_run_version(
+    model_name: str,
+    run_id: str,
+    *,
+    version: str,
+    tracking_uri: str | None = None,
+) -> str:
+    """Register the run's bundle as a model version (once; tagged with the kubeloop version).
+
+    Args:
+        model_name: The registered model (created on first use).
+        run_id: The MLflow run logged by :func:`log_training_run`.
+        version: The kubeloop bundle version (stored as a model-version tag).
+        tracking_uri: The MLflow store; default :func:`default_tracking_uri`.
+
+    Returns:
+        The MLflow model version number.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        raise ConfigError("registering a model version needs the MLflow run id of the bundle.")
+    client = _client(tracking_uri)
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        client.create_registered_model(model_name)
+    for existing in client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'"):
+        return str(existing.version)
+    run = client.get_run(run_id)
+    created = client.create_model_version(
+        model_name,
+        source=f"{run.info.artifact_uri}/{_BUNDLE_ARTIFACTS}",
+        run_id=run_id,
+        tags={"kubeloop.version": version},
+    )
+    return str(created.version)
+
+
 def promote_run(
     model_name: str,
     run_id: str,
@@ -224,27 +264,10 @@ def promote_run(
     Returns:
         The MLflow model version number that now carries the alias.
     """
-    from mlflow.exceptions import MlflowException
-
-    if not run_id:
-        raise ConfigError("promote_run needs the MLflow run id logged for this bundle.")
+    model_version = register_run_version(
+        model_name, run_id, version=version, tracking_uri=tracking_uri
+    )
     client = _client(tracking_uri)
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException:
-        client.create_registered_model(model_name)
-    for existing in client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'"):
-        model_version = str(existing.version)
-        break
-    else:
-        run = client.get_run(run_id)
-        created = client.create_model_version(
-            model_name,
-            source=f"{run.info.artifact_uri}/{_BUNDLE_ARTIFACTS}",
-            run_id=run_id,
-            tags={"kubeloop.version": version},
-        )
-        model_version = str(created.version)
     client.set_registered_model_alias(model_name, CHAMPION_ALIAS, model_version)
     client.set_tag(run_id, "kubeloop.promoted", "true")
     return model_version

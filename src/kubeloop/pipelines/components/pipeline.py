@@ -82,6 +82,7 @@ def build_pipeline(
         namespace: str = "",
         canary_percent: int = 0,
         deploy_timeout_seconds: int = 600,
+        rollout: str = "direct",
     ) -> str:
         validate = c.ingest_validate(
             data=data, target=target, task=task, seed=seed, normalize_labels=normalize_labels
@@ -118,6 +119,8 @@ def build_pipeline(
             registry_root=registry_root,
             model_name=model_name,
             mlflow_uri=mlflow_uri,
+            rollout=rollout,
+            canary_percent=canary_percent,
         )
         steps = {
             "validate": validate,
@@ -136,6 +139,7 @@ def build_pipeline(
                 namespace=namespace,
                 canary_percent=canary_percent,
                 timeout_seconds=deploy_timeout_seconds,
+                rollout=rollout,
             )
         for name, step in steps.items():
             step.set_display_name(name)

@@ -197,9 +197,12 @@ def register(
     registry_root: str,
     model_name: str,
     mlflow_uri: str,
+    rollout: str,
+    canary_percent: int,
 ) -> str:
     """Record the run in MLflow; if the gate promoted the challenger, store the bundle as a
-    registry version, make it champion and move MLflow's alias. Returns the version or ""."""
+    registry version and make it champion (``rollout`` "direct") or the canary/shadow candidate,
+    moving MLflow's alias. Returns the version or ""."""
     from pathlib import Path
 
     from kubeloop.pipelines.steps.gate import GateDecision, record_run
@@ -211,8 +214,12 @@ def register(
         registry_root=registry_root,
         model_name=model_name,
         tracking_uri=mlflow_uri or None,
+        rollout=rollout,
+        percent=canary_percent,
     )
-    if version:
+    if version and rollout != "direct":
+        print(f"registered {model_name} {version} as the {rollout} candidate")
+    elif version:
         print(f"registered and promoted {model_name} {version}")
     else:
         print(f"recorded the run in MLflow; the champion of {model_name} stays")
@@ -228,8 +235,10 @@ def deploy(
     namespace: str,
     canary_percent: int,
     timeout_seconds: int,
+    rollout: str,
 ) -> str:
-    """Embedded: report the pointer switch. Cluster: patch the InferenceService, wait Ready."""
+    """Embedded: report the pointer switch. Cluster: patch the InferenceService, wait Ready
+    (a canary/shadow candidate: the servers following the registry load it themselves)."""
     from kubeloop.console import Progress
     from kubeloop.pipelines.steps.deploy import deploy_champion
     from kubeloop.quick_exit import exit_quickly_on_success
@@ -242,6 +251,7 @@ def deploy(
         namespace=namespace,
         canary_percent=canary_percent,
         timeout=float(timeout_seconds),
+        rollout=rollout,
         progress=Progress(prefix="deploy"),
     )
     print(message)

@@ -17,12 +17,15 @@ from kubeloop.errors import check_choice, check_range, parameter_error
 from kubeloop.names import check_name
 from kubeloop.training.engine import AUTO, Workers, parse_workers
 
-__all__ = ["RUNNERS", "TASKS", "RunRequest", "Runner"]
+__all__ = ["ROLLOUTS", "RUNNERS", "TASKS", "Rollout", "RunRequest", "Runner"]
 
 TASKS = ("auto", "classification", "regression")
+Rollout = Literal["direct", "canary", "shadow"]  # how a challenger that passed the gate goes live
+ROLLOUTS: tuple[Rollout, ...] = get_args(Rollout)
 Runner = Literal["subprocess", "docker"]  # how kfp.local runs the steps of a local run
 RUNNERS: tuple[Runner, ...] = get_args(Runner)
 _OWNER = "RunRequest"
+DEFAULT_CANARY_PERCENT = 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,8 +55,14 @@ class RunRequest:
         inference_service: InferenceService the deploy step patches when the gate promotes
             (``None``: no cluster deploy).
         namespace: Namespace of ``inference_service``.
-        canary_percent: Knative canary traffic for the promoted model, 0-100 (``None`` or 0:
-            all traffic).
+        rollout: How a challenger that passed the gate goes live: ``"direct"`` (it becomes the
+            champion at once), ``"canary"`` (the registry's *candidate*: the model server answers
+            ``canary_percent`` % of requests with it) or ``"shadow"`` (the candidate scores a
+            copy of every request off the response path); the monitor then promotes or rolls
+            it back (docs/monitoring.md, "Staged rollout").
+        canary_percent: With ``rollout="canary"``: the candidate's share of requests, 1-99
+            (default 10). With ``rollout="direct"`` and an ``inference_service``: Knative's
+            ``canaryTrafficPercent`` for the promoted model, 0-100 (``None`` or 0: all traffic).
         host: KFP API endpoint: the run is submitted there; ``None`` runs it in this process
             through ``kfp.local``.
         runner: Local runs: ``"subprocess"`` (each step a subprocess) or ``"docker"`` (each step
@@ -84,6 +93,7 @@ class RunRequest:
     mlflow_uri: str | None = None
     inference_service: str | None = None
     namespace: str | None = None
+    rollout: Rollout = "direct"
     canary_percent: int | None = None
     host: str | None = None
     runner: Runner = "subprocess"
@@ -104,6 +114,11 @@ class RunRequest:
             check_range(
                 "canary_percent", self.canary_percent, kind=int, low=0, high=100, owner=_OWNER
             )
+        check_choice("rollout", self.rollout, ROLLOUTS, owner=_OWNER)
+        if self.rollout == "canary" and self.canary_percent is not None:
+            check_range(
+                "canary_percent", self.canary_percent, kind=int, low=1, high=99, owner=_OWNER
+            )
         check_choice("runner", self.runner, RUNNERS, owner=_OWNER)
         if self.host:
             self._refuse_local_options()
@@ -117,6 +132,14 @@ class RunRequest:
         if self.image:
             expected = local_only.format("None")
             raise parameter_error("image", self.image, owner=_OWNER, expected=expected)
+
+    @property
+    def candidate_percent(self) -> int:
+        """The share of requests the candidate answers: ``canary_percent`` (default 10) in a
+        canary rollout, 0 otherwise."""
+        if self.rollout != "canary":
+            return 0
+        return DEFAULT_CANARY_PERCENT if self.canary_percent is None else self.canary_percent
 
     @property
     def where(self) -> Literal["local", "cluster"]:

@@ -42,11 +42,19 @@ class RunOutcome:
     challenger_score: float | None = None
     champion_score: float | None = None
     reason: str = ""
+    rollout: str = "direct"  # RunRequest.rollout
+    candidate_version: str | None = None  # the registry's candidate after the run (staged)
 
     def summary(self) -> str:
         """One human line: the outcome and why."""
         if self.where == "cluster":
             return f"submitted KFP run {self.run_id}; {self.reason}"
+        if self.promoted and self.rollout != "direct":
+            return (
+                f"PASSED the gate: {self.reason}. {self.candidate_version} is the {self.rollout} "
+                f"candidate beside champion {self.champion_version}; the monitor promotes or "
+                "rolls it back"
+            )
         verdict = "PROMOTED" if self.promoted else "NOT promoted"
         return f"{verdict}: {self.reason}. Champion now: {self.champion_version}"
 
@@ -101,6 +109,9 @@ def pipeline_arguments(request: RunRequest, *, registry_root: str | None = None)
         value = getattr(request, name)
         if value:  # None, "", 0 and False: the pipeline's default applies
             arguments[name] = value
+    if request.rollout != "direct":
+        arguments["rollout"] = request.rollout
+        arguments["canary_percent"] = request.candidate_percent
     return arguments
 
 
@@ -160,6 +171,7 @@ def start_training_run(request: RunRequest, *, progress: ProgressFn | None = Non
             image=request.image,
         )
     decision = GateDecision.from_json(output)
+    candidate = registry.candidate(request.model_name)
     return RunOutcome(
         run_id=f"local-{decision.challenger_version}",
         where="local",
@@ -171,4 +183,6 @@ def start_training_run(request: RunRequest, *, progress: ProgressFn | None = Non
         challenger_score=decision.challenger_score,
         champion_score=decision.champion_score,
         reason=decision.reason,
+        rollout=request.rollout,
+        candidate_version=None if candidate is None else str(candidate["version"]),
     )

@@ -162,9 +162,14 @@ def deploy_champion(
     namespace: str = "",
     canary_percent: int = 0,
     timeout: float = 600.0,
+    rollout: str = "direct",
     progress: Callable[[str], None] | None = None,
 ) -> str:
     """The deploy step: embedded (no InferenceService named) or cluster (patch and wait).
+
+    A canary or shadow candidate (``rollout``) is not deployed by a patch: every model server
+    that follows the registry (``kubeloop serve --registry``, the chart's registry mode) loads
+    it beside the champion from the pointer, and the monitor promotes or rolls it back.
 
     Returns:
         One human line describing the outcome.
@@ -172,6 +177,20 @@ def deploy_champion(
     from kubeloop.registry import Registry
 
     registry = Registry(registry_root)
+    if rollout != "direct":
+        candidate = registry.candidate(model_name)
+        if candidate is None or candidate["version"] != version:
+            raise ConfigError(
+                f"deploy was asked for the {rollout} candidate {model_name} {version} but the "
+                f"registry's candidate is {candidate and candidate['version']}; run the register "
+                "step first."
+            )
+        share = f"{candidate['percent']}% of requests" if rollout == "canary" else "a shadow copy"
+        return (
+            f"{rollout}: {model_name} {version} is the candidate in {registry.root}; servers "
+            f"following the registry give it {share} beside champion "
+            f"{registry.champion(model_name)}; the monitor promotes or rolls it back."
+        )
     champion = registry.champion(model_name)
     if champion != version:
         raise ConfigError(

@@ -165,8 +165,12 @@ def register(
     model_name: str,
     mlflow_run_id: str = "",
     tracking_uri: str | None = None,
+    rollout: str = "direct",
+    percent: int = 0,
 ) -> str:
-    """Store the bundle as a version, make it the champion and move MLflow's ``champion`` alias.
+    """Store the bundle as a version, make it the champion and move MLflow's ``champion`` alias
+    (``rollout`` "direct"), or make it the registry's canary/shadow candidate (serving
+    ``percent`` % of requests in a canary) through :mod:`kubeloop.registry.rollout`.
 
     Returns:
         The registered version id.
@@ -181,6 +185,17 @@ def register(
         )
     registry = Registry(registry_root)
     version = registry.register(bundle_dir)
+    if rollout != "direct":
+        from kubeloop.registry.rollout import start_candidate
+
+        if mlflow_run_id:
+            from kubeloop.registry.tracking import register_run_version
+
+            register_run_version(model_name, mlflow_run_id, version=version, tracking_uri=tracking_uri)
+        start_candidate(
+            registry, model_name, version, mode=rollout, percent=percent, tracking_uri=tracking_uri
+        )
+        return version
     registry.promote(model_name, version)
     if mlflow_run_id:
         from kubeloop.registry.tracking import promote_run
@@ -196,9 +211,12 @@ def record_run(
     registry_root: str,
     model_name: str,
     tracking_uri: str | None = None,
+    rollout: str = "direct",
+    percent: int = 0,
 ) -> str:
     """Log the run to MLflow (tagged with the gate's verdict); when the gate promoted the
-    challenger, :func:`register` it with that MLflow run.
+    challenger, :func:`register` it with that MLflow run (champion, or a staged ``rollout``'s
+    candidate).
 
     Returns:
         The registered version id, or ``""`` when the champion stays.
@@ -222,4 +240,6 @@ def record_run(
         model_name=model_name,
         mlflow_run_id=run_id,
         tracking_uri=tracking_uri,
+        rollout=rollout,
+        percent=percent,
     )
