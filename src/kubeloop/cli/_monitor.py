@@ -89,7 +89,41 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--namespace", metavar="NS", help="namespace of --inference-service (default: default)"
     )
     parser.add_argument(
-        "--canary-percent", type=int, metavar="P", help="Knative canary traffic 0-100 on deploy"
+        "--rollout",
+        choices=("direct", "canary", "shadow"),
+        default="direct",
+        help="how a retrained model that passed the gate goes live: at once (direct, the "
+        "default), or as the registry's candidate in a canary or shadow rollout that this "
+        "monitor promotes or rolls back by a sequential test (docs/monitoring.md)",
+    )
+    parser.add_argument(
+        "--canary-percent",
+        type=int,
+        metavar="P",
+        help="--rollout canary: the candidate's share of requests, 1-99 (default 10); "
+        "--rollout direct: Knative canary traffic 0-100 on deploy",
+    )
+    parser.add_argument(
+        "--rollout-alpha",
+        type=float,
+        default=0.05,
+        metavar="A",
+        help="false-alarm rate of the rollout's sequential test: the chance of rolling back a "
+        "candidate as good as the champion (default 0.05)",
+    )
+    parser.add_argument(
+        "--rollout-min-requests",
+        type=int,
+        default=None,
+        metavar="N",
+        help="candidate requests before a rollout may be promoted",
+    )
+    parser.add_argument(
+        "--rollout-max-duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="longest a rollout is watched; then the candidate is promoted unless harm showed",
     )
     parser.add_argument("--dry-run", action="store_true", help="decide, never start a run")
     parser.add_argument("--metrics-port", type=int, help="serve monitor metrics on this port")
@@ -97,6 +131,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--json", action="store_true", help="print each result as JSON")
     parser.add_argument("--report-html", type=Path, help="write the HTML report after each run")
     parser.set_defaults(func=_run)
+
+
+def _rollout_policy(args: argparse.Namespace) -> Any:
+    """The rollout's sequential test from the flags (unset ones keep the policy's default)."""
+    from kubeloop.monitoring.sequential import RolloutPolicy
+
+    chosen = {
+        "alpha": args.rollout_alpha,
+        "min_requests": args.rollout_min_requests,
+        "max_duration_s": args.rollout_max_duration,
+    }
+    return RolloutPolicy(**{key: value for key, value in chosen.items() if value is not None})
 
 
 def psi_table(report: Any) -> str:
@@ -141,6 +187,7 @@ def _result_json(result: Any) -> dict[str, Any]:
         "performance": vars(result.performance) if result.performance else None,
         "decision": result.decision.to_dict() if result.decision else None,
         "run": getattr(result.outcome, "__dict__", None),
+        "rollout": result.rollout.to_dict() if result.rollout else None,
         "error": result.error,
         "notes": list(result.notes),
     }
@@ -185,7 +232,9 @@ def _run(args: argparse.Namespace) -> int:
         mlflow_uri=args.mlflow_uri,
         inference_service=args.inference_service,
         namespace=args.namespace,
+        rollout=args.rollout,
         canary_percent=args.canary_percent,
+        rollout_policy=_rollout_policy(args),
         dry_run=args.dry_run,
     )
     progress = Progress(prefix="monitor")

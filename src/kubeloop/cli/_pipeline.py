@@ -62,7 +62,18 @@ def _run_options(parser: argparse.ArgumentParser, *, batch: bool = False) -> Non
     parser.add_argument("--experiment", default="kubeloop", help="KFP experiment (cluster)")
     parser.add_argument("--inference-service", default="", help="InferenceService to patch")
     parser.add_argument("--namespace", default="", help="namespace of the InferenceService")
-    parser.add_argument("--canary-percent", type=int, default=0, help="canary traffic 0-100")
+    parser.add_argument(
+        "--rollout", choices=("direct", "canary", "shadow"), default="direct",
+        help="how a challenger that passes the gate goes live: at once (direct, the default), "
+        "or as the registry's candidate beside the champion, answering --canary-percent of "
+        "requests (canary) or scoring a copy of each (shadow), until the monitor promotes or "
+        "rolls it back",
+    )  # fmt: skip
+    parser.add_argument(
+        "--canary-percent", type=int, default=None,
+        help="--rollout canary: the candidate's share of requests, 1-99 (default 10); "
+        "--rollout direct with --inference-service: Knative canary traffic 0-100",
+    )  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -137,6 +148,7 @@ def _request(args: argparse.Namespace, **where: Any) -> RunRequest:
         mlflow_uri=args.mlflow_uri,
         inference_service=args.inference_service,
         namespace=args.namespace,
+        rollout=args.rollout,
         canary_percent=args.canary_percent,
         experiment=args.experiment,
         **where,

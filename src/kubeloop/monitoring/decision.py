@@ -4,7 +4,8 @@
 and a :class:`TriggerPolicy` give a :class:`Decision` with its reasons. Guards, in order:
 
 1. **de-duplication** -- never while a training run is active (a local run records the pid of
-   the monitor running it; a cluster run its KFP run id, whose state the caller refreshes);
+   the monitor running it; a cluster run its KFP run id, whose state the caller refreshes), nor
+   while a staged rollout's candidate is being watched (``state.rollout``);
 2. **cooldown** -- no new run within ``cooldown_s`` of the last one;
 3. **daily cap** -- at most ``daily_cap`` runs in any 24 hours.
 
@@ -79,6 +80,8 @@ class MonitorState:
         history: One record per run, oldest first (the last :data:`HISTORY_KEEP`): time,
             versions, drift share, the decision and the retraining run's gate outcome; the
             HTML report (:mod:`kubeloop.report`) draws the loop's history from it.
+        rollout: The staged rollout being watched (:mod:`kubeloop.monitoring.rollout`): the
+            candidate, its champion, mode, start time and the server counters seen so far.
     """
 
     retrain_starts: tuple[float, ...] = ()
@@ -87,6 +90,7 @@ class MonitorState:
     last_decision: dict[str, Any] | None = None
     errors: int = 0
     history: tuple[dict[str, Any], ...] = ()
+    rollout: dict[str, Any] | None = None
 
     def with_history(self, record: dict[str, Any]) -> MonitorState:
         """The state with ``record`` appended to the history (oldest records dropped)."""
@@ -105,8 +109,8 @@ class Decision:
     Attributes:
         retrain: Whether a training run should start now.
         reasons: Why retraining is wanted (``"drift"``, ``"performance"``) with details.
-        blocked_by: Why a wanted retrain does not start (``"active_run"``, ``"cooldown"``,
-            ``"daily_cap"``), else ``None``.
+        blocked_by: Why a wanted retrain does not start (``"active_run"``, ``"rollout"``,
+            ``"cooldown"``, ``"daily_cap"``), else ``None``.
         details: Human lines explaining the decision.
     """
 
@@ -171,6 +175,9 @@ def decide(
     if state.active_run is not None:
         blocked = "active_run"
         details.append(f"run {state.active_run.get('run_id')} is still active")
+    elif state.rollout is not None:
+        blocked = "rollout"
+        details.append(f"candidate {state.rollout.get('candidate')} is still in its rollout")
     elif recent and now - max(recent) < policy.cooldown_s:
         blocked = "cooldown"
         details.append(
@@ -201,6 +208,7 @@ def load_state(path: Path) -> MonitorState:
             last_decision=data.get("last_decision"),
             errors=int(data.get("errors", 0)),
             history=tuple(dict(record) for record in data.get("history", ())),
+            rollout=data.get("rollout"),
         )
     except (ValueError, TypeError, AttributeError) as error:
         raise ConfigError(

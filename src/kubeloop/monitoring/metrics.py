@@ -21,6 +21,9 @@ __all__ = [
     "REGISTRY",
     "RETRAINS",
     "RETRAIN_FAILURES",
+    "ROLLOUT_DECISIONS",
+    "ROLLOUT_REQUESTS",
+    "ROLLOUT_SIGNAL",
     "publish_psi",
     "write_textfile",
 ]
@@ -61,6 +64,26 @@ MONITOR_ERRORS = Counter(
     "kubeloop_monitor_errors",
     "Monitor runs that could not read a source (server down, bad answer), by source.",
     ["model", "source"],
+    registry=REGISTRY,
+)
+
+ROLLOUT_DECISIONS = Counter(
+    "kubeloop_rollout_decisions",
+    "Staged rollouts the monitor ended, by action (promote, rollback).",
+    ["model", "action"],
+    registry=REGISTRY,
+)
+ROLLOUT_REQUESTS = Gauge(
+    "kubeloop_rollout_requests",
+    "Requests (canary) or rows (shadow) the candidate has seen in the running rollout.",
+    ["model", "candidate"],
+    registry=REGISTRY,
+)
+ROLLOUT_SIGNAL = Gauge(
+    "kubeloop_rollout_signal",
+    "The running rollout's estimate of candidate minus champion per signal (higher is worse), "
+    "with its always-valid confidence bounds (bound = estimate, low, high).",
+    ["model", "signal", "bound"],
     registry=REGISTRY,
 )
 

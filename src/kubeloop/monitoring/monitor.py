@@ -31,6 +31,8 @@ from kubeloop.monitoring.decision import (
 )
 from kubeloop.monitoring.payload import Performance, performance_drop, read_labels, read_payload_log
 from kubeloop.monitoring.report import DriftConfig, DriftReport, compare_profile, count_frame
+from kubeloop.monitoring.rollout import RolloutWatch, watch_rollout
+from kubeloop.monitoring.sequential import RolloutPolicy
 from kubeloop.monitoring.retrain import StartRun, build_retrain_data, refresh_active_run
 from kubeloop.monitoring.sources import (
     MetricsEndpoint,
@@ -44,6 +46,7 @@ from kubeloop.training.engine import AUTO, Workers, shared_local_ray
 
 if TYPE_CHECKING:
     from kubeloop.pipelines.launch.request import RunRequest
+    from kubeloop.registry import Registry
 
 __all__ = ["MonitorConfig", "MonitorResult", "parse_window", "run_forever", "run_once"]
 
@@ -83,8 +86,14 @@ class MonitorConfig:
         inference_service: InferenceService the retraining run's deploy step patches when the
             gate promotes (``None``: no cluster deploy; a local run's server hot-swaps).
         namespace: Namespace of ``inference_service``.
-        canary_percent: Knative canary traffic for the promoted model (``None``: all).
-        dry_run: Decide and report, never start a run.
+        rollout: How the retraining run's challenger goes live when it passes the gate:
+            ``"direct"``, or ``"canary"`` / ``"shadow"`` as the registry's candidate, which this
+            monitor then promotes or rolls back (:mod:`kubeloop.monitoring.rollout`).
+        canary_percent: ``rollout="canary"``: the candidate's share of requests (default 10);
+            ``rollout="direct"``: Knative canary traffic for the promoted model (``None``: all).
+        rollout_policy: The sequential test that ends a staged rollout
+            (:class:`~kubeloop.monitoring.sequential.RolloutPolicy`).
+        dry_run: Decide and report, never start a run (nor end a rollout).
     """
 
     model: str
@@ -108,7 +117,9 @@ class MonitorConfig:
     mlflow_uri: str | None = None
     inference_service: str | None = None
     namespace: str | None = None
+    rollout: str = "direct"
     canary_percent: int | None = None
+    rollout_policy: RolloutPolicy = field(default_factory=RolloutPolicy)
     dry_run: bool = False
     retries: int = 2
 
@@ -151,6 +162,7 @@ class MonitorConfig:
             mlflow_uri=self.mlflow_uri,
             inference_service=self.inference_service,
             namespace=self.namespace,
+            rollout=self.rollout,  # type: ignore[arg-type]  # checked by RunRequest
             canary_percent=self.canary_percent,
             run_name=run_name,
         )
@@ -169,6 +181,22 @@ class MonitorResult:
     error: str | None = None
     notes: tuple[str, ...] = ()
     counts: dict[str, dict[str, float]] | None = None
+    rollout: RolloutWatch | None = None
+
+
+def _registry(config: MonitorConfig) -> Registry | None:
+    if config.registry is None:
+        return None
+    from kubeloop.registry import Registry
+
+    return Registry(str(config.registry))
+
+
+def _answered(payload: pd.DataFrame) -> pd.DataFrame:
+    """The payload rows a served version answered (a shadow candidate's scores left out)."""
+    if "shadow" not in payload.columns:
+        return payload
+    return payload[~payload["shadow"].fillna(False).astype(bool)]
 
 
 def _bundle(config: MonitorConfig) -> Bundle:
@@ -270,6 +298,14 @@ def run_once(
     active, note = refresh_active_run(state.active_run, run_state=run_state)
     state = replace(state, active_run=active)
     notes = [note] if note else []
+    registry = _registry(config)
+    if registry is not None:
+        from kubeloop.registry.rollout import recover
+
+        recovered = recover(registry, config.model, tracking_uri=config.mlflow_uri)
+        if recovered:
+            say(recovered)
+            notes.append(recovered)
     bundle = _bundle(config)
     payload = None
     if config.payload_log and Path(config.payload_log).exists():
@@ -302,13 +338,23 @@ def run_once(
             m.DRIFT_SHARE.labels(model=config.model).set(report.drift_share)
     elif served is not None and served != bundle.version:
         notes.append(f"server serves {served}, champion is {bundle.version}: waiting for the swap")
-    performance, recent = None, None
+    performance, recent, labels = None, None, None
     if payload is not None and config.labels and Path(config.labels).exists():
         labels = read_labels(config.labels)
+        answered = _answered(payload)
         performance = performance_drop(
-            bundle, payload[payload["version"] == bundle.version], labels
+            bundle, answered[answered["version"] == bundle.version], labels
         )
-        recent = payload.merge(labels, on=["request_id", "row"], how="inner")
+        recent = answered.merge(labels, on=["request_id", "row"], how="inner")
+    watch = None
+    if registry is not None:
+        try:
+            state, watch = watch_rollout(
+                config, registry, state, payload=payload, labels=labels, now=now, say=say,
+                act=not config.dry_run,
+            )  # fmt: skip
+        except SourceError as unreachable:
+            notes.append(f"rollout not judged this time: {unreachable}")
     judged = report is not None and bool(report.judged)
     decision = decide(
         drift_share=report.drift_share if judged and report else None,
@@ -327,14 +373,16 @@ def run_once(
     if decision.retrain and config.retrain_data and not config.dry_run:
         state, outcome, error = _start(config, decision, state, recent, start_run, say, now)
     state = replace(state, last_decision={**decision.to_dict(), "at": now, "error": error})
-    state = state.with_history(
-        _history_record(now, bundle.version, served, report, performance, decision, outcome, error)
+    record = _history_record(
+        now, bundle.version, served, report, performance, decision, outcome, error
     )
+    state = state.with_history({**record, "rollout": watch.to_dict() if watch else None})
     save_state(config.state_file, state)
     m.LAST_RUN.labels(model=config.model).set(now)
     return MonitorResult(
-        bundle.version, served, report, performance, decision, outcome, error, tuple(notes), counts
-    )
+        bundle.version, served, report, performance, decision, outcome, error, tuple(notes),
+        counts, watch,
+    )  # fmt: skip
 
 
 def _history_record(

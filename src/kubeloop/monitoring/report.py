@@ -35,6 +35,8 @@ from kubeloop.monitoring.drift import (
 )
 
 __all__ = [
+    "row_bins",
+    "row_log_likelihood",
     "PREDICTION",
     "Counts",
     "DriftConfig",
@@ -224,15 +226,48 @@ def count_columns(
     for name, column in names.items():
         feature_profile = profile["prediction"] if name == PREDICTION else profile["features"][name]
         labels = count_labels(feature_profile)
-        values = columns[column]
-        if feature_profile["kind"] == "numeric":
-            bins = assign_bins(feature_profile["edges"], values)
-            bins[np.isnan(values)] = len(labels) - 1
-        else:
-            bins = _categorical_codes(feature_profile, values)
-        counts = np.bincount(bins, minlength=len(labels))
+        counts = np.bincount(row_bins(feature_profile, columns[column]), minlength=len(labels))
         result[name] = {label: float(c) for label, c in zip(labels, counts, strict=True)}
     return result
+
+
+def row_bins(feature_profile: Mapping[str, Any], values: Any) -> np.ndarray:
+    """The bin of every value, as positions in :func:`count_labels` (missing: the last).
+
+    Args:
+        feature_profile: One feature's entry of a reference profile.
+        values: A float64 array (NaN: missing) for a numeric feature; a ``pandas.Categorical``
+            or an object array for a categorical one.
+    """
+    if feature_profile["kind"] == "numeric":
+        values = np.asarray(values, dtype=np.float64)
+        bins = assign_bins(feature_profile["edges"], values)
+        bins[np.isnan(values)] = len(count_labels(feature_profile)) - 1
+        return bins
+    return _categorical_codes(feature_profile, values)
+
+
+def row_log_likelihood(profile: Mapping[str, Any], frame: pd.DataFrame) -> np.ndarray:
+    """The log-likelihood of each row under a reference profile: the sum over its features of
+    the log share of the reference rows in the row's bin (bins treated as independent; shares
+    smoothed by one row per bin, so an empty bin is unlikely, not impossible).
+
+    Two bundles' references compared on the same live rows say which training data looks more
+    like today's traffic (:mod:`kubeloop.monitoring.rollout`'s ``drift_fit`` signal). Features
+    absent from ``frame`` are skipped.
+    """
+    total = np.zeros(len(frame), dtype=np.float64)
+    for name, feature_profile in profile["features"].items():
+        if name not in frame.columns:
+            continue
+        series = frame[name]
+        if feature_profile["kind"] == "numeric":
+            values: Any = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
+        else:
+            values = series.to_numpy(dtype=object)
+        reference = reference_counts(feature_profile) + 1.0
+        total += np.log(reference / reference.sum())[row_bins(feature_profile, values)]
+    return total
 
 
 def _score(

@@ -159,11 +159,16 @@ class MetricsEndpoint:
     retries: int = 2
     backoff: float = 0.5
 
+    def text(self) -> str:
+        """The ``/metrics`` body now. Raises :class:`SourceError` when unreachable."""
+        body = _get(self.url, timeout=self.timeout, retries=self.retries, backoff=self.backoff)
+        return body.decode("utf-8", errors="replace")
+
     def scrape(self) -> Scrape:
         """Read the counters now. Raises :class:`SourceError` when unreachable."""
-        body = _get(self.url, timeout=self.timeout, retries=self.retries, backoff=self.backoff)
+        text = self.text()
         try:
-            return parse_metrics_text(body.decode("utf-8"), model=self.model)
+            return parse_metrics_text(text, model=self.model)
         except (ValueError, KeyError) as error:
             raise SourceError(f"{self.url} did not answer Prometheus text: {error}") from error
 

@@ -35,6 +35,7 @@ __all__ = [
     "flatten_metrics",
     "log_training_run",
     "prepare_store",
+    "record_rollout_decision",
     "promote_run",
     "register_run_version",
 ]
@@ -271,6 +272,36 @@ def promote_run(
     client.set_registered_model_alias(model_name, CHAMPION_ALIAS, model_version)
     client.set_tag(run_id, "kubeloop.promoted", "true")
     return model_version
+
+
+def record_rollout_decision(
+    model_name: str,
+    version: str,
+    decision: Mapping[str, Any],
+    *,
+    tracking_uri: str | None = None,
+) -> bool:
+    """Tag the MLflow run of a staged rollout's candidate with the monitor's decision
+    (``kubeloop.rollout`` = promote/rollback, ``kubeloop.rollout_reason``) and log the whole
+    decision as ``rollout/decision.json``.
+
+    Returns:
+        Whether the candidate has a run in this store (``False``: nothing was written).
+    """
+    client = _client(tracking_uri)
+    found = [
+        v
+        for v in client.search_model_versions(f"name='{model_name}'")
+        if v.tags.get("kubeloop.version") == version
+    ]
+    if not found:
+        return False
+    run_id = found[0].run_id
+    verdict = decision.get("verdict") or {}
+    client.set_tag(run_id, "kubeloop.rollout", str(decision.get("action")))
+    client.set_tag(run_id, "kubeloop.rollout_reason", "; ".join(verdict.get("reasons", []))[:5000])
+    client.log_dict(run_id, dict(decision), "rollout/decision.json")
+    return True
 
 
 def champion_model_version(model_name: str, *, tracking_uri: str | None = None) -> dict[str, str]:
