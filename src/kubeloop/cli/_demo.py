@@ -46,6 +46,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--report", type=Path, help="write the outcome as JSON here")
     parser.add_argument(
+        "--canary", action="store_true",
+        help="the staged-rollout story: a challenger that passes the offline gate but is worse "
+        "on live traffic goes into a canary and is rolled back automatically, then a good one "
+        "is promoted (exit 0 only if both happened)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--canary-percent", type=int, default=30, metavar="P",
+        help="--canary: the candidate's share of requests (default 30)",
+    )  # fmt: skip
+    parser.add_argument(
         "--report-html",
         type=Path,
         help="write the HTML report here (default: report.html in the kept working directory)",
@@ -61,12 +71,14 @@ def _run(args: argparse.Namespace) -> int:
         data=args.data, target=args.target, model=args.model, rows=args.rows,
         traffic_rows=args.traffic_rows, workers=args.workers,
         num_boost_round=args.num_boost_round, workdir=args.workdir, keep=args.keep,
-        report_html=args.report_html,
+        report_html=args.report_html, canary=args.canary, canary_percent=args.canary_percent,
     )  # fmt: skip
     # A copy of stdout: the demo sends the pipeline steps' own output to a log file meanwhile.
     sys.stdout.flush()
     progress = Progress(os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1), prefix="demo")
     result = run_demo(config, progress=progress, report=args.report)
+    if config.canary:
+        return _canary_summary(result)
     rows = [
         {"feature": name, "psi healthy": result["healthy_psi"].get(name, float("nan")),
          "psi drifted": value, "drift": "DRIFT" if value >= 0.2 else ""}
@@ -92,4 +104,24 @@ def _run(args: argparse.Namespace) -> int:
         f"loop {verdict} in {result['seconds']:.0f}s"
         + ("" if result["closed"] else f" ({result.get('error') or 'see the timeline'})")
     )
+    return 0 if result["closed"] else 1
+
+
+def _canary_summary(result: dict[str, Any]) -> int:
+    """Print the canary story's outcome; 0 only when the bad candidate was rolled back and the
+    good one promoted."""
+    print(
+        f"\nbad candidate {result.get('bad_candidate')}: rolled back "
+        f"{result['canary_rolled_back']} after {result.get('rollback_requests')} requests "
+        f"({result.get('rollback_candidate_requests')} answered by it)"
+    )
+    print(
+        f"good candidate {result.get('good_candidate')}: promoted {result['canary_promoted']} "
+        f"after {result.get('promote_requests')} requests "
+        f"({result.get('promote_candidate_requests')} answered by it)"
+    )
+    if result.get("report_html"):
+        print(f"HTML report: {result['report_html']}")
+    verdict = "PASSED" if result["closed"] else "FAILED"
+    print(f"staged rollout {verdict} in {result['seconds']:.0f}s")
     return 0 if result["closed"] else 1

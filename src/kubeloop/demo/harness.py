@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from prometheus_client.parser import text_string_to_metric_families
 
 from kubeloop.bundle.schema import Schema
 from kubeloop.console import ProgressFn
@@ -137,6 +138,23 @@ class ServerProcess:
                 return parse_metrics_text(answer.read().decode(), model=self.model).version
         except (urllib.error.URLError, OSError):
             return None
+
+    def served_rollout(self) -> tuple[str | None, str | None]:
+        """(champion, candidate) the server reports in ``kubeloop_model_info`` and
+        ``kubeloop_candidate_info`` (``None`` where none or unreadable)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as answer:
+                text = answer.read().decode()
+        except (urllib.error.URLError, OSError):
+            return None, None
+        candidates = [
+            sample.labels.get("version")
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "kubeloop_candidate_info" and sample.labels.get("model") == self.model
+        ]
+        champion = parse_metrics_text(text, model=self.model).version
+        return champion, (candidates[0] if candidates else None)
 
     def stop(self) -> None:
         """Terminate the server (SIGTERM, then SIGKILL after 15 s) and close its log."""

@@ -63,6 +63,9 @@ class DemoConfig:
         swap_timeout: Seconds to wait for the server to switch versions.
         report_html: Where the HTML report goes (default: ``report.html`` in ``workdir`` when
             it is kept; none otherwise).
+        canary: Run the staged-rollout story instead (:mod:`kubeloop.demo.canary`): a bad
+            challenger rolled back from its canary, then a good one promoted.
+        canary_percent: The candidate's share of requests in those canaries.
     """
 
     data: Path | None = None
@@ -76,10 +79,12 @@ class DemoConfig:
     keep: bool = False
     swap_timeout: float = 120.0
     report_html: Path | None = None
+    canary: bool = False
+    canary_percent: int = 30
 
 
 @contextmanager
-def _home(path: Path) -> Iterator[None]:
+def demo_home(path: Path) -> Iterator[None]:
     """Point KUBELOOP_HOME (kfp.local root, MLflow store) at the demo's directory."""
     saved = os.environ.get("KUBELOOP_HOME")
     os.environ["KUBELOOP_HOME"] = str(path)
@@ -120,15 +125,23 @@ def _datasets(config: DemoConfig, work: Path) -> tuple[str, pd.DataFrame, pd.Dat
     return str(path), healthy, drifted, target
 
 
-def _train(
-    data: str, target: str, config: DemoConfig, registry: Path, log: Path, say: ProgressFn
+def train_run(
+    data: str,
+    target: str,
+    config: DemoConfig,
+    registry: Path,
+    log: Path,
+    say: ProgressFn,
+    **settings: Any,
 ) -> Any:
+    """One local pipeline run on ``data`` (its steps' output goes to ``log``); ``settings``:
+    more :class:`~kubeloop.pipelines.launch.request.RunRequest` fields (a rollout)."""
     from kubeloop.pipelines.launch.request import RunRequest
     from kubeloop.pipelines.launch.runs import start_training_run
 
     request = RunRequest(
         data=data, target=target, model_name=config.model, registry_root=str(registry),
-        workers=config.workers, num_boost_round=config.num_boost_round,
+        workers=config.workers, num_boost_round=config.num_boost_round, **settings,
     )  # fmt: skip
     with quiet_output(log), heartbeat(log, say):
         return start_training_run(request, progress=say)
@@ -161,7 +174,7 @@ def _loop(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, Any]:
         "2/6 training pipeline (kfp.local: validate, features, XGBoost through Ray Train, "
         "evaluate, gate, register)"
     )
-    first = _train(reference, target, config, registry_dir, logs / "pipeline-1.log", say)
+    first = train_run(reference, target, config, registry_dir, logs / "pipeline-1.log", say)
     registry = Registry(str(registry_dir))
     before = registry.champion(config.model)
     if before is None:
@@ -290,18 +303,33 @@ def run_demo(
     work = config.workdir or Path(tempfile.mkdtemp(prefix="kubeloop-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        with _home(work / "home"), shared_local_ray(config.workers) as ray_address:
+        with demo_home(work / "home"), shared_local_ray(config.workers) as ray_address:
             if ray_address:
                 say(f"Ray started once at {ray_address}, shared by both training runs")
-            result = _loop(config, work, say)
+            if config.canary:
+                from kubeloop.demo.canary import run_canary_story
+
+                result = run_canary_story(config, work, say)
+            else:
+                result = _loop(config, work, say)
     finally:
         if not config.keep and config.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+    if config.canary:
+        result["closed"] = bool(result["canary_rolled_back"] and result["canary_promoted"])
+        return _finish(result, config, work, started, report)
     result["closed"] = bool(
         result["drift_detected"] and result["retrain_started"] and result["promoted"]
         and result["version_after"] != result["version_before"]
         and result["served_version_after"] == result["version_after"]
     )  # fmt: skip
+    return _finish(result, config, work, started, report)
+
+
+def _finish(
+    result: dict[str, Any], config: DemoConfig, work: Path, started: float, report: Path | None
+) -> dict[str, Any]:
+    """Stamp the time and where the files are; write the JSON report."""
     result["seconds"] = round(time.monotonic() - started, 1)
     result["workdir"] = str(work) if (config.keep or config.workdir) else None
     if report is not None:
