@@ -442,6 +442,35 @@ def _decision_cell(record: Mapping[str, Any]) -> str:
     return f"{verdict} — {'; '.join(decision.get('details', ()))}"
 
 
+def _rollout_table(history: Sequence[Mapping[str, Any]]) -> str:
+    """The staged rollouts' decisions (promote, roll back) with their reasons; "" if none."""
+    ended = [r for r in history if (r.get("rollout") or {}).get("action") in {"promote", "rollback"}]
+    if not ended:
+        return ""
+    rows = []
+    for record in ended:
+        rollout = record["rollout"]
+        verdict = rollout.get("verdict") or {}
+        action = "PROMOTED" if rollout["action"] == "promote" else "ROLLED BACK"
+        rows.append(
+            (
+                stamp(record.get("at")),
+                f"{rollout.get('mode')} {rollout.get('percent') or ''}".strip(),
+                rollout.get("candidate"),
+                rollout.get("champion"),
+                action,
+                verdict.get("requests"),
+                "; ".join(verdict.get("reasons", ())),
+            )
+        )
+    return "<h3>Staged rollouts</h3>" + table(
+        ("time", "rollout", "candidate", "champion then", "decision", "candidate requests",
+         "reasons"),
+        rows,
+        caption="Canary and shadow rollouts the monitor ended, oldest first",
+    )  # fmt: skip
+
+
 def history_section(
     versions: Sequence[Mapping[str, Any]],
     champion: Mapping[str, Any] | None,
@@ -558,6 +587,7 @@ def history_section(
                 caption="Monitor runs, oldest first",
             )
         )
+        parts.append(_rollout_table(history))
         promotions = [r["run"] for r in history if (r.get("run") or {}).get("promoted")]
         if promotions:
             parts.append(
