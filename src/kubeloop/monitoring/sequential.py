@@ -24,10 +24,10 @@ is a confidence sequence: ``P(∃ n: |δ̂_n − δ| ≥ r_n) ≤ α`` (Ville's 
 Ramdas, McAuliffe & Sekhon, "Time-uniform, nonparametric, nonasymptotic confidence sequences",
 Ann. Statist. 2021). With the variance estimated from the data (plug-in) it is an *asymptotic*
 confidence sequence (Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas, "Time-uniform central limit
-theory and asymptotic confidence sequences", Ann. Statist. 2024 / arXiv 2103.06476, 2023): valid
-as counts grow, so no decision is made below :attr:`RolloutPolicy.min_per_arm` rows per arm and
-each arm's variance is floored at :attr:`SignalRule.floor_sd` ² (a rare 0/1 event seen zero
-times has no sample variance).
+theory and asymptotic confidence sequences", arXiv:2103.06476, 2023): valid as counts grow,
+so no decision is made below :attr:`RolloutPolicy.min_per_arm` rows per arm and each arm's
+variance is floored at :attr:`SignalRule.floor_sd` ² (a rare 0/1 event seen zero times has no
+sample variance).
 
 **One-sided bounds.** A one-sided rule needs only one side. Splitting the symmetric mixture
 ``Λ = (Λ⁺ + Λ⁻)/2`` into its half-normal parts (each a test martingale) gives, where ``δ̂ > δ``,
