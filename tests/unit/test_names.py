@@ -60,6 +60,7 @@ def test_registry_and_serve_options_use_the_rule(name: str, tmp_path: Path) -> N
         ["monitor", "--model", "../../tmp/x", "--registry", "r", "--metrics-url", "http://x"],
         ["pipeline", "run", "--local", "--data", "d.csv", "--target", "y", "--model", "a/b"],
         ["demo", "--model", ".hidden"],
+        ["rollback", "--model", "../x", "--to", "v1"],
         ["train", "--data", "d.csv", "--target", "y", "--name", "../x"],
     ],
 )

@@ -21,7 +21,17 @@ from kubeloop.quick_exit import exit_now
 __all__ = ["build_parser", "main", "run"]
 
 # Sub-command modules, in the order `kubeloop --help` lists them.
-_COMMANDS = ("train", "pipeline", "serve", "predict", "explain", "monitor", "report", "demo")
+_COMMANDS = (
+    "train",
+    "pipeline",
+    "serve",
+    "predict",
+    "explain",
+    "monitor",
+    "rollback",
+    "report",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,16 @@
 Layout, the same on a local disk and in object storage (``s3://`` on a cluster, any fsspec URL)::
 
     <root>/<model>/versions/<version>/   a verified bundle, never modified
-    <root>/<model>/champion              {"version": ..., "updated": ..., "previous": ...}
+    <root>/<model>/champion              {"version": ..., "updated": ..., "previous": ...,
+                                          "candidate": {"version", "mode", "percent", "started"}}
+    <root>/<model>/transition            the journal of a promotion or rollback in progress
+                                          (:mod:`kubeloop.registry.rollout`)
+
+The pointer names the champion and, during a staged rollout, a *candidate* served beside it
+(``mode`` ``"canary"``: it answers ``percent``% of requests; ``"shadow"``: it scores the same rows
+off the response path, ``percent`` 0). Every change of champion or candidate is one write of the
+pointer: :meth:`Registry.promote`, :meth:`Registry.start_candidate`, :meth:`Registry.end_candidate`
+and :meth:`Registry.rollback`.
 
 Writers never leave a half-written state a reader could pick up: locally a version is copied
 into a hidden temp sibling and renamed into place, and the pointer is written to a temp file and
@@ -18,11 +27,14 @@ before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,10 +43,18 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from kubeloop.bundle import MANIFEST, verify_bundle
-from kubeloop.errors import BundleError, RegistryError
+from kubeloop.errors import (
+    BundleError,
+    RegistryError,
+    check_choice,
+    check_range,
+    parameter_error,
+)
 from kubeloop.names import NAME_RULE, check_name, is_valid_name, shown
 
 __all__ = [
+    "CANDIDATE_MODES",
+    "BeforeWrite",
     "Registry",
     "default_registry_root",
     "kubeloop_home",
@@ -43,7 +63,12 @@ __all__ = [
 
 DEFAULT_HOME = "kubeloop-home"
 _CHAMPION = "champion"
+_TRANSITION = "transition"
 _VERSIONS = "versions"
+CANDIDATE_MODES = ("canary", "shadow")
+# Called with (the pointer record now, the record about to be written) just before a pointer
+# write: kubeloop.registry.rollout writes its journal there.
+BeforeWrite = Callable[[dict[str, Any] | None, dict[str, Any]], None]
 _BUCKET_STORES = frozenset({"s3", "s3a", "gs", "gcs"})
 
 
@@ -271,32 +296,310 @@ class Registry:
             shutil.rmtree(temp, ignore_errors=True)
             raise
 
-    def promote(self, model: str, version: str) -> dict[str, Any]:
-        """Make ``version`` the champion of ``model`` (an atomic replace of the pointer).
+    def promote(
+        self, model: str, version: str, *, before_write: BeforeWrite | None = None
+    ) -> dict[str, Any]:
+        """Make ``version`` the champion of ``model`` (one atomic write of the pointer).
+
+        Any candidate is dropped: the promoted version may be the candidate itself, and a
+        candidate is only ever compared with the champion it was started beside.
+
+        Args:
+            model: The model name.
+            version: An existing, verified version.
+            before_write: Called with the current and the new record just before the write
+                (:mod:`kubeloop.registry.rollout` journals the transition there).
 
         Returns:
-            The new pointer record; ``previous`` names the champion it replaced, if any.
+            The new pointer record; ``previous`` names the champion it replaced, if any
+            (promoting the champion again keeps its ``previous``).
 
         Raises:
             RegistryError: The version does not exist or fails verification.
         """
         self.fetch(model, version)
-        current = self.champion(model)
+        current = self.champion_record(model)
         record: dict[str, Any] = {"version": version, "updated": _now()}
-        if current is not None and current != version:
-            record["previous"] = current
-        payload = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
-        path = self._join(model, _CHAMPION)
-        if self._local:
-            temp = f"{path}.tmp-{secrets.token_hex(4)}"
-            with open(temp, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        else:
-            self._fs.pipe_file(path, payload)
+        if current is not None and current["version"] != version:
+            record["previous"] = current["version"]
+        elif current is not None and current.get("previous") is not None:
+            record["previous"] = current["previous"]
+        return self._write_pointer(model, current, record, before_write)
+
+    def candidate(self, model: str) -> dict[str, Any] | None:
+        """The candidate entry of the pointer (``version``, ``mode``, ``percent``, ``started``),
+        or ``None`` when the model has no candidate (or no champion).
+
+        Raises:
+            RegistryError: The pointer is unreadable, or its candidate entry is malformed (the
+                message names the entry and how to drop it).
+        """
+        record = self.champion_record(model)
+        if record is None or record.get("candidate") is None:
+            return None
+        entry = record["candidate"]
+        problem = _candidate_problem(entry)
+        if problem is not None:
+            raise RegistryError(
+                f"the candidate entry of champion pointer {self._join(model, _CHAMPION)} "
+                f"{problem}: {shown(entry)}; drop it with Registry({self.root!r})"
+                f".end_candidate({model!r}) and start the rollout again."
+            )
+        return dict(entry)
+
+    def start_candidate(
+        self,
+        model: str,
+        version: str,
+        *,
+        mode: str,
+        percent: float,
+        before_write: BeforeWrite | None = None,
+    ) -> dict[str, Any]:
+        """Serve ``version`` beside the champion as the candidate of a staged rollout.
+
+        The champion stays as it is. Starting the same candidate again (e.g. a larger canary
+        share) replaces its entry; a different candidate must be promoted or ended first.
+
+        Args:
+            model: The model name; it must have a champion.
+            version: An existing, verified version other than the champion.
+            mode: ``"canary"`` (answers ``percent``% of requests) or ``"shadow"`` (scores the
+                same rows off the response path).
+            percent: The canary share, in (0, 100]; 0 in shadow mode.
+            before_write: As in :meth:`promote`.
+
+        Returns:
+            The new pointer record.
+
+        Raises:
+            ConfigError: ``mode`` or ``percent`` is not allowed.
+            RegistryError: No such version, no champion, the version is the champion, or
+                another candidate is in place.
+        """
+        owner = "Registry.start_candidate"
+        check_choice("mode", mode, CANDIDATE_MODES, owner=owner)
+        if mode == "canary":
+            check_range("percent", percent, owner=owner, low=0, high=100, closed="right")
+        elif percent != 0:
+            expected = "0 in shadow mode (a shadow candidate answers no requests)"
+            raise parameter_error("percent", percent, owner=owner, expected=expected)
+        self.fetch(model, version)
+        current = self.champion_record(model)
+        if current is None:
+            raise RegistryError(
+                f"model {model!r} has no champion in {self.root} to compare candidate {version!r} "
+                f"with; promote it directly: Registry({self.root!r}).promote({model!r}, "
+                f"{version!r})."
+            )
+        if current["version"] == version:
+            raise RegistryError(
+                f"version {version!r} is already the champion of {model!r}; a candidate must be "
+                "another version."
+            )
+        existing = current.get("candidate")
+        if isinstance(existing, dict) and existing.get("version") not in (None, version):
+            raise RegistryError(
+                f"model {model!r} already has candidate {shown(existing.get('version'))} in "
+                f"{shown(existing.get('mode'))} mode; promote it or end it first "
+                f"(Registry({self.root!r}).end_candidate({model!r}))."
+            )
+        share = 0 if mode == "shadow" else percent
+        if float(share).is_integer():
+            share = int(share)
+        record = {key: value for key, value in current.items() if key != "candidate"}
+        record["candidate"] = {
+            "version": version,
+            "mode": mode,
+            "percent": share,
+            "started": _now(),
+        }
+        return self._write_pointer(model, current, record, before_write)
+
+    def end_candidate(
+        self, model: str, *, before_write: BeforeWrite | None = None
+    ) -> dict[str, Any]:
+        """Drop the candidate (a rollback of the candidate); the champion stays as it is.
+
+        A malformed candidate entry is dropped too.
+
+        Returns:
+            The new pointer record (the champion's, unchanged, without ``candidate``).
+
+        Raises:
+            RegistryError: The model has no candidate.
+        """
+        current = self.champion_record(model)
+        if current is None or current.get("candidate") is None:
+            raise RegistryError(
+                f"model {model!r} has no candidate in {self.root}; nothing to end "
+                f"(start one with Registry({self.root!r}).start_candidate(...))."
+            )
+        record = {key: value for key, value in current.items() if key != "candidate"}
+        return self._write_pointer(model, current, record, before_write)
+
+    def rollback(
+        self, model: str, to: str | None = None, *, before_write: BeforeWrite | None = None
+    ) -> dict[str, Any]:
+        """Make ``to`` -- by default the pointer's ``previous`` -- the champion again.
+
+        Any candidate is dropped. The record's ``previous`` becomes the champion rolled back
+        from, so a second rollback returns to it.
+
+        Args:
+            model: The model name.
+            to: The version to serve; default the previous champion.
+            before_write: As in :meth:`promote`.
+
+        Returns:
+            The new pointer record.
+
+        Raises:
+            RegistryError: No champion; no previous champion recorded and no ``to``; ``to`` is
+                unknown, damaged or already the champion.
+        """
+        current = self.champion_record(model)
+        known = ", ".join(self.versions(model)) or "none"
+        if current is None:
+            raise RegistryError(
+                f"model {model!r} has no champion in {self.root}; there is nothing to roll back "
+                f"(known versions: {known}; promote one first)."
+            )
+        champion = str(current["version"])
+        target = to if to is not None else current.get("previous")
+        if target is None:
+            raise RegistryError(
+                f"champion {champion!r} of {model!r} records no previous champion; name the "
+                f"version to roll back to with --to VERSION (Registry.rollback({model!r}, "
+                f"to=VERSION)); known versions: {known}."
+            )
+        if not is_valid_name(target):
+            raise RegistryError(
+                f"cannot roll {model!r} back to {shown(target)}: not a version id ({NAME_RULE}); "
+                f"known versions: {known}."
+            )
+        if target == champion:
+            raise RegistryError(
+                f"version {target!r} is already the champion of {model!r}; name another with "
+                f"--to VERSION (known versions: {known})."
+            )
+        if target not in self.versions(model):
+            raise RegistryError(
+                f"cannot roll {model!r} back to {target!r}: {self.root} has no such version; "
+                f"pass one of the known versions with --to VERSION: {known}."
+            )
+        self.fetch(model, target)  # verified before it is served
+        record: dict[str, Any] = {"version": target, "updated": _now(), "previous": champion}
+        return self._write_pointer(model, current, record, before_write)
+
+    def _write_pointer(
+        self,
+        model: str,
+        current: dict[str, Any] | None,
+        record: dict[str, Any],
+        before_write: BeforeWrite | None,
+    ) -> dict[str, Any]:
+        if before_write is not None:
+            before_write(current, record)
+        self._write_json(self._join(model, _CHAMPION), record)
         return record
+
+    def _write_json(self, path: str, content: dict[str, Any]) -> None:
+        """One atomic write: a fsync-ed temp file ``os.replace``-d locally, one PUT remotely."""
+        payload = (json.dumps(content, indent=2, sort_keys=True) + "\n").encode()
+        if self._local:
+            directory = os.path.dirname(path)
+            os.makedirs(directory, exist_ok=True)
+            temp = f"{path}.tmp-{secrets.token_hex(4)}"
+            try:
+                with open(temp, "wb") as handle:
+                    handle.write(payload)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
+                raise
+            _fsync_directory(directory)  # the rename itself survives a power loss
+        else:
+            self._check_store()
+            self._fs.pipe_file(path, payload)
+
+    # -- the transition journal (kubeloop.registry.rollout) ----------------------------------
+
+    def transition_record(self, model: str) -> dict[str, Any] | None:
+        """The journal of an unfinished promotion or rollback of ``model``, or ``None``.
+
+        Raises:
+            RegistryError: The journal is not a JSON object (the message says how to remove it).
+        """
+        self._check_store()
+        path = self._join(model, _TRANSITION)
+        if not self._fs.isfile(path):
+            return None
+        try:
+            record = json.loads(self._fs.cat_file(path))
+        except ValueError as exc:
+            record = exc
+        if not isinstance(record, dict):
+            raise RegistryError(
+                f"transition journal {path} is not a JSON object ({shown(record)}); check that "
+                "the champion pointer names the version that should serve, then delete the "
+                "journal."
+            )
+        return record
+
+    def write_transition(self, model: str, record: dict[str, Any]) -> None:
+        """Write the journal of a transition (one atomic write, like the pointer)."""
+        self._write_json(self._join(model, _TRANSITION), record)
+
+    def clear_transition(self, model: str) -> None:
+        """Remove the journal (nothing to do when there is none)."""
+        path = self._join(model, _TRANSITION)
+        if self._local:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            _fsync_directory(os.path.dirname(path))
+        elif self._fs.isfile(path):
+            self._fs.rm_file(path)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make a rename or unlink in ``directory`` durable (POSIX; a no-op where unsupported)."""
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _candidate_problem(entry: object) -> str | None:
+    """What is wrong with a pointer's candidate entry, or ``None`` when it is well-formed."""
+    if not isinstance(entry, dict):
+        return "is not a JSON object"
+    if not is_valid_name(entry.get("version")):
+        return f"names version {shown(entry.get('version'))}, which is not a version id"
+    mode = entry.get("mode")
+    if mode not in CANDIDATE_MODES:
+        return f"has mode {shown(mode)}, not one of {', '.join(CANDIDATE_MODES)}"
+    percent = entry.get("percent")
+    if (
+        not isinstance(percent, (int, float))
+        or isinstance(percent, bool)
+        or not math.isfinite(percent)
+    ):
+        return f"has percent {shown(percent)}, which is not a number"
+    if mode == "canary" and not 0 < percent <= 100:
+        return f"has canary percent {percent!r}, outside (0, 100]"
+    if mode == "shadow" and percent != 0:
+        return f"has shadow percent {percent!r}; a shadow candidate's percent is 0"
+    return None
 
 
 def read_champion(root: str | Path, model: str) -> str | None:

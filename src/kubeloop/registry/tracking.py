@@ -1,9 +1,13 @@
-"""MLflow tracking: one MLflow run per pipeline run, and the ``champion`` alias of the model.
+"""MLflow tracking: one MLflow run per pipeline run, and the ``champion``/``candidate`` aliases.
 
 Every training run logs its parameters, held-out metrics (the chosen model's and every
-candidate's), the plots and the whole bundle. The registered model's ``champion`` alias is moved
-only by :func:`promote_run`, which the pipeline calls after the gate passed, so MLflow and the
-kubeloop registry name the same champion.
+candidate's), the plots and the whole bundle. A run's bundle becomes a model version of the
+registered model (tagged ``kubeloop.version`` with the kubeloop version id) when it is registered
+(:func:`register_run_version`) or promoted (:func:`promote_run`, which the pipeline calls after
+the gate passed). The aliases follow the kubeloop registry's pointer: :func:`promote_run` moves
+``champion``, and :func:`set_aliases` -- called by every promotion and rollback of
+:mod:`kubeloop.registry.rollout` -- makes ``champion`` and ``candidate`` name the pointer's
+versions, so MLflow and the kubeloop registry name the same champion and candidate.
 
 Embedded default: a sqlite store under the kubeloop home (``<home>/mlflow/mlflow.db``, artifacts in
 ``<home>/mlflow/artifacts``). On a cluster ``MLFLOW_TRACKING_URI`` points at the MLflow server.
@@ -28,19 +32,25 @@ from kubeloop.errors import ConfigError
 from kubeloop.registry import kubeloop_home
 
 __all__ = [
+    "CANDIDATE_ALIAS",
     "CHAMPION_ALIAS",
     "DEFAULT_EXPERIMENT",
     "champion_model_version",
     "default_tracking_uri",
+    "existing_store",
     "flatten_metrics",
     "log_training_run",
+    "model_aliases",
     "prepare_store",
     "record_rollout_decision",
     "promote_run",
     "register_run_version",
+    "set_aliases",
 ]
 
 CHAMPION_ALIAS = "champion"
+CANDIDATE_ALIAS = "candidate"
+_KUBELOOP_VERSION_TAG = "kubeloop.version"
 DEFAULT_EXPERIMENT = "kubeloop"
 _BUNDLE_ARTIFACTS = "bundle"
 
@@ -51,6 +61,18 @@ def default_tracking_uri() -> str:
     if configured:
         return configured
     return f"sqlite:///{kubeloop_home() / 'mlflow' / 'mlflow.db'}"
+
+
+def existing_store(tracking_uri: str | None = None) -> str | None:
+    """The tracking URI (``tracking_uri`` or :func:`default_tracking_uri`) when its store
+    exists, ``None`` when it is a sqlite file that does not (nothing was ever tracked there).
+
+    Servers (``http://...``) and other stores count as existing. MLflow is not imported.
+    """
+    uri = tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None
+    return uri
 
 
 def _client(tracking_uri: str | None) -> Any:
@@ -215,21 +237,22 @@ def register_run_version(
     version: str,
     tracking_uri: str | None = None,
 ) -> str:
-    """Register the run's bundle as a model version (once; tagged with the kubeloop version).
+    """Register the run's bundle as a model version (once per run); no alias is moved.
 
     Args:
         model_name: The registered model (created on first use).
         run_id: The MLflow run logged by :func:`log_training_run`.
-        version: The kubeloop bundle version (stored as a model-version tag).
+        version: The kubeloop bundle version (stored as the ``kubeloop.version`` tag, by which
+            :func:`set_aliases` finds the model version).
         tracking_uri: The MLflow store; default :func:`default_tracking_uri`.
 
     Returns:
-        The MLflow model version number.
+        The MLflow model version number of the run's bundle.
     """
     from mlflow.exceptions import MlflowException
 
     if not run_id:
-        raise ConfigError("registering a model version needs the MLflow run id of the bundle.")
+        raise ConfigError("registering a model version needs the MLflow run id of its bundle.")
     client = _client(tracking_uri)
     try:
         client.get_registered_model(model_name)
@@ -242,7 +265,7 @@ def register_run_version(
         model_name,
         source=f"{run.info.artifact_uri}/{_BUNDLE_ARTIFACTS}",
         run_id=run_id,
-        tags={"kubeloop.version": version},
+        tags={_KUBELOOP_VERSION_TAG: version},
     )
     return str(created.version)
 
@@ -265,6 +288,8 @@ def promote_run(
     Returns:
         The MLflow model version number that now carries the alias.
     """
+    if not run_id:
+        raise ConfigError("promote_run needs the MLflow run id logged for this bundle.")
     model_version = register_run_version(
         model_name, run_id, version=version, tracking_uri=tracking_uri
     )
@@ -272,6 +297,108 @@ def promote_run(
     client.set_registered_model_alias(model_name, CHAMPION_ALIAS, model_version)
     client.set_tag(run_id, "kubeloop.promoted", "true")
     return model_version
+
+
+def _model_versions(client: Any, model_name: str) -> dict[str, str]:
+    """MLflow model version number -> the kubeloop version it holds (its ``kubeloop.version``)."""
+    found = client.search_model_versions(f"name='{model_name}'")
+    return {
+        str(entry.version): str(entry.tags[_KUBELOOP_VERSION_TAG])
+        for entry in found
+        if entry.tags and entry.tags.get(_KUBELOOP_VERSION_TAG)
+    }
+
+
+def model_aliases(model_name: str, *, tracking_uri: str | None = None) -> dict[str, str | None]:
+    """The kubeloop versions the ``champion`` and ``candidate`` aliases name now.
+
+    Returns:
+        ``{"champion": version or None, "candidate": version or None}`` (``None``: no such
+        alias, no registered model, or a model version without a ``kubeloop.version`` tag).
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        aliases = dict(client.get_registered_model(model_name).aliases or {})
+    except MlflowException:
+        aliases = {}
+    held = _model_versions(client, model_name) if aliases else {}
+    return {
+        alias: held.get(str(aliases[alias])) if alias in aliases else None
+        for alias in (CHAMPION_ALIAS, CANDIDATE_ALIAS)
+    }
+
+
+def set_aliases(
+    model_name: str,
+    *,
+    champion_version: str | None,
+    candidate_version: str | None,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Make the ``champion`` and ``candidate`` aliases name these kubeloop versions.
+
+    Each kubeloop version id is mapped to the MLflow model version tagged with it (the newest
+    when several are). An alias whose version is ``None`` is removed. A version never
+    registered in MLflow (no tracked run registered it) is skipped with a note, and its alias
+    removed rather than left naming another version. Aliases that already agree are not
+    written, so calling this again is cheap and changes nothing.
+
+    Args:
+        model_name: The registered model.
+        champion_version: The registry pointer's champion (``None``: no alias).
+        candidate_version: The pointer's candidate (``None``: no alias).
+        tracking_uri: The MLflow store; default :func:`default_tracking_uri`.
+
+    Returns:
+        ``{"champion": MLflow version or None, "candidate": MLflow version or None,
+        "changed": [one line per alias moved or removed], "notes": [versions skipped...]}``.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    result: dict[str, Any] = {CHAMPION_ALIAS: None, CANDIDATE_ALIAS: None, "changed": []}
+    try:
+        aliases = {
+            alias: str(number)
+            for alias, number in (client.get_registered_model(model_name).aliases or {}).items()
+        }
+    except MlflowException:
+        wanted = [v for v in (champion_version, candidate_version) if v is not None]
+        result["notes"] = [
+            f"MLflow has no registered model {model_name!r}: the aliases of "
+            f"{', '.join(wanted) or 'no version'} were skipped"
+        ]
+        return result
+    held = _model_versions(client, model_name)
+    notes: list[str] = []
+    for alias, wanted_version in (
+        (CHAMPION_ALIAS, champion_version),
+        (CANDIDATE_ALIAS, candidate_version),
+    ):
+        current = aliases.get(alias)
+        if wanted_version is None:
+            target = None
+        elif held.get(str(current)) == wanted_version:
+            target = current  # already names a model version of this kubeloop version
+        else:
+            numbers = [int(n) for n, kubeloop in held.items() if kubeloop == wanted_version]
+            target = str(max(numbers)) if numbers else None
+            if target is None:
+                notes.append(
+                    f"{wanted_version} was never registered in MLflow model {model_name!r}: "
+                    f"alias {alias!r} skipped"
+                )
+        if target is None and current is not None:
+            client.delete_registered_model_alias(model_name, alias)
+            result["changed"].append(f"{alias} removed (was model version {current})")
+        elif target is not None and target != current:
+            client.set_registered_model_alias(model_name, alias, target)
+            result["changed"].append(f"{alias} -> {wanted_version} (model version {target})")
+        result[alias] = target
+    result["notes"] = notes
+    return result
 
 
 def record_rollout_decision(
@@ -290,9 +417,9 @@ def record_rollout_decision(
     """
     client = _client(tracking_uri)
     found = [
-        v
-        for v in client.search_model_versions(f"name='{model_name}'")
-        if v.tags.get("kubeloop.version") == version
+        entry
+        for entry in client.search_model_versions(f"name='{model_name}'")
+        if (entry.tags or {}).get(_KUBELOOP_VERSION_TAG) == version
     ]
     if not found:
         return False
