@@ -35,7 +35,9 @@ def test_counters_accumulate_from_the_champion_baseline_and_across_a_restart() -
     assert restarted  # a counter went down: everything since the restart is new
     assert record["seen"]["v1"]["error"] == [55.0, 1.0, 1.0]
     assert record["seen"]["v2"]["error"] == [34.0, 3.0, 3.0]
-    assert record["last"] == {k: {s: list(t) for s, t in v.items()} for k, v in after_restart.items()}
+    assert record["last"] == {
+        k: {s: list(t) for s, t in v.items()} for k, v in after_restart.items()
+    }
 
 
 class _Bundle:

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from kubeloop.console import Progress, format_table
 from kubeloop.names import model_name_arg

@@ -31,9 +31,9 @@ from kubeloop.monitoring.decision import (
 )
 from kubeloop.monitoring.payload import Performance, performance_drop, read_labels, read_payload_log
 from kubeloop.monitoring.report import DriftConfig, DriftReport, compare_profile, count_frame
+from kubeloop.monitoring.retrain import StartRun, build_retrain_data, refresh_active_run
 from kubeloop.monitoring.rollout import RolloutWatch, watch_rollout
 from kubeloop.monitoring.sequential import RolloutPolicy
-from kubeloop.monitoring.retrain import StartRun, build_retrain_data, refresh_active_run
 from kubeloop.monitoring.sources import (
     MetricsEndpoint,
     PrometheusAPI,

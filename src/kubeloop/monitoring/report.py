@@ -35,8 +35,6 @@ from kubeloop.monitoring.drift import (
 )
 
 __all__ = [
-    "row_bins",
-    "row_log_likelihood",
     "PREDICTION",
     "Counts",
     "DriftConfig",
@@ -48,6 +46,8 @@ __all__ = [
     "count_frame",
     "count_labels",
     "reference_counts",
+    "row_bins",
+    "row_log_likelihood",
 ]
 
 PREDICTION = "__prediction__"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -173,10 +174,14 @@ def _payload_signals(
     *,
     mode: str,
     since: float,
+    with_labels: bool,
 ) -> dict[str, tuple[Moments, Moments] | Moments]:
-    """``label_loss`` and ``drift_fit`` from the payload log (rows since the candidate started)
-    and the delayed labels."""
-    signals: dict[str, tuple[Moments, Moments] | Moments] = {}
+    """``drift_fit`` from the payload log (rows since the candidate started) and, when labels
+    are configured (``with_labels``), ``label_loss`` from the delayed labels: both at every look
+    (empty until there are rows)."""
+    signals: dict[str, tuple[Moments, Moments] | Moments] = {"drift_fit": Moments()}
+    if with_labels:
+        signals["label_loss"] = Moments() if mode == "shadow" else (Moments(), Moments())
     if payload is None or payload.empty:
         return signals
     rows = payload[payload["ts"] >= since]
@@ -187,7 +192,7 @@ def _payload_signals(
             candidate.reference_profile, answered
         )
         signals["drift_fit"] = _finite(fit)
-    if labels is None or labels.empty:
+    if not with_labels or labels is None or labels.empty:
         return signals
     keys = ["request_id", "row"]
     if mode == "shadow" and shadow is not None:
@@ -196,9 +201,7 @@ def _payload_signals(
         pairs = ours.merge(theirs, on=keys, suffixes=("", "_candidate"))
         if not pairs.empty:
             base = label_losses(champion, pairs)
-            other = label_losses(
-                candidate, pairs.assign(prediction=pairs["prediction_candidate"])
-            )
+            other = label_losses(candidate, pairs.assign(prediction=pairs["prediction_candidate"]))
             signals["label_loss"] = _finite(other - base)
         return signals
     joined = answered.merge(labels, on=keys, how="inner")
@@ -213,30 +216,36 @@ def _payload_signals(
 def _server_signals(
     record: dict[str, Any], champion: str, candidate: str, mode: str
 ) -> dict[str, tuple[Moments, Moments] | Moments]:
+    """The server's signals of the mode, every one at every look (an empty :class:`Moments`
+    where nothing was counted yet: the test's error rate is split over the same signals)."""
     seen = record.get("seen", {})
     zero = [0.0, 0.0, 0.0]
-    signals: dict[str, tuple[Moments, Moments] | Moments] = {}
     if mode == "canary":
-        for name in SERVER_SIGNALS:
-            pair = (
+        return {
+            name: (
                 _moments(seen.get(champion, {}).get(name, zero)),
                 _moments(seen.get(candidate, {}).get(name, zero)),
             )
-            if pair[1].n > 0:
-                signals[name] = pair
-    else:
-        for name in PAIRED_SERVER_SIGNALS:
-            triple = seen.get(candidate, {}).get(name)
-            if triple is not None and triple[0] > 0:
-                signals[name] = _moments(triple)
-    return signals
+            for name in SERVER_SIGNALS
+        }
+    return {
+        name: _moments(seen.get(candidate, {}).get(name, zero)) for name in PAIRED_SERVER_SIGNALS
+    }
+
+
+def _started(entry: dict[str, Any], now: float) -> float:
+    """When the candidate started serving (the pointer's ``started``; ``now`` if unreadable)."""
+    try:
+        return datetime.fromisoformat(str(entry["started"]).replace("Z", "+00:00")).timestamp()
+    except (KeyError, ValueError):
+        return now
 
 
 def _publish(model: str, watch: RolloutWatch) -> None:
     if watch.verdict is None:
         return
     m.ROLLOUT_REQUESTS.labels(model=model, candidate=watch.candidate).set(watch.verdict.requests)
-    for result in watch.verdict.results:
+    for result in watch.verdict.signals:
         for bound, value in (
             ("estimate", result.estimate),
             ("low", result.low),
@@ -274,7 +283,7 @@ def watch_rollout(
     record = dict(state.rollout or {})
     if record.get("candidate") != candidate_version or record.get("champion") != champion_version:
         record = {"candidate": candidate_version, "champion": champion_version, "mode": mode,
-                  "started": now}  # fmt: skip
+                  "started": _started(entry, now)}  # fmt: skip
         say(f"rollout: watching {mode} candidate {candidate_version} beside {champion_version}")
     notes: list[str] = []
     if config.metrics_url:
@@ -290,17 +299,27 @@ def watch_rollout(
     champion = load_bundle(registry.fetch(config.model, champion_version))
     candidate = load_bundle(registry.fetch(config.model, candidate_version))
     signals = _server_signals(record, champion_version, candidate_version, mode)
-    signals.update(
-        _payload_signals(
-            champion, candidate, payload, labels, mode=mode, since=float(record["started"])
+    if config.payload_log is not None:
+        signals.update(
+            _payload_signals(
+                champion,
+                candidate,
+                payload,
+                labels,
+                mode=mode,
+                since=float(record["started"]),
+                with_labels=config.labels is not None,
+            )
         )
-    )
     verdict = judge(signals, policy=config.rollout_policy, elapsed_s=now - float(record["started"]))
     transition = None
-    if act and verdict.action == "promote":
-        transition = promote_candidate(registry, config.model, tracking_uri=config.mlflow_uri)
-    elif act and verdict.action == "rollback":
-        transition = rollback_candidate(registry, config.model, tracking_uri=config.mlflow_uri)
+    if act and verdict.action in ("promote", "rollback"):
+        carry_out = promote_candidate if verdict.action == "promote" else rollback_candidate
+        done = carry_out(
+            registry, config.model, version=candidate_version, tracking_uri=config.mlflow_uri
+        )
+        say(f"rollout: {done.line}")
+        transition = done.to_dict()
     watch = RolloutWatch(
         champion=champion_version, candidate=candidate_version, mode=mode, percent=percent,
         verdict=verdict, action=verdict.action, transition=transition, notes=tuple(notes),

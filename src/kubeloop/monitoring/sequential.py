@@ -220,6 +220,10 @@ DEFAULT_RULES: tuple[SignalRule, ...] = (
     # target variance). An AUC drop of 0.05 (0.80 -> 0.75, calibrated, 30% positives) raises the
     # log loss by about 0.042 nats (bench/rollout.py); τ is sized for it.
     SignalRule("label_loss", margin=0.01, mixture_sd=0.04, floor_sd=0.05),
+    # per live row: its log-likelihood under the champion's reference profile minus under the
+    # candidate's (nats, summed over the features' bins): the candidate was trained on data less
+    # like today's traffic. 0.1 nats a row is tolerated.
+    SignalRule("drift_fit", margin=0.1, mixture_sd=0.2, floor_sd=0.05),
 )
 
 

@@ -42,8 +42,8 @@ __all__ = [
     "log_training_run",
     "model_aliases",
     "prepare_store",
-    "record_rollout_decision",
     "promote_run",
+    "record_rollout_decision",
     "register_run_version",
     "set_aliases",
 ]

@@ -444,7 +444,9 @@ def _decision_cell(record: Mapping[str, Any]) -> str:
 
 def _rollout_table(history: Sequence[Mapping[str, Any]]) -> str:
     """The staged rollouts' decisions (promote, roll back) with their reasons; "" if none."""
-    ended = [r for r in history if (r.get("rollout") or {}).get("action") in {"promote", "rollback"}]
+    ended = [
+        r for r in history if (r.get("rollout") or {}).get("action") in {"promote", "rollback"}
+    ]
     if not ended:
         return ""
     rows = []

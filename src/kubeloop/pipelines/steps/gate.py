@@ -186,15 +186,18 @@ def register(
     registry = Registry(registry_root)
     version = registry.register(bundle_dir)
     if rollout != "direct":
-        from kubeloop.registry.rollout import start_candidate
+        from kubeloop.registry.rollout import start_canary, start_shadow
 
-        if mlflow_run_id:
+        if mlflow_run_id:  # the candidate alias needs the model version
             from kubeloop.registry.tracking import register_run_version
 
-            register_run_version(model_name, mlflow_run_id, version=version, tracking_uri=tracking_uri)
-        start_candidate(
-            registry, model_name, version, mode=rollout, percent=percent, tracking_uri=tracking_uri
-        )
+            register_run_version(
+                model_name, mlflow_run_id, version=version, tracking_uri=tracking_uri
+            )
+        if rollout == "canary":
+            start_canary(registry, model_name, version, percent=percent, tracking_uri=tracking_uri)
+        else:
+            start_shadow(registry, model_name, version, tracking_uri=tracking_uri)
         return version
     registry.promote(model_name, version)
     if mlflow_run_id:
