@@ -178,6 +178,47 @@ class ShadowScorer:
             finally:
                 self._queue.task_done()
 
+    def _score_row(
+        self,
+        candidate: Served,
+        champion: Served,
+        row: dict[str, Any],
+        matrix: np.ndarray,
+        raw: np.ndarray,
+        request_id: str | None,
+    ) -> bool:
+        """Score a fast-path row with Python scalars (few numpy calls: this thread shares the
+        interpreter with the response path); ``False`` when the candidate's transform needs the
+        columnar path."""
+        if not self._transform_of(candidate, champion):
+            result = candidate.transform.transform_row(row)
+            if result is None:
+                return False
+            matrix = result.matrix
+        candidate_raw = candidate.predict(matrix)
+        champion_code, champion_score = _row_decision(champion, raw)
+        code, score = _row_decision(candidate, candidate_raw)
+        flip = None
+        if candidate.class_list and champion.class_list:
+            flip = 1.0 if candidate.class_list[code] != champion.class_list[champion_code] else 0.0
+        observer = candidate.observer
+        observer.stats.shadow_row(flip, score - champion_score)
+        observer.input_row(row)
+        observer.output_row(code, score)
+        log = self._payload_log
+        if log is not None and request_id is not None:
+            codes = np.array([code]) if candidate.class_list else None
+            log.log(
+                model=self._model,
+                version=candidate.version,
+                request_id=request_id,
+                rows=1,
+                inputs={name: [value] for name, value in row.items()},
+                outputs=output_columns(candidate.classes, codes, candidate_raw),
+                shadow=True,
+            )
+        return True
+
     def _transform_of(self, candidate: Served, champion: Served) -> bool:
         """Whether the candidate's transform is the champion's (its matrix is reused)."""
         same = self._same
@@ -197,6 +238,8 @@ class ShadowScorer:
     ) -> None:
         rows = raw.shape[0]
         one = rows == 1 and not isinstance(next(iter(inputs.values()), None), list | np.ndarray)
+        if one and self._score_row(candidate, champion, inputs, matrix, raw, request_id):
+            return
         columns: dict[str, Any] = (
             {
                 name: np.array([value], dtype=np.float64)
@@ -232,6 +275,19 @@ class ShadowScorer:
                 outputs=output_columns(candidate.classes, codes, candidate_raw),
                 shadow=True,
             )
+
+
+def _row_decision(served: Served, raw: np.ndarray) -> tuple[int, float]:
+    """One row's predicted class code (0 for regression) and score, as Python scalars."""
+    classes = len(served.class_list)
+    if classes == 2:
+        value = float(raw[0])
+        return (1 if value >= 0.5 else 0), value
+    if classes > 2:
+        probabilities = raw[0].tolist()
+        value = max(probabilities)
+        return probabilities.index(value), value
+    return 0, float(raw[0])
 
 
 def _numeric(served: Served) -> frozenset[str]:

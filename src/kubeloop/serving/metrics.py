@@ -390,6 +390,21 @@ class VersionStats:
             self._add(_FLIP, flips)
         self._add(_DIFF, differences)
 
+    def shadow_row(self, flip: float | None, difference: float) -> None:
+        """Add one shadow pair of a single-row request (Python floats; ``flip`` ``None``:
+        regression)."""
+        with self._lock:
+            if flip is not None:
+                moments = self._moments[_FLIP]
+                moments[0] += 1.0
+                moments[1] += flip
+                moments[2] += flip
+            if difference == difference:
+                moments = self._moments[_DIFF]
+                moments[0] += 1.0
+                moments[1] += difference
+                moments[2] += difference * difference
+
     def _add(self, signal: int, values: np.ndarray) -> None:
         array = np.asarray(values, dtype=np.float64).reshape(-1)
         array = array[~np.isnan(array)]
