@@ -3,9 +3,11 @@
 The payload log (``kubeloop serve --payload-log FILE``) is JSON Lines, one columnar record per
 sampled request (see :mod:`kubeloop.serving._payload_log`). :func:`read_payload_log` flattens it
 to one row per predicted row, with ``request_id``, ``row`` (position inside the request), ``ts``,
-``version``, the input features, and ``prediction`` (the positive-class probability for binary
-classification, the top-class probability for multiclass, the value for regression) -- the same
-quantity the reference profile's ``prediction`` bins describe.
+``version`` (the version that answered), the input features, and ``prediction`` (the
+positive-class probability for binary classification, the top-class probability for multiclass,
+the value for regression) -- the same quantity the reference profile's ``prediction`` bins
+describe. Shadow records (a candidate's scores of requests the champion answered, ``"shadow":
+true``) are skipped unless asked for.
 
 Labels arrive later in a CSV or JSON Lines file with ``request_id``, optional ``row`` (default 0)
 and ``label``; :func:`performance_drop` joins them and compares the live metric with the
@@ -58,23 +60,35 @@ def _prediction(outputs: dict[str, Any], rows: int) -> np.ndarray:
 
 
 def read_payload_log(
-    path: Path, *, model: str | None = None, version: str | None = None, since: float | None = None
+    path: Path,
+    *,
+    model: str | None = None,
+    version: str | None = None,
+    since: float | None = None,
+    shadow: bool = False,
 ) -> pd.DataFrame:
     """One row per predicted row of the payload log (and its rotated ``.1`` part).
 
     Args:
         path: The payload log file.
         model: Keep only this model's records.
-        version: Keep only records served by this version.
+        version: Keep only records of this version.
         since: Keep only records at or after this Unix time.
+        shadow: Include the shadow records (a candidate's scores of requests the champion
+            answered, ``"shadow": true``) and add a boolean ``shadow`` column; by default only
+            the answers clients got are read.
 
     Returns:
         A frame with ``request_id``, ``row``, ``ts`` (Unix seconds), ``version``,
-        ``prediction`` and one column per logged feature; empty when nothing matches.
+        ``prediction`` and one column per logged feature (and ``shadow`` when asked); empty
+        when nothing matches.
     """
     frames = []
     for record in _records(Path(path)):
         if model is not None and record.get("model") != model:
+            continue
+        is_shadow = bool(record.get("shadow", False))
+        if is_shadow and not shadow:
             continue
         if version is not None and record.get("version") != version:
             continue
@@ -88,9 +102,12 @@ def read_payload_log(
         frame.insert(2, "ts", ts)
         frame.insert(3, "version", record.get("version"))
         frame["prediction"] = _prediction(record.get("outputs", {}), rows)
+        if shadow:
+            frame["shadow"] = is_shadow
         frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["request_id", "row", "ts", "version", "prediction"])
+        columns = ["request_id", "row", "ts", "version", "prediction"]
+        return pd.DataFrame(columns=[*columns, "shadow"] if shadow else columns)
     return pd.concat(frames, ignore_index=True)
 
 

@@ -1,13 +1,17 @@
 """Where live bin counts come from: the server's ``/metrics`` or the Prometheus HTTP API.
 
 - :class:`MetricsEndpoint` scrapes the model server's own ``/metrics`` (Prometheus text) and
-  keeps the cumulative ``kubeloop_feature_bin_total{model, feature, bin}`` counters; the window
-  is the delta between two scrapes (:func:`counter_delta`), so no Prometheus is needed.
+  keeps the cumulative ``kubeloop_feature_bin_total{model, version, feature, bin}`` counters of
+  one version; the window is the delta between two scrapes (:func:`counter_delta`), so no
+  Prometheus is needed.
 - :class:`PrometheusAPI` asks a Prometheus server for
-  ``sum by (feature, bin) (increase(kubeloop_feature_bin_total{model="m"}[window]))``.
+  ``sum by (feature, bin) (increase(kubeloop_feature_bin_total{model="m",version="v"}[window]))``.
 
-Both read the served version from ``kubeloop_model_info{model, version}``: bins are the served
-bundle's bins, so a window that spans a model swap is not comparable and is dropped. Network
+Both read the champion's version from ``kubeloop_model_info{model, version}`` and count that
+version's bins (a candidate served beside it is counted under its own version): bins are a
+bundle's bins, so a window that spans a model swap is not comparable and is dropped.
+:func:`parse_rollout_moments` reads the per-version sufficient statistics of a staged rollout
+(``kubeloop_rollout_moment_total``). Network
 calls retry with a backoff and then raise :class:`SourceError`; the monitor counts it and goes on.
 """
 
@@ -29,6 +33,7 @@ from kubeloop.errors import KubeloopError
 __all__ = [
     "BIN_COUNTER",
     "MODEL_INFO",
+    "ROLLOUT_MOMENTS",
     "MetricsEndpoint",
     "PrometheusAPI",
     "Scrape",
@@ -36,11 +41,13 @@ __all__ = [
     "counter_delta",
     "increase_query",
     "parse_metrics_text",
+    "parse_rollout_moments",
     "parse_vector",
 ]
 
 BIN_COUNTER = "kubeloop_feature_bin_total"
 MODEL_INFO = "kubeloop_model_info"
+ROLLOUT_MOMENTS = "kubeloop_rollout_moment_total"
 
 
 class SourceError(KubeloopError, ConnectionError):
@@ -88,30 +95,67 @@ def _get(url: str, *, timeout: float, retries: int, backoff: float) -> bytes:
     )
 
 
-def parse_metrics_text(text: str, *, model: str) -> Scrape:
-    """Read bin counters and the served version of ``model`` from Prometheus text.
+def parse_metrics_text(text: str, *, model: str, version: str | None = None) -> Scrape:
+    """Read the bin counters of one version of ``model`` from Prometheus text.
 
     Args:
         text: A ``/metrics`` body.
         model: The model name (the ``model`` label).
+        version: The version whose bins are read; default: the champion's, i.e. the version
+            of ``kubeloop_model_info`` (a candidate served beside it has its own bins).
 
     Returns:
-        A :class:`Scrape` stamped with the current time.
+        A :class:`Scrape` of that version (``version`` ``None`` when the server exports no
+        champion and none was asked), stamped with the current time.
     """
-    counts: dict[str, dict[str, float]] = {}
-    versions: list[str] = []
+    by_version: dict[str | None, dict[str, dict[str, float]]] = {}
+    champions: list[str] = []
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels = sample.labels
             if labels.get("model") != model:
                 continue
             if sample.name == BIN_COUNTER:
+                counts = by_version.setdefault(labels.get("version"), {})
                 feature = counts.setdefault(labels["feature"], {})
                 feature[labels["bin"]] = feature.get(labels["bin"], 0.0) + float(sample.value)
             elif sample.name == MODEL_INFO and sample.value >= 1 and "version" in labels:
-                versions.append(labels["version"])
-    version = sorted(versions)[-1] if versions else None
-    return Scrape(counts=counts, version=version, taken_at=time.time())
+                champions.append(labels["version"])
+    if version is None:
+        version = sorted(champions)[-1] if champions else None
+    return Scrape(counts=by_version.get(version, {}), version=version, taken_at=time.time())
+
+
+def parse_rollout_moments(
+    text: str, *, model: str
+) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """The rollout moments of every version of ``model`` in Prometheus text.
+
+    Args:
+        text: A ``/metrics`` body.
+        model: The model name (the ``model`` label).
+
+    Returns:
+        ``version -> signal -> (n, sum, sumsq)`` from ``kubeloop_rollout_moment_total``
+        (signals ``error``, ``latency_log``, ``score``, ``shadow_flip``, ``shadow_score_diff``;
+        cumulative since the server started).
+    """
+    found: dict[str, dict[str, list[float]]] = {}
+    index = {"n": 0, "sum": 1, "sumsq": 2}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name != ROLLOUT_MOMENTS or labels.get("model") != model:
+                continue
+            slot = index.get(labels.get("moment", ""))
+            if slot is None or "version" not in labels or "signal" not in labels:
+                continue
+            signals = found.setdefault(labels["version"], {})
+            signals.setdefault(labels["signal"], [0.0, 0.0, 0.0])[slot] += float(sample.value)
+    return {
+        version: {signal: (m[0], m[1], m[2]) for signal, m in signals.items()}
+        for version, signals in found.items()
+    }
 
 
 def counter_delta(previous: Scrape | None, current: Scrape) -> dict[str, dict[str, float]] | None:
@@ -173,10 +217,17 @@ class MetricsEndpoint:
             raise SourceError(f"{self.url} did not answer Prometheus text: {error}") from error
 
 
-def increase_query(model: str, window: str) -> str:
-    """PromQL for the bin counts of ``model`` over ``window`` (e.g. ``"1h"``)."""
-    escaped = model.replace("\\", "\\\\").replace('"', '\\"')
-    return f'sum by (feature, bin) (increase({BIN_COUNTER}{{model="{escaped}"}}[{window}]))'
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def increase_query(model: str, window: str, version: str | None = None) -> str:
+    """PromQL for the bin counts of ``model`` (of one ``version`` when given) over ``window``
+    (e.g. ``"1h"``)."""
+    selector = f'model="{_quoted(model)}"'
+    if version is not None:
+        selector += f',version="{_quoted(version)}"'
+    return f"sum by (feature, bin) (increase({BIN_COUNTER}{{{selector}}}[{window}]))"
 
 
 def parse_vector(payload: Mapping[str, Any]) -> list[tuple[dict[str, str], float]]:
@@ -216,17 +267,15 @@ class PrometheusAPI:
             raise SourceError(f"{url} did not answer a Prometheus API result: {error}") from error
 
     def scrape(self) -> Scrape:
-        """Bin counts of the window ending now, and the served version."""
-        counts: dict[str, dict[str, float]] = {}
-        for labels, value in self._query(increase_query(self.model, self.window)):
-            if "feature" in labels and "bin" in labels:
-                counts.setdefault(labels["feature"], {})[labels["bin"]] = value
-        escaped = self.model.replace('"', '\\"')
+        """Bin counts of the champion's version over the window ending now, and that version."""
         versions = [
             labels["version"]
-            for labels, value in self._query(f'{MODEL_INFO}{{model="{escaped}"}}')
+            for labels, value in self._query(f'{MODEL_INFO}{{model="{_quoted(self.model)}"}}')
             if value >= 1 and "version" in labels
         ]
-        return Scrape(
-            counts=counts, version=max(versions) if versions else None, taken_at=time.time()
-        )
+        version = max(versions) if versions else None
+        counts: dict[str, dict[str, float]] = {}
+        for labels, value in self._query(increase_query(self.model, self.window, version)):
+            if "feature" in labels and "bin" in labels:
+                counts.setdefault(labels["feature"], {})[labels["bin"]] = value
+        return Scrape(counts=counts, version=version, taken_at=time.time())

@@ -12,7 +12,8 @@ HTTP request through one context variable, in this module only: the guard opens 
 (:func:`open_exchange`) and hands over the ``data`` values of a V2 JSON body it parsed already
 (KServe then reads the body without them, instead of parsing them again); the model notes on it
 that a refusal was counted with its precise reason, so that the guard does not count the 400
-again. gRPC requests and direct calls have no exchange.
+again, and which version it routed the request to (the guard's response header). gRPC requests
+and direct calls have no exchange.
 """
 
 from __future__ import annotations
@@ -36,13 +37,16 @@ class HttpExchange:
         v2_data: The ``data`` list of every input of a V2 JSON body, in request order, when the
             guard parsed the body and passed KServe a copy without them; else ``None``.
         rejected: Whether the model refused the request and counted the refusal itself.
+        version: The bundle version the model routed the request to (the guard sends it as the
+            ``x-kubeloop-model-version`` response header); ``None`` before routing.
     """
 
-    __slots__ = ("rejected", "v2_data")
+    __slots__ = ("rejected", "v2_data", "version")
 
     def __init__(self) -> None:
         self.v2_data: list[Any] | None = None
         self.rejected = False
+        self.version: str | None = None
 
 
 # The one hand-off across KServe (see the module docstring); set per HTTP request by the guard.

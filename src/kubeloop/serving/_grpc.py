@@ -4,7 +4,9 @@ gRPC: the same rules as :mod:`._surface` over the V2 gRPC service: versions answ
 served version (``NOT_FOUND`` naming it otherwise), the repository RPCs refused
 (``PERMISSION_DENIED``) unless ``--enable-model-repository``, server readiness false while no
 model is loaded, the concurrency limit (``RESOURCE_EXHAUSTED``), and a request that is not a
-valid protobuf message answered ``INVALID_ARGUMENT`` (gRPC would say ``UNKNOWN``). REST: uvicorn
+valid protobuf message answered ``INVALID_ARGUMENT`` (gRPC would say ``UNKNOWN``); ``ModelInfer``
+names the version that answered in the trailing metadata ``x-kubeloop-model-version`` (and in
+the response's ``model_version``). REST: uvicorn
 runs with the header deadline of :mod:`._slow`, and tells the model once it listens
 (:meth:`~kubeloop.serving.model.BundleModel.release_forest`: work that can wait starts then).
 
@@ -31,7 +33,9 @@ from kubeloop.serving._http import show
 from kubeloop.serving._slow import header_deadline_protocol
 from kubeloop.serving._surface import SurfaceLimits, SurfaceState
 
-__all__ = ["install_servers"]
+__all__ = ["VERSION_METADATA", "install_servers"]
+
+VERSION_METADATA = "x-kubeloop-model-version"
 
 
 class _Malformed:
@@ -134,7 +138,10 @@ class _Servicer(InferenceServicer):
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         await self._check_version(request.model_name, request.model_version, context)
-        return await super().ModelInfer(request, context)
+        response = await super().ModelInfer(request, context)
+        if response.model_version:  # the version that answered (a canary may route elsewhere)
+            context.set_trailing_metadata(((VERSION_METADATA, response.model_version),))
+        return response
 
     async def _repository(self, name: str, load: bool, context: Any) -> None:
         model = self.policy.model

@@ -6,9 +6,10 @@ turns them into 400 with a readable message naming the input. The body limit is 
 any parsing: the declared ``Content-Length`` first, then the bytes actually received.
 
 Every 400/413 is counted once in ``kubeloop_invalid_requests_total``: the model counts the
-mistakes it finds itself (with a precise reason) and marks the request's
-:class:`~kubeloop.serving._context.HttpExchange`; the middleware counts the rest as
-``malformed_request``.
+mistakes it finds itself (with a precise reason and the version it routed the request to) and
+marks the request's :class:`~kubeloop.serving._context.HttpExchange`; the middleware counts the
+rest as ``malformed_request`` under the champion's version. Every answer of a request the model
+routed carries the ``x-kubeloop-model-version`` header naming the version that answered.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from fastapi.responses import JSONResponse
 from kubeloop.serving import metrics
 from kubeloop.serving._context import current_exchange, open_exchange
 
-__all__ = ["answer", "install_http_guards", "show"]
+__all__ = ["VERSION_HEADER", "answer", "install_http_guards", "show"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,6 +40,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _JSON = (b"content-type", b"application/json")
 _CLOSE = (b"connection", b"close")
 _HEADER_LENGTH = b"inference-header-content-length"
+VERSION_HEADER = b"x-kubeloop-model-version"
 _NOT_JSON = "The body is not valid JSON"
 _NOT_JSON_TOKENS = re.compile(rb"(?<![\w\"])(-?Infinity|NaN)(?![\w\"])")
 
@@ -67,14 +69,26 @@ async def answer(
 class _BodyLimit:
     """Pure ASGI middleware: 413 for bodies over ``limit`` bytes; counts unmarked 400s."""
 
-    def __init__(self, app: ASGIApp, *, limit: int, model: str, body_timeout: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        model: str,
+        body_timeout: float,
+        version: Callable[[], str],
+    ) -> None:
         self.app = app
         self.limit = limit
         self.model = model
         self.body_timeout = body_timeout
+        self.version = version
+
+    def _count(self, reason: str) -> None:
+        metrics.INVALID_REQUESTS.labels(self.model, self.version(), reason).inc()
 
     async def _refuse(self, send: Send, size: str) -> None:
-        metrics.INVALID_REQUESTS.labels(self.model, "too_large").inc()
+        self._count("too_large")
         await answer(
             send,
             413,
@@ -84,7 +98,7 @@ class _BodyLimit:
         )
 
     async def _malformed(self, send: Send, message: str) -> None:
-        metrics.INVALID_REQUESTS.labels(self.model, "malformed_request").inc()
+        self._count("malformed_request")
         await answer(send, 400, message)
 
     async def _read(self, receive: Receive, send: Send) -> bytes | None:
@@ -106,7 +120,7 @@ class _BodyLimit:
                     if not message.get("more_body", False):
                         return b"".join(chunks)
         except TimeoutError:
-            metrics.INVALID_REQUESTS.labels(self.model, "timeout").inc()
+            self._count("timeout")
             await answer(
                 send,
                 408,
@@ -190,12 +204,17 @@ class _BodyLimit:
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 if message["status"] == 400 and not exchange.rejected:
-                    metrics.INVALID_REQUESTS.labels(self.model, "malformed_request").inc()
+                    self._count("malformed_request")
                 headers = list(message.get("headers", []))
                 names = {key.lower() for key, _ in headers}
+                extra = []
                 if infer and not names & {b"content-type", b"inference-header-content-length"}:
                     # V2 JSON answers are serialised by the model and sent by KServe as bytes
-                    message = {**message, "headers": [*headers, _JSON]}
+                    extra.append(_JSON)
+                if exchange.version is not None:
+                    extra.append((VERSION_HEADER, exchange.version.encode()))
+                if extra:
+                    message = {**message, "headers": [*headers, *extra]}
             await send(message)
 
         await self.app(scope, replay, counting_send)
@@ -342,7 +361,12 @@ def _describe(error: RequestValidationError) -> str:
 
 
 def install_http_guards(
-    app: FastAPI, *, model: str, max_body_bytes: int, body_timeout: float = 30.0
+    app: FastAPI,
+    *,
+    model: str,
+    max_body_bytes: int,
+    body_timeout: float = 30.0,
+    version: Callable[[], str] = lambda: "",
 ) -> None:
     """Add the body limit and the 400 handler to KServe's app (before the server starts).
 
@@ -351,15 +375,19 @@ def install_http_guards(
         model: The served model name (label of the invalid-request counter).
         max_body_bytes: Largest accepted request body.
         body_timeout: Seconds a client gets to send the body (then 408).
+        version: The champion's version now (the ``version`` label of refusals counted
+            before the model routed the request).
     """
     if getattr(app.state, "kubeloop_guards", False):
         return
     app.state.kubeloop_guards = True
-    app.add_middleware(_BodyLimit, limit=max_body_bytes, model=model, body_timeout=body_timeout)
+    app.add_middleware(
+        _BodyLimit, limit=max_body_bytes, model=model, body_timeout=body_timeout, version=version
+    )
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        metrics.INVALID_REQUESTS.labels(model, "malformed_request").inc()
+        metrics.INVALID_REQUESTS.labels(model, version(), "malformed_request").inc()
         exchange = current_exchange()
         if exchange is not None:
             exchange.rejected = True

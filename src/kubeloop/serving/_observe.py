@@ -5,7 +5,10 @@ Drift bins are the slots of one :class:`~kubeloop.serving.metrics.CounterBlock` 
 feature (a ``bisect`` or a dict lookup each) under one lock, a batch adds one ``numpy.bincount``
 per feature, instead of one ``prometheus_client`` ``inc`` (a lock each) per feature. Other label
 children are resolved once per bundle (``Counter.labels`` is a dict lookup under a lock, too
-slow to repeat per value).
+slow to repeat per value). Every series carries the bundle version, so a champion and a
+candidate served side by side are counted apart; the per-version request statistics of a staged
+rollout (:class:`~kubeloop.serving.metrics.VersionStats`: outcomes, durations, and the moments of
+the error, latency and score signals) are the observer's ``stats``.
 """
 
 from __future__ import annotations
@@ -101,13 +104,13 @@ class Observer:
     ) -> None:
         self._labels = (model, version)
         self._bins: list[tuple[str, _NumericBins | _CategoricalBins]] = []
-        series: list[tuple[str, str, str]] = []
+        series: list[tuple[str, str, str, str]] = []
         if drift_counters:
             for name, feature in profile.get("features", {}).items():
                 kind = _NumericBins if feature["kind"] == "numeric" else _CategoricalBins
                 bins = kind(len(series), feature)
                 self._bins.append((name, bins))
-                series.extend((model, name, label) for label in bins.labels)
+                series.extend((model, version, name, label) for label in bins.labels)
         self._slots = len(series)
         # Categorical features whose transform codes (output columns) can be counted directly.
         self._by_code: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -119,6 +122,7 @@ class Observer:
         names = list(classes) or ["value"]
         self._predicted = [metrics.PREDICTIONS.labels(model, version, c) for c in names]
         self._model = model
+        self.stats = metrics.ROLLOUT.stats(model, version)
         self._imputed: dict[str, Any] = {}
         self._unknown: dict[str, Any] = {}
 
@@ -161,6 +165,7 @@ class Observer:
         """Count one predicted row: its class code (0 for regression) and value."""
         self._predicted[code].inc()
         metrics.PREDICTION_VALUE.observe(self._labels, value)
+        self.stats.score(value)
 
     def repairs(self, imputed: Mapping[str, int], unknown: Mapping[str, int]) -> None:
         """Count imputed missing values and unseen categories per feature."""
@@ -181,6 +186,7 @@ class Observer:
         if rows == 1:
             self._predicted[0 if codes is None else int(codes[0])].inc()
             metrics.PREDICTION_VALUE.observe(self._labels, float(values[0]))
+            self.stats.score(float(values[0]))
             return
         if codes is None:
             self._predicted[0].inc(rows)
@@ -189,3 +195,4 @@ class Observer:
             for index in np.flatnonzero(counts).tolist():
                 self._predicted[index].inc(int(counts[index]))
         metrics.PREDICTION_VALUE.observe_many(self._labels, values)
+        self.stats.scores(values)

@@ -8,6 +8,10 @@ The monitor reads it for KS/chi-squared tests on raw values and joins delayed la
      "inputs": {"tenure": [3.0, null], "Contract": ["Month-to-month", "Two year"]},
      "outputs": {"label": ["Yes", "No"], "probability": [0.81, 0.07]}}
 
+``version`` is the version that answered the request. In shadow mode (a staged rollout,
+:mod:`._rollout`) the candidate's scores of a logged request follow as a record of their own
+with the candidate's version, the same ``request_id`` and ``"shadow": true``.
+
 Missing numeric values are ``null``. When the file would grow past ``max_bytes`` it is renamed
 to ``<file>.1`` (replacing the previous one) and a new file is started, so at most about twice
 ``max_bytes`` is kept on disk.
@@ -86,8 +90,10 @@ class PayloadLogger:
         rows: int,
         inputs: Mapping[str, Any],
         outputs: Mapping[str, Any],
+        shadow: bool = False,
     ) -> None:
-        """Write one line (inputs/outputs: column name -> array or list)."""
+        """Write one line (inputs/outputs: column name -> array or list; ``shadow``: the
+        candidate's scores of a request the champion answered, marked ``"shadow": true``)."""
         record = {
             "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "model": model,
@@ -97,6 +103,8 @@ class PayloadLogger:
             "inputs": {name: _plain(values) for name, values in inputs.items()},
             "outputs": {name: _plain(values) for name, values in outputs.items()},
         }
+        if shadow:
+            record["shadow"] = True
         line = orjson.dumps(record) + b"\n"
         with self._lock:
             if self._file is None:

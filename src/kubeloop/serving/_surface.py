@@ -139,7 +139,9 @@ class SurfacePolicy:
         inference = limit > 0 and scope["method"] == "POST" and path.endswith(_INFERENCE_SUFFIXES)
         state = self.state
         if inference and state.in_flight >= limit:
-            metrics.INVALID_REQUESTS.labels(self.model.name, "overloaded").inc()
+            metrics.INVALID_REQUESTS.labels(
+                self.model.name, self._champion_version(), "overloaded"
+            ).inc()
             await answer(
                 send,
                 503,
@@ -156,9 +158,14 @@ class SurfacePolicy:
             if inference:
                 state.in_flight -= 1
 
+    def _champion_version(self) -> str:
+        """The champion's version (the label of refusals before routing); ``""``: none."""
+        served = self.model.served
+        return served.version if served is not None else ""
+
     async def _refuse(self, send: Send, status: int, reason: str, message: str) -> None:
         if reason:
-            metrics.INVALID_REQUESTS.labels(self.model.name, reason).inc()
+            metrics.INVALID_REQUESTS.labels(self.model.name, self._champion_version(), reason).inc()
         await answer(send, status, message)
 
     async def _version(self, scope: Scope, send: Send) -> Scope | None:

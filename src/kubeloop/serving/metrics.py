@@ -14,6 +14,8 @@ the category names plus ``"__unknown__"``, and missing values count under ``"mis
 from __future__ import annotations
 
 import bisect
+import itertools
+import math
 import threading
 from collections.abc import Iterable, Sequence
 
@@ -23,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "CANDIDATE_INFO",
     "FEATURE_BINS",
     "IMPUTED_VALUES",
     "INVALID_REQUESTS",
@@ -31,10 +34,16 @@ __all__ = [
     "PREDICTIONS",
     "PREDICTION_VALUE",
     "PREDICTION_VALUE_BUCKETS",
+    "REQUEST_DURATION_BUCKETS",
+    "ROLLOUT",
+    "ROLLOUT_SIGNALS",
+    "SHADOW_DROPPED",
     "UNKNOWN_CATEGORIES",
     "BlockCounter",
     "BulkHistogram",
     "CounterBlock",
+    "RolloutCollector",
+    "VersionStats",
 ]
 
 # Probabilities get 0.05-wide buckets; regression values fall into the wider ones above 1.
@@ -245,13 +254,15 @@ PREDICTION_VALUE = BulkHistogram(
 )
 FEATURE_BINS = BlockCounter(
     "kubeloop_feature_bin",
-    "Request values per feature counted into the served bundle's reference-profile bins.",
-    ["model", "feature", "bin"],
+    "Request values per feature counted into the reference-profile bins of the bundle version "
+    "that scored them.",
+    ["model", "version", "feature", "bin"],
 )
 INVALID_REQUESTS = Counter(
     "kubeloop_invalid_requests",
-    "Requests refused as client mistakes (HTTP 400/413, gRPC INVALID_ARGUMENT), by reason.",
-    ["model", "reason"],
+    "Requests refused as client mistakes (HTTP 400/413, gRPC INVALID_ARGUMENT), by reason "
+    "(version: the one the request was routed to, else the champion).",
+    ["model", "version", "reason"],
 )
 IMPUTED_VALUES = Counter(
     "kubeloop_imputed_values",
@@ -273,8 +284,217 @@ MODEL_LOAD_FAILURES = Counter(
     "Bundles that failed to load or verify; the previous model kept serving.",
     ["model"],
 )
+CANDIDATE_INFO = Gauge(
+    "kubeloop_candidate_info",
+    "The candidate version served beside the champion (value: its canary percent, 0 in shadow "
+    "mode); absent when there is no candidate.",
+    ["model", "version", "mode"],
+)
+SHADOW_DROPPED = Counter(
+    "kubeloop_shadow_dropped",
+    "Shadow pairs not scored by the candidate because its queue was full (or it failed).",
+    ["model", "version"],
+)
 CHAMPION_POLLS = Counter(
     "kubeloop_champion_polls",
     "Completed reads of the registry's champion pointer (--registry only), swap or not.",
     ["model"],
 )
+
+
+# -- per-version request statistics of a staged rollout --------------------------------------
+
+ROLLOUT_SIGNALS: tuple[str, ...] = (
+    "error",
+    "latency_log",
+    "score",
+    "shadow_flip",
+    "shadow_score_diff",
+)
+_ERROR, _LATENCY, _SCORE, _FLIP, _DIFF = range(len(ROLLOUT_SIGNALS))
+_MOMENTS = ("n", "sum", "sumsq")
+REQUEST_DURATION_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class VersionStats:
+    """The request statistics of one bundle version of one model, in plain floats.
+
+    One request costs one lock and a few float additions (:meth:`request`, :meth:`score`): no
+    ``prometheus_client`` call on the request path. The same object serves every load of the
+    same version in a process (:meth:`RolloutCollector.stats`), so its counters only grow.
+
+    The moments are the sufficient statistics of the monitor's sequential tests: per signal the
+    number of observations, their sum and their sum of squares.
+    """
+
+    __slots__ = ("_buckets", "_duration", "_lock", "_moments", "labels")
+
+    def __init__(self, model: str, version: str) -> None:
+        self.labels = (model, version)
+        self._lock = threading.Lock()
+        self._moments = [[0.0, 0.0, 0.0] for _ in ROLLOUT_SIGNALS]
+        self._buckets = [0] * (len(REQUEST_DURATION_BUCKETS) + 1)
+        self._duration = [0.0]
+
+    def request(self, seconds: float, error: bool) -> None:
+        """Count one routed request: its outcome and its duration in the model."""
+        index = bisect.bisect_left(REQUEST_DURATION_BUCKETS, seconds)
+        log_seconds = math.log(seconds) if seconds > 0 else math.log(1e-9)
+        failed = 1.0 if error else 0.0
+        with self._lock:
+            moments = self._moments[_ERROR]
+            moments[0] += 1.0
+            moments[1] += failed
+            moments[2] += failed
+            moments = self._moments[_LATENCY]
+            moments[0] += 1.0
+            moments[1] += log_seconds
+            moments[2] += log_seconds * log_seconds
+            self._buckets[index] += 1
+            self._duration[0] += seconds
+
+    def score(self, value: float) -> None:
+        """Add one row's score (the probability of ``classes[1]``, the top-class probability,
+        or the value)."""
+        if value != value:  # NaN
+            return
+        with self._lock:
+            moments = self._moments[_SCORE]
+            moments[0] += 1.0
+            moments[1] += value
+            moments[2] += value * value
+
+    def scores(self, values: np.ndarray) -> None:
+        """Add every row's score (NaN skipped)."""
+        self._add(_SCORE, values)
+
+    def shadow(self, flips: np.ndarray | None, differences: np.ndarray) -> None:
+        """Add shadow pairs: whether each row's decision flipped (``None``: regression, no
+        decision) and each row's score difference candidate - champion."""
+        if flips is not None:
+            self._add(_FLIP, flips)
+        self._add(_DIFF, differences)
+
+    def shadow_row(self, flip: float | None, difference: float) -> None:
+        """Add one shadow pair of a single-row request (Python floats; ``flip`` ``None``:
+        regression)."""
+        with self._lock:
+            if flip is not None:
+                moments = self._moments[_FLIP]
+                moments[0] += 1.0
+                moments[1] += flip
+                moments[2] += flip
+            if difference == difference:
+                moments = self._moments[_DIFF]
+                moments[0] += 1.0
+                moments[1] += difference
+                moments[2] += difference * difference
+
+    def _add(self, signal: int, values: np.ndarray) -> None:
+        array = np.asarray(values, dtype=np.float64).reshape(-1)
+        array = array[~np.isnan(array)]
+        if array.size == 0:
+            return
+        n, total, total_sq = float(array.size), float(array.sum()), float(array @ array)
+        with self._lock:
+            moments = self._moments[signal]
+            moments[0] += n
+            moments[1] += total
+            moments[2] += total_sq
+
+    def snapshot(self) -> tuple[list[list[float]], list[int], float]:
+        """The moments per signal, the duration bucket counts and the duration sum, now."""
+        with self._lock:
+            return [list(m) for m in self._moments], list(self._buckets), self._duration[0]
+
+
+class RolloutCollector(Collector):
+    """Exports every :class:`VersionStats` as ``kubeloop_requests_total{model,version,outcome}``,
+    ``kubeloop_request_duration_seconds{model,version}`` (histogram) and
+    ``kubeloop_rollout_moment_total{model,version,signal,moment}``.
+
+    Args:
+        registry: Where to register; ``None`` leaves it unregistered.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
+        self._stats: dict[tuple[str, str], VersionStats] = {}
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self)
+
+    def stats(self, model: str, version: str) -> VersionStats:
+        """The statistics of ``version`` of ``model`` (created at 0 on first use)."""
+        with self._lock:
+            found = self._stats.get((model, version))
+            if found is None:
+                found = self._stats[(model, version)] = VersionStats(model, version)
+            return found
+
+    def describe(self) -> Iterable[Metric]:
+        """Describe the families without samples (registration-time name check)."""
+        return list(self._families())
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, HistogramMetricFamily, CounterMetricFamily]:
+        return (
+            CounterMetricFamily(
+                "kubeloop_requests",
+                "Inference requests routed to a version, by outcome (ok | error: any refusal or "
+                "failure after routing).",
+                labels=("model", "version", "outcome"),
+            ),
+            HistogramMetricFamily(
+                "kubeloop_request_duration_seconds",
+                "Seconds a routed request spent in the model (decode to encode).",
+                labels=("model", "version"),
+            ),
+            CounterMetricFamily(
+                "kubeloop_rollout_moment",
+                "Sufficient statistics (n, sum, sumsq) per version of the rollout signals: "
+                "error (0/1 per request), latency_log (ln seconds per request), score (per row), "
+                "shadow_flip (0/1 per shadow row), shadow_score_diff (candidate - champion).",
+                labels=("model", "version", "signal", "moment"),
+            ),
+        )
+
+    def collect(self) -> Iterable[Metric]:
+        """Yield the three families with one series set per version."""
+        requests, durations, moments = self._families()
+        with self._lock:
+            every = list(self._stats.values())
+        uppers = [*(repr(b) for b in REQUEST_DURATION_BUCKETS), "+Inf"]
+        for stats in every:
+            model, version = stats.labels
+            signals, buckets, duration = stats.snapshot()
+            n, errors = signals[_ERROR][0], signals[_ERROR][1]
+            requests.add_metric([model, version, "ok"], n - errors)
+            requests.add_metric([model, version, "error"], errors)
+            cumulative = list(itertools.accumulate(buckets))
+            durations.add_metric(
+                [model, version], list(zip(uppers, cumulative, strict=True)), sum_value=duration
+            )
+            for signal, values in zip(ROLLOUT_SIGNALS, signals, strict=True):
+                for moment, value in zip(_MOMENTS, values, strict=True):
+                    moments.add_metric([model, version, signal, moment], value)
+        yield requests
+        yield durations
+        yield moments
+
+
+ROLLOUT = RolloutCollector()

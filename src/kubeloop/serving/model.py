@@ -14,6 +14,14 @@ Everything derived from one bundle sits in an immutable :class:`Served`; a reque
 ``self._served`` once, so a hot swap (one reference assignment) never mixes two versions inside
 a request.
 
+A staged rollout (:mod:`._rollout`) puts a candidate beside the champion: one frozen
+:class:`~kubeloop.serving._rollout.Rollout` that a request reads once too, and that routes it
+before decode (canary: the candidate answers a sticky share of requests; shadow: the champion
+answers and the candidate scores the same rows off the response path). Every routed request is
+counted per version (outcome, duration in the model, the rollout moments of
+:class:`~kubeloop.serving.metrics.VersionStats`) and its answer names the version that answered
+(body, and the ``x-kubeloop-model-version`` header over HTTP).
+
 A bundle is served as soon as it is verified: its trees are compiled for the few-row path
 (:class:`kubeloop.serving.forest.CompiledForest`, a numba kernel: about a second for the first
 bundle of a process) on a background thread, and serve few-row requests once proven equal
@@ -22,10 +30,12 @@ bundle of a process) on a background thread, and serve few-row requests once pro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import numpy as np
@@ -40,6 +50,7 @@ from kubeloop.features import TransformResult
 from kubeloop.serving import metrics
 from kubeloop.serving._context import RequestContext
 from kubeloop.serving._payload_log import PayloadLogger
+from kubeloop.serving._rollout import Mode, Rollout, ShadowScorer
 from kubeloop.serving._served import Served
 from kubeloop.serving.codec import (
     Columns,
@@ -86,6 +97,9 @@ class BundleModel(Model):
         self._drift_counters = drift_counters
         self._payload_log = payload_log
         self._served: Served | None = None
+        self._rollout: Rollout | None = None
+        self._shadow: ShadowScorer | None = None
+        self._rollout_lock = threading.Lock()  # the watcher and load/unload change it
         self._forest_released = threading.Event()
         if not hold_forest:
             self._forest_released.set()
@@ -96,6 +110,11 @@ class BundleModel(Model):
     def served(self) -> Served | None:
         """The bundle being served now (``None`` before :meth:`load`)."""
         return self._served
+
+    @property
+    def rollout(self) -> Rollout | None:
+        """The candidate served beside the champion now, if any."""
+        return self._rollout
 
     def load(self) -> bool:
         """Load and verify the bundle; ``ready`` becomes true only when that worked.
@@ -113,13 +132,14 @@ class BundleModel(Model):
         self.ready = True
         return self.ready
 
-    def swap(self, path: Path) -> Served:
-        """Load the bundle at ``path`` beside the current one, then switch to it atomically.
+    def prepare(self, path: Path) -> Served:
+        """Load, verify and warm up the bundle at ``path`` (nothing served changes).
 
-        On any failure the current bundle keeps serving and the failure is counted.
+        Raises:
+            Exception: whatever the bundle fails with (counted in the load-failure metric).
         """
         try:
-            served = Served.prepare(
+            return Served.prepare(
                 load_bundle(path),
                 self.name,
                 drift_counters=self._drift_counters,
@@ -128,31 +148,108 @@ class BundleModel(Model):
         except Exception:
             metrics.MODEL_LOAD_FAILURES.labels(self.name).inc()
             raise
-        previous, self._served = self._served, served
+
+    def swap(self, path: Path) -> Served:
+        """Load the bundle at ``path`` beside the current one, then switch to it atomically.
+
+        On any failure the current bundle keeps serving and the failure is counted.
+        """
+        served = self.prepare(path)
+        self.install(served)
+        _log.info("serving %s version %s from %s", self.name, served.version, path)
+        return served
+
+    def install(self, served: Served) -> None:
+        """Make the prepared ``served`` the champion (one reference assignment); a candidate of
+        the same version stops being a candidate (a promotion)."""
+        with self._rollout_lock:
+            previous, self._served = self._served, served
+            rollout = self._rollout
+            if rollout is not None and rollout.candidate.version == served.version:
+                self._drop_rollout()
         metrics.MODEL_INFO.labels(self.name, served.version).set(1)
         if previous is not None and previous.version != served.version:
             metrics.MODEL_INFO.remove(self.name, previous.version)
-        _log.info("serving %s version %s from %s", self.name, served.version, path)
+        self._compile_later(served)
+
+    def start_rollout(self, candidate: Served, *, mode: Mode, percent: float) -> Rollout:
+        """Serve the prepared ``candidate`` beside the champion (or change how it is served).
+
+        Args:
+            candidate: The candidate bundle (:meth:`prepare`).
+            mode: ``canary`` (it answers ``percent`` % of requests) or ``shadow`` (it scores
+                the champion's requests off the response path).
+            percent: The canary share in [0, 100] (ignored in shadow mode).
+        """
+        rollout = Rollout.of(candidate, mode, percent)
+        with self._rollout_lock:
+            if mode == "shadow" and self._shadow is None:
+                self._shadow = ShadowScorer(self.name, self._payload_log)
+            previous, self._rollout = self._rollout, rollout
+            if previous is not None:
+                self._forget_candidate(previous)
+            metrics.CANDIDATE_INFO.labels(self.name, candidate.version, mode).set(rollout.percent)
+        if previous is None or previous.candidate is not candidate:
+            self._compile_later(candidate)
+            _log.info(
+                "candidate %s of %s: %s%s",
+                candidate.version,
+                self.name,
+                mode,
+                f" {rollout.percent:g}%" if mode == "canary" else "",
+            )
+        return rollout
+
+    def end_rollout(self) -> None:
+        """Serve the champion alone (the candidate was dropped from the pointer)."""
+        with self._rollout_lock:
+            rollout = self._rollout
+            self._drop_rollout()
+        if rollout is not None:
+            _log.info("candidate %s of %s dropped", rollout.candidate.version, self.name)
+
+    def promote_candidate(self) -> Served | None:
+        """Make the candidate the champion without loading it again (``None``: no candidate)."""
+        rollout = self._rollout
+        if rollout is None:
+            return None
+        self.install(rollout.candidate)
+        _log.info("candidate %s of %s promoted to champion", rollout.candidate.version, self.name)
+        return rollout.candidate
+
+    def _drop_rollout(self) -> None:
+        """Drop the rollout (with ``_rollout_lock`` held)."""
+        previous, self._rollout = self._rollout, None
+        if previous is not None:
+            self._forget_candidate(previous)
+
+    def _forget_candidate(self, rollout: Rollout) -> None:
+        with contextlib.suppress(KeyError):
+            metrics.CANDIDATE_INFO.remove(self.name, rollout.candidate.version, rollout.mode)
+
+    def _compile_later(self, served: Served) -> None:
         if isinstance(served.bundle.model, XGBoostModel):
             threading.Thread(
                 target=self._add_forest, args=(served,), name="kubeloop-forest", daemon=True
             ).start()
-        return served
 
     def release_forest(self) -> None:
         """Let loaded bundles' trees be compiled now (see ``hold_forest``)."""
         self._forest_released.set()
 
     def _add_forest(self, served: Served) -> None:
-        """Compile ``served``'s trees, unless another bundle replaced it meanwhile (a failed or
-        unequal compile is logged, and XGBoost keeps serving)."""
+        """Compile ``served``'s trees, unless it serves no more, neither as champion nor as
+        candidate (a failed or unequal compile is logged, and XGBoost keeps serving)."""
         self._forest_released.wait()
-        if self._served is served:
+        rollout = self._rollout
+        if self._served is served or (rollout is not None and rollout.candidate is served):
             served.compile_forest()
 
     def unload(self) -> None:
         """Stop serving (the model-repository extension's unload): not ready until a load."""
-        previous, self._served = self._served, None
+        with self._rollout_lock:
+            previous, self._served = self._served, None
+            self._drop_rollout()
         self.ready = False
         if previous is not None:
             metrics.MODEL_INFO.remove(self.name, previous.version)
@@ -167,6 +264,8 @@ class BundleModel(Model):
         """Called at shutdown: stop the watcher and close the payload log."""
         if self.on_stop is not None:
             self.on_stop()
+        if self._shadow is not None:
+            self._shadow.close()
         if self._payload_log is not None:
             self._payload_log.close()
         self.ready = False
@@ -201,25 +300,86 @@ class BundleModel(Model):
         self, payload: dict[str, Any] | InferRequest, headers: dict[str, str] | None = None
     ) -> dict[str, Any] | bytes | InferResponse:
         """Predict a V1 body or a V2 request (REST or gRPC); client mistakes raise
-        ``InvalidInput`` (400)."""
-        served = self._serving()
+        ``InvalidInput`` (400). Routed first (:meth:`route`); counted per version that answered
+        (outcome and duration)."""
+        start = perf_counter()
         context = RequestContext.of(payload, headers)
-        one = self._one_row(served, context, payload)
-        if one is not None:
-            return self._predict_one(served, context, *one)
-        columns = self.decode(served, context, payload)
-        result = self.transform(served, context, columns)
-        codes, values, raw = _predict_columns(served, result.matrix)
-        request_id = self.record(served, context, columns, result, codes, values, raw)
-        return self.encode(served, context, payload, result, codes, raw, request_id)
+        served, shadow = self.route(context)
+        stats = served.observer.stats
+        try:
+            one = self._one_row(served, context, payload)
+            if one is not None:
+                answer: dict[str, Any] | bytes | InferResponse = self._predict_one(
+                    served, context, *one, shadow
+                )
+            else:
+                columns = self.decode(served, context, payload)
+                result = self.transform(served, context, columns)
+                codes, values, raw = _predict_columns(served, result.matrix)
+                request_id = self.record(served, context, columns, result, codes, values, raw)
+                if shadow is not None:
+                    self._submit_shadow(shadow, served, columns, result.matrix, raw, request_id)
+                answer = self.encode(served, context, payload, result, codes, raw, request_id)
+        except BaseException:
+            stats.request(perf_counter() - start, True)
+            raise
+        stats.request(perf_counter() - start, False)
+        return answer
+
+    def route(self, context: RequestContext) -> tuple[Served, Rollout | None]:
+        """The bundle that answers this request, and the shadow rollout to feed (if any).
+
+        The champion and the rollout are each read once: a swap or a rollout change never mixes
+        two states inside a request. Canary: the candidate when :meth:`Rollout.takes` says so;
+        shadow: the champion, with the rollout returned. Over HTTP the answering version is noted
+        on the request's exchange (the ``x-kubeloop-model-version`` header).
+        """
+        served = self._served
+        if served is None:
+            raise ModelNotReady(self.name)
+        rollout = self._rollout
+        shadow = None
+        if rollout is not None:
+            if rollout.mode == "shadow":
+                shadow = rollout
+            elif rollout.takes(context):
+                served = rollout.candidate
+        exchange = context.exchange
+        if exchange is not None:
+            exchange.version = served.version
+        return served, shadow
+
+    def _submit_shadow(
+        self,
+        rollout: Rollout,
+        served: Served,
+        inputs: Row | Columns,
+        matrix: np.ndarray,
+        raw: np.ndarray,
+        request_id: str | None,
+    ) -> None:
+        scorer = self._shadow
+        if scorer is not None:
+            scorer.submit(rollout.candidate, served, inputs, matrix, raw, request_id)
+
+    def drain_shadow(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued shadow pair is scored (tests); whether that happened."""
+        return self._shadow is None or self._shadow.drain(timeout)
 
     def _predict_one(
-        self, served: Served, context: RequestContext, row: Row, result: TransformResult
+        self,
+        served: Served,
+        context: RequestContext,
+        row: Row,
+        result: TransformResult,
+        shadow: Rollout | None = None,
     ) -> dict[str, Any]:
         """Predict, record and encode one row of the fast path, with Python scalars where numpy
         calls would cost more."""
         code, value, probabilities, raw = _predict_row(served, result.matrix)
-        self.record(served, context, row, result, code, value, raw)
+        request_id = self.record(served, context, row, result, code, value, raw)
+        if shadow is not None:
+            self._submit_shadow(shadow, served, row, result.matrix, raw, request_id)
         return v1_row_response(
             served.class_list, code, value, probabilities, version=served.version
         )
@@ -229,9 +389,10 @@ class BundleModel(Model):
     ) -> dict[str, Any]:
         """KServe's V1 ``:explain`` verb: contributions per input feature for every instance
         (see :mod:`kubeloop.serving.explain`); the same validation and 400s as ``:predict``,
-        nothing recorded."""
-        served = self._serving()
+        nothing recorded; routed like ``:predict`` (canary: the same version answers the same
+        key)."""
         context = RequestContext.of(payload, headers)
+        served = self.route(context)[0]
         one = self._one_row(served, context, payload)
         if one is not None:
             result = one[1]
@@ -241,13 +402,6 @@ class BundleModel(Model):
         return v1_explain_response(
             v1_explanations(served, result.matrix, raw), version=served.version
         )
-
-    def _serving(self) -> Served:
-        """The bundle this request is served from (read once: a swap never mixes two)."""
-        served = self._served
-        if served is None:
-            raise ModelNotReady(self.name)
-        return served
 
     def _one_row(
         self, served: Served, context: RequestContext, payload: Any
@@ -276,7 +430,7 @@ class BundleModel(Model):
                 return served.decoder.from_v2(payload, context.v2_data)[0]
             return served.decoder.from_v1(payload)[0]
         except RequestError as error:
-            raise self._reject(context, error) from None
+            raise self._reject(served, context, error) from None
 
     def transform(
         self, served: Served, context: RequestContext, columns: Columns
@@ -289,10 +443,10 @@ class BundleModel(Model):
         try:
             return served.transform.transform_columns(columns)
         except DataValidationError as error:
-            raise self._reject(context, RequestError("wrong_type", str(error))) from None
+            raise self._reject(served, context, RequestError("wrong_type", str(error))) from None
 
-    def _reject(self, context: RequestContext, error: RequestError) -> RequestError:
-        metrics.INVALID_REQUESTS.labels(self.name, error.kind).inc()
+    def _reject(self, served: Served, context: RequestContext, error: RequestError) -> RequestError:
+        metrics.INVALID_REQUESTS.labels(self.name, served.version, error.kind).inc()
         context.mark_rejected()
         return error
 

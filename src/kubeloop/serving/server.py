@@ -182,6 +182,7 @@ def _install_surface(app: FastAPI, model: BundleModel, options: ServeOptions) ->
         model=model.name,
         max_body_bytes=options.max_request_bytes,
         body_timeout=options.body_timeout,
+        version=lambda: model.served.version if model.served is not None else "",
     )
     state = SurfaceState(model, options.limits)
     if not getattr(app.state, "kubeloop_surface", False):

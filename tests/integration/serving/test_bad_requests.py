@@ -184,9 +184,10 @@ CASES: list[tuple[str, str, Any, int, str, str]] = [
 
 
 def invalid_count(server: Server, reason: str) -> float:
-    pattern = rf'kubeloop_invalid_requests_total{{model="churn",reason="{reason}"}} (\S+)'
-    found = re.search(pattern, server.metrics())
-    return float(found.group(1)) if found else 0.0
+    """Refusals of ``reason``, every version together (the served one: one version here)."""
+    labels = rf'model="churn",reason="{reason}",version="[^"]*"'
+    pattern = rf"kubeloop_invalid_requests_total{{{labels}}} (\S+)"
+    return sum(float(value) for value in re.findall(pattern, server.metrics()))
 
 
 def good_request_succeeds(server: Server) -> None:

@@ -121,6 +121,9 @@ def test_server_exports_what_the_docs_promise(exported: dict[str, set[str]]) -> 
         "kubeloop_invalid_requests_total",
         "kubeloop_imputed_values_total",
         "kubeloop_unknown_categories_total",
+        "kubeloop_requests_total",
+        "kubeloop_request_duration_seconds_bucket",
+        "kubeloop_rollout_moment_total",
     ):
         assert exported.get(name), f"{name} has no series after real requests"
 

@@ -1,0 +1,279 @@
+"""Benchmark what a staged rollout costs a single-row request: rollout off, canary, shadow.
+
+Usage: ``python bench/rollout_overhead.py [--rounds 9] [--seconds 2] [--percent 20]``.
+
+One ``kubeloop serve --registry`` process serves a champion; two comparable bundles (XGBoost,
+300 trees of depth 6 on the same 20,000 generated churn rows, different seeds and subsamples, so
+a request costs the same whichever answers) are registered, and the benchmark moves the
+registry's pointer between three states, in rounds:
+
+- **off**: no candidate;
+- **canary**: the other bundle as candidate answering ``--percent`` % of requests (no request
+  key: random routing, so both bundles answer);
+- **shadow**: the other bundle as shadow candidate (the champion answers; the candidate scores
+  every request on the server's shadow thread).
+
+After each pointer write the benchmark waits until the server reports the state
+(``kubeloop_candidate_info``), then one client sends single-row V1 requests back to back over
+one keep-alive connection (prebuilt request bytes) for ``--seconds`` (after a 0.5 s warm-up) and
+takes the p50 (after ``--settle`` seconds of warm-up when the switch loaded the candidate: it is
+verified, warmed and its trees compiled on a background thread, as on any load). The three
+states take turns within each round, in a rotated order, so that
+background load on a shared machine hits all three alike; each ratio is the median over the
+rounds of the per-round ratio. Targets: canary/off <= 1.05, shadow/off <= 1.10. Exit status 1
+when a target is missed. Request logs are off in the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROWS_TRAIN = 20_000
+TREES = 300
+TARGETS = {"canary": 1.05, "shadow": 1.10}
+QUIET_LOGS = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "loggers": {
+        name: {"level": "WARNING"}
+        for name in ("kserve", "kserve.trace", "uvicorn", "uvicorn.access")
+    },
+}
+
+
+def _prepare(work: Path) -> tuple[list[str], dict[str, Any]]:
+    """Train the two bundles, register them (the first is champion); return the versions and a
+    request row."""
+    import xgboost
+
+    from kubeloop.bundle import write_bundle
+    from kubeloop.bundle.models import XGBoostModel
+    from kubeloop.bundle.profile import build_reference_profile
+    from kubeloop.data import build_dataset
+    from kubeloop.data.synth import generate_churn
+    from kubeloop.features import FastTransform, fit_preprocessor
+    from kubeloop.registry import Registry
+
+    data = build_dataset(generate_churn(ROWS_TRAIN, seed=0), target="churned")
+    _, spec = fit_preprocessor(data.X, data.schema)
+    matrix = FastTransform(spec).transform(data.X)
+    registry = Registry(work / "registry")
+    versions = []
+    for seed in (0, 1):
+        booster = xgboost.train(
+            {
+                "objective": "binary:logistic",
+                "max_depth": 6,
+                "eta": 0.05,
+                "subsample": 0.8,
+                "seed": seed,
+            },
+            xgboost.DMatrix(matrix, label=data.y),
+            num_boost_round=TREES,
+        )
+        model = XGBoostModel(booster, task="classification", n_classes=2)
+        bundle = write_bundle(
+            work / f"bundle-{seed}",
+            name="churn",
+            schema=data.schema,
+            preprocessor=spec,
+            model=model,
+            reference_profile=build_reference_profile(data.X, data.schema, model.predict(matrix)),
+            metrics={},
+            data_hash=data.data_hash,
+        )
+        versions.append(registry.register(bundle))
+        time.sleep(1.1)  # version ids are stamped to the second
+    registry.promote("churn", versions[0])
+    numeric = set(data.schema.numeric_features)
+    row = {}
+    for name in data.schema.feature_names:
+        value = data.X[name].iloc[0]
+        row[name] = (None if value != value else float(value)) if name in numeric else value
+    return versions, row
+
+
+def _point(root: Path, champion: str, candidate: dict[str, Any] | None) -> None:
+    record: dict[str, Any] = {"version": champion, "updated": "2026-12-07T08:00:00Z"}
+    if candidate is not None:
+        record["candidate"] = {**candidate, "started": "2026-12-07T08:05:00Z"}
+    pointer = root / "churn" / "champion"
+    temp = pointer.with_name("champion.tmp-bench")
+    temp.write_text(json.dumps(record))
+    os.replace(temp, pointer)
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    return int(raw[9:12]), raw.split(b"\r\n\r\n", 1)[-1]
+
+
+def _candidate_state(port: int) -> str:
+    """``off``, or the mode of the candidate the server reports."""
+    _, body = _get(port, "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith("kubeloop_candidate_info{"):
+            return line.split('mode="', 1)[1].split('"', 1)[0]
+    return "off"
+
+
+def _read_response(stream: Any) -> bytes:
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = stream.readline()
+        if not line:
+            raise RuntimeError("the server closed the connection")
+        head += line
+    if head[9:12] != b"200":
+        raise RuntimeError(f"status {head[9:12]!r}")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    stream.read(length)
+    return head
+
+
+def _p50(port: int, request: bytes, seconds: float, warmup: float) -> tuple[float, int]:
+    """p50 seconds of back-to-back requests for ``seconds`` after ``warmup`` seconds."""
+    latencies = []
+    with socket.create_connection(("127.0.0.1", port)) as sock, sock.makefile("rb") as stream:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        now = time.perf_counter()
+        warm, until = now + warmup, now + warmup + seconds
+        while (start := time.perf_counter()) < until:
+            sock.sendall(request)
+            _read_response(stream)
+            if start >= warm:
+                latencies.append(time.perf_counter() - start)
+    return statistics.median(latencies), len(latencies)
+
+
+def run(*, rounds: int, seconds: float, percent: float, settle: float) -> int:
+    """Run the rounds and print the p50s and ratios; 1 when a target is missed."""
+    work = Path(tempfile.mkdtemp(prefix="kubeloop-rollout-bench-"))
+    print(f"preparing: two XGBoost bundles, {TREES} trees depth 6, {ROWS_TRAIN} churn rows ...")
+    (champion, candidate), row = _prepare(work)
+    log_config = work / "logging.json"
+    log_config.write_text(json.dumps(QUIET_LOGS))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    command = [
+        str(Path(sys.executable).with_name("kubeloop")),
+        "serve",
+        "--registry",
+        str(work / "registry"),
+        "--model",
+        "churn",
+        "--poll-interval",
+        "0.1",
+        "--http-port",
+        str(port),
+        "--enable_grpc",
+        "false",
+        "--log_config_file",
+        str(log_config),
+    ]
+    env = {**os.environ, "KSERVE_LOGLEVEL": "WARNING"}
+    server = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    body = json.dumps({"instances": [row]}).encode()
+    request = (
+        f"POST /v1/models/churn:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    states: dict[str, dict[str, Any] | None] = {
+        "off": None,
+        "canary": {"version": candidate, "mode": "canary", "percent": percent},
+        "shadow": {"version": candidate, "mode": "shadow", "percent": 0},
+    }
+    measured: dict[str, list[float]] = {name: [] for name in states}
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the server exited with {server.returncode}")
+            try:
+                if _get(port, "/v2/models/churn/ready")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not get ready")
+            time.sleep(0.2)
+        order = list(states)
+        previous = "off"
+        for index in range(rounds + 1):  # round 0 warms up (both forests compiled, caches)
+            turn = order[index % 3 :] + order[: index % 3]
+            for name in turn:
+                # off -> a candidate loads it again (verified, warmed, its trees compiled on a
+                # background thread): let that finish before measuring
+                warmup = settle if previous == "off" and name != "off" else 0.5
+                previous = name
+                _point(work / "registry", champion, states[name])
+                wait_until = time.monotonic() + 60
+                while _candidate_state(port) != name:
+                    if time.monotonic() > wait_until:
+                        raise RuntimeError(f"the server did not switch to {name}")
+                    time.sleep(0.05)
+                p50, _ = _p50(port, request, seconds, warmup)
+                if index:
+                    measured[name].append(p50)
+            if index:
+                print(
+                    f"  round {index}: "
+                    + "  ".join(f"{name} {measured[name][-1] * 1000:.3f} ms" for name in order)
+                )
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    print(f"\nsingle-row V1 p50, median of {rounds} rounds of {seconds:g} s per state:")
+    for name in states:
+        print(f"  {name:7s} {statistics.median(measured[name]) * 1000:.3f} ms")
+    failures = []
+    for name, target in TARGETS.items():
+        ratio = statistics.median(
+            ours / base for ours, base in zip(measured[name], measured["off"], strict=True)
+        )
+        ok = ratio <= target
+        print(
+            f"  {name}/off p50 ratio: {ratio:.3f}  (target <= {target:g})  "
+            + ("PASS" if ok else "FAIL")
+        )
+        if not ok:
+            failures.append(name)
+    print("PASS" if not failures else f"FAIL: {', '.join(failures)}")
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--percent", type=float, default=20.0)
+    parser.add_argument(
+        "--settle", type=float, default=3.0, help="seconds of warm-up after a candidate loads"
+    )
+    args = parser.parse_args()
+    return run(rounds=args.rounds, seconds=args.seconds, percent=args.percent, settle=args.settle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
