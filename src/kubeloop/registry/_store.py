@@ -205,60 +205,6 @@ class Registry:
             )
         return dict(record)
 
-    def candidate(
-        self, model: str, *, record: dict[str, Any] | None = None
-    ) -> dict[str, Any] | None:
-        """The champion pointer's ``candidate`` entry (a staged rollout), or ``None``.
-
-        Args:
-            model: The model name.
-            record: A champion record already read (:meth:`champion_record`), so that champion
-                and candidate come from one read of the pointer; default: read it now.
-
-        Returns:
-            ``{"version", "mode" ("canary" | "shadow"), "percent" (0..100), ...}`` or ``None``
-            when the pointer has no candidate (or the model no champion).
-
-        Raises:
-            RegistryError: The entry is not an object with a valid version id, a mode of
-                ``canary``/``shadow`` and a percent within [0, 100].
-        """
-        if record is None:
-            record = self.champion_record(model)
-        entry = None if record is None else record.get("candidate")
-        if entry is None:
-            return None
-        where = f"champion pointer {self._join(model, _CHAMPION)}"
-        fix = (
-            "start it again with Registry.start_candidate(model, version, mode=..., percent=...) "
-            "or drop it with Registry.end_candidate(model)"
-        )
-        if not isinstance(entry, dict):
-            raise RegistryError(
-                f"{where} has a candidate {shown(entry)} that is not an object; {fix}."
-            )
-        version, mode, percent = entry.get("version"), entry.get("mode"), entry.get("percent", 0)
-        if not is_valid_name(version):
-            raise RegistryError(
-                f"{where} names candidate version {shown(version)}, which is not a version id "
-                f"({NAME_RULE}); {fix}."
-            )
-        if mode not in ("canary", "shadow"):
-            raise RegistryError(
-                f"{where} names candidate mode {shown(mode)}; it must be 'canary' or 'shadow'; "
-                f"{fix}."
-            )
-        if (
-            isinstance(percent, bool)
-            or not isinstance(percent, int | float)
-            or not 0 <= percent <= 100
-        ):
-            raise RegistryError(
-                f"{where} names candidate percent {shown(percent)}; it must be a number within "
-                f"[0, 100]; {fix}."
-            )
-        return dict(entry)
-
     def champion(self, model: str) -> str | None:
         """The champion's version id, or ``None``."""
         record = self.champion_record(model)
@@ -380,15 +326,23 @@ class Registry:
             record["previous"] = current["previous"]
         return self._write_pointer(model, current, record, before_write)
 
-    def candidate(self, model: str) -> dict[str, Any] | None:
+    def candidate(
+        self, model: str, *, record: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
         """The candidate entry of the pointer (``version``, ``mode``, ``percent``, ``started``),
         or ``None`` when the model has no candidate (or no champion).
+
+        Args:
+            model: The model name.
+            record: A champion record already read (:meth:`champion_record`), so that champion
+                and candidate come from one read of the pointer; default: read it now.
 
         Raises:
             RegistryError: The pointer is unreadable, or its candidate entry is malformed (the
                 message names the entry and how to drop it).
         """
-        record = self.champion_record(model)
+        if record is None:
+            record = self.champion_record(model)
         if record is None or record.get("candidate") is None:
             return None
         entry = record["candidate"]
