@@ -80,7 +80,7 @@ def test_row_log_likelihood_prefers_the_reference_the_rows_came_from() -> None:
     assert fit.mean() < -0.2  # the shifted rows are far likelier under the shifted reference
     # the same rows binned by count_frame agree on which bins they fall in
     counts = count_frame(profile(old), rows)
-    assert sum(counts["tenure"].values()) == 500
+    assert sum(counts["tenure_months"].values()) == 500
 
 
 def test_no_retraining_while_a_candidate_is_watched() -> None:

@@ -72,14 +72,16 @@ def _run(args: argparse.Namespace) -> int:
         data=args.data, target=args.target, model=args.model, rows=args.rows,
         traffic_rows=args.traffic_rows, workers=args.workers,
         num_boost_round=args.num_boost_round, workdir=args.workdir, keep=args.keep,
-        report_html=args.report_html, canary=args.canary, canary_percent=args.canary_percent,
+        report_html=args.report_html, canary_percent=args.canary_percent,
     )  # fmt: skip
     # A copy of stdout: the demo sends the pipeline steps' own output to a log file meanwhile.
     sys.stdout.flush()
     progress = Progress(os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1), prefix="demo")
+    if args.canary:
+        from kubeloop.demo.canary import run_canary_demo
+
+        return _canary_summary(run_canary_demo(config, progress=progress, report=args.report))
     result = run_demo(config, progress=progress, report=args.report)
-    if config.canary:
-        return _canary_summary(result)
     rows = [
         {"feature": name, "psi healthy": result["healthy_psi"].get(name, float("nan")),
          "psi drifted": value, "drift": "DRIFT" if value >= 0.2 else ""}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -33,6 +33,7 @@ from kubeloop.demo.harness import (
     send_traffic,
     write_labels,
 )
+from kubeloop.demo.story import DemoConfig, run_demo, train_run
 from kubeloop.errors import KubeloopError
 from kubeloop.monitoring.decision import TriggerPolicy
 from kubeloop.monitoring.monitor import MonitorConfig, MonitorResult, run_once
@@ -40,10 +41,7 @@ from kubeloop.monitoring.report import DriftConfig
 from kubeloop.monitoring.sequential import RolloutPolicy
 from kubeloop.registry import Registry
 
-if TYPE_CHECKING:
-    from kubeloop.demo.story import DemoConfig
-
-__all__ = ["run_canary_story"]
+__all__ = ["canary_story", "run_canary_demo"]
 
 _CHUNK_ROWS = 200  # rows of traffic between two monitor runs
 _BATCH = 4  # rows per request: enough requests for the per-request signals
@@ -107,10 +105,18 @@ def _wait_served(
     return False
 
 
-def run_canary_story(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, Any]:
+def run_canary_demo(
+    config: DemoConfig, *, progress: ProgressFn | None = None, report: Path | None = None
+) -> dict[str, Any]:
+    """``kubeloop demo --canary``: the staged-rollout story; returns (and writes to ``report``)
+    what happened. ``closed`` is true only when the bad candidate was rolled back and the good
+    one promoted (and served)."""
+    return run_demo(config, progress=progress, report=report, story=canary_story)
+
+
+def canary_story(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, Any]:
     """The canary demo's timeline (see the module docstring); returns what happened."""
     from kubeloop.data.synth import CHURN_TARGET, generate_churn
-    from kubeloop.demo.story import train_run
 
     if config.data is not None:
         raise KubeloopError(
@@ -220,6 +226,7 @@ def run_canary_story(config: DemoConfig, work: Path, say: ProgressFn) -> dict[st
         server.stop()
     result.setdefault("canary_rolled_back", False)
     result.setdefault("canary_promoted", False)
+    result["closed"] = bool(result["canary_rolled_back"] and result["canary_promoted"])
     path = config.report_html or (work / "report.html" if config.keep or config.workdir else None)
     if path is not None and decided is not None:
         from kubeloop.report import monitor_report, write_report

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +63,8 @@ class DemoConfig:
         swap_timeout: Seconds to wait for the server to switch versions.
         report_html: Where the HTML report goes (default: ``report.html`` in ``workdir`` when
             it is kept; none otherwise).
-        canary: Run the staged-rollout story instead (:mod:`kubeloop.demo.canary`): a bad
-            challenger rolled back from its canary, then a good one promoted.
-        canary_percent: The candidate's share of requests in those canaries.
+        canary_percent: The candidate's share of requests in the canaries of the staged-rollout
+            story (:mod:`kubeloop.demo.canary`).
     """
 
     data: Path | None = None
@@ -79,7 +78,6 @@ class DemoConfig:
     keep: bool = False
     swap_timeout: float = 120.0
     report_html: Path | None = None
-    canary: bool = False
     canary_percent: int = 30
 
 
@@ -290,13 +288,22 @@ def _wait_swap(
     return served
 
 
+Story = Callable[[DemoConfig, Path, ProgressFn], dict[str, Any]]
+
+
 def run_demo(
-    config: DemoConfig, *, progress: ProgressFn | None = None, report: Path | None = None
+    config: DemoConfig,
+    *,
+    progress: ProgressFn | None = None,
+    report: Path | None = None,
+    story: Story | None = None,
 ) -> dict[str, Any]:
     """Run the closed loop once; returns (and writes to ``report``) what happened.
 
     The result's ``closed`` is true only when drift was detected, a retrain started, its
-    model was promoted and the server answers with that new version.
+    model was promoted and the server answers with that new version. ``story`` tells another
+    story in the same setting (its home, one shared local Ray, the work directory), e.g.
+    :func:`kubeloop.demo.canary.canary_story`; its result carries its own ``closed``.
     """
     say = progress or quiet
     started = time.monotonic()
@@ -306,17 +313,11 @@ def run_demo(
         with demo_home(work / "home"), shared_local_ray(config.workers) as ray_address:
             if ray_address:
                 say(f"Ray started once at {ray_address}, shared by both training runs")
-            if config.canary:
-                from kubeloop.demo.canary import run_canary_story
-
-                result = run_canary_story(config, work, say)
-            else:
-                result = _loop(config, work, say)
+            result = (story or _loop)(config, work, say)
     finally:
         if not config.keep and config.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    if config.canary:
-        result["closed"] = bool(result["canary_rolled_back"] and result["canary_promoted"])
+    if story is not None:  # its result says itself whether it succeeded
         return _finish(result, config, work, started, report)
     result["closed"] = bool(
         result["drift_detected"] and result["retrain_started"] and result["promoted"]
