@@ -85,6 +85,72 @@ def test_knative_canary(rendered: dict[str, list[h.Manifest]]) -> None:
     assert [p["name"] for p in isvc["spec"]["predictor"]["containers"][0]["ports"]] == ["http1"]
 
 
+def test_staged_rollout_predictor_follows_the_registry(
+    rendered: dict[str, list[h.Manifest]],
+) -> None:
+    """rollout.mode canary: `kubeloop serve --registry`, no STORAGE_URI (so no storage
+    initializer), and the S3 endpoint and credentials file the monitor uses."""
+    values = scenario_values("canary")
+    (isvc,) = h.by_kind(rendered["canary"], "InferenceService")
+    predictor = isvc["spec"]["predictor"]
+    container = predictor["containers"][0]
+    assert container["args"][:2] == [
+        f"--registry={values['storage']['registryUri']}",
+        "--model=churn",
+    ]
+    assert not any(a.startswith("--model-dir") for a in container["args"])
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert "STORAGE_URI" not in env
+    assert env["AWS_ENDPOINT_URL"] == values["storage"]["s3"]["endpoint"]
+    assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/var/run/secrets/kubeloop/s3/credentials"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["s3-credentials"]["readOnly"] is True
+    volumes = {v["name"]: v for v in predictor["volumes"]}
+    assert volumes["s3-credentials"]["secret"]["secretName"] == "kubeloop-s3"
+    # The monitor mounts the same file: one helper, one wiring.
+    (monitor,) = h.by_kind(rendered["canary"], "Deployment")
+    monitor_container = monitor["spec"]["template"]["spec"]["containers"][0]
+    assert mounts["s3-credentials"] in monitor_container["volumeMounts"]
+    monitor_env = {e["name"]: e.get("value") for e in monitor_container["env"]}
+    for name in ("KUBELOOP_REGISTRY", "AWS_ENDPOINT_URL", "AWS_SHARED_CREDENTIALS_FILE"):
+        assert env[name] == monitor_env[name], name
+    # No storage initializer: the predictor's account lists no Secret for it.
+    (account,) = [
+        o
+        for o in h.by_kind(rendered["canary"], "ServiceAccount")
+        if o["metadata"]["name"].endswith("-predictor")
+    ]
+    assert "secrets" not in account
+
+
+def test_staged_rollout_deploys_nothing(rendered: dict[str, list[h.Manifest]]) -> None:
+    """In a staged rollout promotion and rollback are pointer writes in S3: no run patches the
+    InferenceService, so the deploy Role and its binding are not rendered."""
+    names = {o["metadata"]["name"] for o in rendered["canary"]}
+    assert "kubeloop-deploy" not in names
+    assert "kubeloop-deploy" in {o["metadata"]["name"] for o in rendered["default"]}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"monitor": {"enabled": False}}, "needs monitor.enabled=true"),
+        ({"monitor": {"retrain": False}}, "needs monitor.retrain=true"),
+        ({"monitor": {"source": "prometheus"}}, "needs monitor.source=metrics"),
+    ],
+    ids=["no-monitor", "dry-run-monitor", "prometheus-source"],
+)
+def test_staged_rollout_refuses_a_monitor_that_cannot_end_it(
+    values: dict[str, Any], message: str
+) -> None:
+    import helm_python
+
+    for mode in ("canary", "shadow"):
+        with pytest.raises(helm_python.HelmError, match=message):
+            h.render_chart({**values, "rollout": {"mode": mode}})
+        h.render_chart({**values, "rollout": {"mode": "direct"}})
+
+
 def test_digest_pins_the_image(rendered: dict[str, list[h.Manifest]]) -> None:
     values = scenario_values("production")
     digest = values["images"]["serving"]["digest"]
@@ -137,6 +203,12 @@ BAD_VALUES = [
     ("networkPolicy.s3Egress.ports", [], "ports"),
     ("networkPolicy.predictorIngressFrom", [{"cidr": "0.0.0.0/0"}], "predictorIngressFrom"),
     ("metrics.podMonitor.interval", "30 seconds", "interval"),
+    ("rollout.mode", "bluegreen", "rollout/mode"),
+    ("rollout.canaryPercent", 0, "canaryPercent"),
+    ("rollout.canaryPercent", 100, "canaryPercent"),
+    ("rollout.alpha", 1, "alpha"),
+    ("rollout.minRequests", 0, "minRequests"),
+    ("rollout.maxDurationSeconds", "1h", "maxDurationSeconds"),
 ]
 
 

@@ -161,15 +161,36 @@ def _monitor_wiring(args: argparse.Namespace) -> list[str]:
         problems.append("no traffic source (--metrics-url or --prometheus-url)")
     if not (args.registry or args.model_dir):
         problems.append("no reference bundle (--registry or --model-dir)")
+    staged = getattr(args, "rollout", "direct") != "direct"
     if not args.dry_run:
-        for flag in ("kfp_host", "data", "target", "inference_service", "namespace"):
+        # A staged rollout's runs deploy nothing: the predictor follows the registry.
+        deploy = () if staged else ("inference_service", "namespace")
+        for flag in ("kfp_host", "data", "target", *deploy):
             if not getattr(args, flag):
                 problems.append(f"retrains without --{flag.replace('_', '-')}")
+    if staged:
+        if args.dry_run:
+            problems.append("a staged rollout with --dry-run is never promoted or rolled back")
+        if not args.metrics_url:
+            problems.append("a staged rollout is judged on the servers' /metrics (--metrics-url)")
+        if not args.registry:
+            problems.append("a staged rollout needs the registry (--registry)")
     return problems
 
 
-def _serve_wiring(args: argparse.Namespace) -> list[str]:
-    """KServe's storage initializer puts the bundle in /mnt/models."""
+def _serve_wiring(container: Container, args: argparse.Namespace) -> list[str]:
+    """Direct: KServe's storage initializer puts the bundle in /mnt/models. Registry mode
+    (staged rollout): the server follows the registry's champion and candidate itself, so it
+    needs the model name and no STORAGE_URI (which would bring the storage initializer)."""
+    if args.registry:
+        problems = []
+        if not args.model:
+            problems.append("--registry without --model")
+        if "STORAGE_URI" in container.env:
+            problems.append("STORAGE_URI set: the registry-following server downloads nothing")
+        if args.registry.startswith("s3://") and not container.env.get("KUBELOOP_REGISTRY"):
+            problems.append("an S3 registry without the S3 environment (kubeloop.s3Env)")
+        return problems
     if str(args.model_dir) != "/mnt/models":
         return [f"--model-dir is {args.model_dir}, KServe downloads STORAGE_URI to /mnt/models"]
     return []
@@ -192,7 +213,7 @@ def test_every_kubeloop_command_parses_and_is_wired(
             found = _monitor_wiring(args)
         elif args.command == "serve":
             seen.add("serve")
-            found = _serve_wiring(args)
+            found = _serve_wiring(container, args)
         else:
             found = [f"`kubeloop {args.command}` is not expected in a cluster object"]
         problems += [f"{container}: {p}" for p in found]
@@ -230,16 +251,23 @@ def _expected_run_wiring(scenario: str) -> dict[str, Any]:
     """The run wiring a scenario's values ask for (release `kubeloop`, namespace `kubeloop`)."""
     v = _merged(h.load_yaml_file(h.CHART / "values.yaml"), scenario_values(scenario))
     isvc = v["inferenceService"]
+    rollout = v["rollout"]["mode"]
+    # Direct: the deploy step patches the InferenceService (Knative's canary on promotion).
+    # Staged: no deploy target; the candidate's share goes with --rollout canary.
+    deploy = isvc["enabled"] and rollout == "direct"
     canary = isvc["canaryTrafficPercent"] if isvc["deploymentMode"] == "Knative" else None
+    if rollout != "direct":
+        canary = v["rollout"]["canaryPercent"] if rollout == "canary" else None
     mlflow = f"http://{h.RELEASE}-mlflow.{h.NAMESPACE}.svc.cluster.local:{v['mlflow']['port']}"
     return {
         "registry": v["storage"]["registryUri"],
         "data": v["model"]["dataUri"],
         "target": v["model"]["target"],
         "model": v["model"]["name"],
-        "inference_service": (isvc["name"] or v["model"]["name"]) if isvc["enabled"] else None,
-        "namespace": h.NAMESPACE if isvc["enabled"] else None,
-        "canary_percent": canary if isvc["enabled"] else None,
+        "inference_service": (isvc["name"] or v["model"]["name"]) if deploy else None,
+        "namespace": h.NAMESPACE if deploy else None,
+        "rollout": rollout,
+        "canary_percent": canary if (deploy or rollout != "direct") else None,
         "mlflow_uri": mlflow if v["mlflow"]["enabled"] else None,
         "KUBELOOP_S3_CREDENTIALS_SECRET": v["storage"]["s3"]["credentialsSecret"] or None,
         "AWS_ENDPOINT_URL": v["storage"]["s3"]["endpoint"] or None,
@@ -259,6 +287,7 @@ def _actual_run_wiring(container: Container, args: argparse.Namespace) -> dict[s
         "model": args.model,
         "inference_service": args.inference_service or None,
         "namespace": args.namespace or None,
+        "rollout": args.rollout,
         "canary_percent": args.canary_percent or None,
         "mlflow_uri": args.mlflow_uri or None,
         "KUBELOOP_S3_CREDENTIALS_SECRET": container.env.get("KUBELOOP_S3_CREDENTIALS_SECRET"),
@@ -331,3 +360,42 @@ def test_a_renamed_flag_fails_the_parse(chart_containers: dict[str, list[Contain
         parse(renamed)
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
         parse(["serve", "--model-dir=/mnt/models", "--no-such-flag"])
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_IDS)
+def test_rollout_settings_reach_the_server_and_the_monitor(
+    scenario: str, chart_containers: dict[str, list[Container]]
+) -> None:
+    """`rollout.*`: a staged rollout's predictor follows the registry (champion and candidate)
+    and its monitor judges with the values' sequential test; direct mode keeps the downloaded
+    bundle and the monitor's defaults."""
+    v = _merged(h.load_yaml_file(h.CHART / "values.yaml"), scenario_values(scenario))
+    rollout = v["rollout"]
+    staged = rollout["mode"] != "direct"
+    seen = set()
+    for container in chart_containers[scenario]:
+        args = _parse_or_fail(container)
+        if args.command == "serve":
+            seen.add("serve")
+            if staged:
+                assert (args.registry, args.model) == (
+                    v["storage"]["registryUri"],
+                    v["model"]["name"],
+                ), str(container)
+                assert args.model_dir is None, str(container)
+            else:
+                assert args.registry is None, str(container)
+        elif args.command == "monitor" and not args.dry_run:
+            seen.add("monitor")
+            judged = (args.rollout, args.rollout_alpha)
+            limits = (args.rollout_min_requests, args.rollout_max_duration)
+            if staged:
+                assert judged == (rollout["mode"], rollout["alpha"]), str(container)
+                assert limits == (
+                    rollout.get("minRequests"),
+                    rollout.get("maxDurationSeconds"),
+                ), str(container)
+            else:
+                assert judged == ("direct", 0.05) and limits == (None, None), str(container)
+    if staged:
+        assert seen == {"serve", "monitor"}, scenario

@@ -32,19 +32,27 @@ METRICS = {
     "kubeloop_retrain_failures_total",
     "kubeloop_monitor_last_run_timestamp_seconds",
     "kubeloop_monitor_errors_total",
+    # Staged rollout (issue 24): the server's per-version series and the monitor's judgement.
+    "kubeloop_requests_total",
+    "kubeloop_request_duration_seconds",
+    "kubeloop_candidate_info",
+    "kubeloop_rollout_decisions_total",
+    "kubeloop_rollout_requests",
+    "kubeloop_rollout_signal",
     "request_predict_seconds",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "by", "without", "rate", "increase", "irate", "histogram_quantile",
     "time", "label_replace", "le", "on", "ignoring", "count", "clamp_min", "topk", "bool",
+    "and", "or", "unless",
 }  # fmt: skip
 
 
 def _metric_names(expr: str) -> set[str]:
     without_strings = re.sub(r'"[^"]*"', '""', expr)
     without_labels = re.sub(r"\{[^}]*\}", "", without_strings)
-    without_ranges = re.sub(r"\[[^\]]*\]", "", without_labels)
+    without_ranges = re.sub(r"\[[^\]]*\]|\boffset\s+[0-9smhdwy]+", "", without_labels)
     without_grouping = re.sub(
         r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", without_ranges
     )
@@ -120,6 +128,26 @@ def test_required_panels(dashboard: dict[str, Any]) -> None:
     assert ("state-timeline", "Model version timeline") in by_type
     assert ("timeseries", "PSI per feature") in by_type
     assert ("timeseries", "Predict latency") in by_type
+
+
+def test_rollout_panels_show_the_versions_side_by_side(dashboard: dict[str, Any]) -> None:
+    # Requests, errors, p99 latency and predictions per version; the candidate; the monitor's
+    # signals and decisions.
+    by_title = {p["title"]: p for p in _panels(dashboard)}
+    for title in (
+        "Requests per version",
+        "Error rate per version",
+        "p99 latency per version",
+        "Prediction distribution per version",
+    ):
+        exprs = [t["expr"] for t in by_title[title]["targets"]]
+        assert all("by (version" in e for e in exprs), title
+    first = {title: panel["targets"][0]["expr"] for title, panel in by_title.items()}
+    assert "kubeloop_request_duration_seconds_bucket" in first["p99 latency per version"]
+    assert 'outcome="error"' in first["Error rate per version"]
+    assert "kubeloop_candidate_info" in first["Candidate"]
+    assert "kubeloop_rollout_signal" in first["Rollout signals (candidate − champion)"]
+    assert "kubeloop_rollout_decisions_total" in first["Rollout decisions"]
 
 
 def test_metric_extraction_flags_unknown_names() -> None:

@@ -22,6 +22,7 @@ ALERTS = {
     "KubeloopMonitorCronJobStale",
     "KubeloopMonitorErrors",
     "KubeloopRetrainFailing",
+    "KubeloopCandidateRolledBack",
 }
 
 

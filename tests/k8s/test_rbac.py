@@ -203,7 +203,7 @@ def test_kustomize_base_grants_the_same(built_overlays: dict[str, list[h.Manifes
     assert _granted(built_overlays["overlays/kind"]) == EXPECTED
 
 
-@pytest.mark.parametrize("scenario", ["production", "minimal", "kind", "knative-canary"])
+@pytest.mark.parametrize("scenario", ["production", "minimal", "kind", "knative-canary", "canary"])
 def test_other_scenarios_never_grant_more(
     scenario: str, rendered: dict[str, list[h.Manifest]]
 ) -> None:
@@ -240,3 +240,16 @@ def test_granted_detects_an_extra_verb(rendered: dict[str, list[h.Manifest]]) ->
     )
     role["rules"][0]["verbs"].append("delete")
     assert _granted(objects) != EXPECTED
+
+
+def test_staged_rollout_grants_nothing_on_the_inferenceservice(
+    rendered: dict[str, list[h.Manifest]],
+) -> None:
+    # rollout.mode canary/shadow: promotion and rollback are writes of the registry pointer in
+    # S3 (the mounted credentials file), and the runs' deploy step patches nothing; the runner
+    # keeps only its RayJob rights, the predictor none.
+    granted = _granted(rendered["canary"])
+    assert granted[RUNNER] == {g for g in EXPECTED[RUNNER] if g[0] != "serving.kserve.io"}
+    assert granted[MONITOR] == EXPECTED[MONITOR]
+    assert granted[PIPELINES] == EXPECTED[PIPELINES]
+    assert ("kubeloop", "kubeloop-predictor") not in granted

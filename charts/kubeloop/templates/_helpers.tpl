@@ -219,11 +219,46 @@ In-cluster URL of the chart's MLflow tracking server.
 {{- end }}
 
 {{/*
-Pipeline-run arguments shared by the schedule Job and the monitor's retraining runs: the
-InferenceService the deploy step patches on promotion, and MLflow.
+"true" when rollout.mode is canary or shadow (a staged rollout), "" for direct. In a staged
+rollout the predictor follows the registry pointer (`kubeloop serve --registry`) and the runs
+register the gate's winner as the registry's candidate: nothing patches the InferenceService.
+*/}}
+{{- define "kubeloop.stagedRollout" -}}
+{{- if ne .Values.rollout.mode "direct" }}true{{ end }}
+{{- end }}
+
+{{/*
+A staged rollout is only ever ended by the monitor: refuse values that would leave a candidate
+out forever, or judge it without the servers' statistics (rendered by templates/validate.yaml).
+*/}}
+{{- define "kubeloop.validateRollout" -}}
+{{- if include "kubeloop.stagedRollout" . }}
+{{- $mode := .Values.rollout.mode }}
+{{- if not .Values.monitor.enabled }}
+{{- fail (printf "rollout.mode=%s needs monitor.enabled=true: the monitor is what promotes or rolls back the candidate" $mode) }}
+{{- end }}
+{{- if not .Values.monitor.retrain }}
+{{- fail (printf "rollout.mode=%s needs monitor.retrain=true: with monitor.retrain=false the monitor runs --dry-run and never ends a rollout" $mode) }}
+{{- end }}
+{{- if ne .Values.monitor.source "metrics" }}
+{{- fail (printf "rollout.mode=%s needs monitor.source=metrics: the monitor reads the rollout's per-version statistics from the predictor's /metrics" $mode) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pipeline-run arguments shared by the schedule Job and the monitor's retraining runs: how the
+gate's winner goes live and MLflow. Direct: the InferenceService the deploy step patches on
+promotion (and Knative's canary). Staged: `--rollout` (and the canary's share); no deploy
+target, the predictor follows the registry.
 */}}
 {{- define "kubeloop.deployArgs" -}}
-{{- if .Values.inferenceService.enabled }}
+{{- if include "kubeloop.stagedRollout" . }}
+- --rollout={{ .Values.rollout.mode }}
+{{- if eq .Values.rollout.mode "canary" }}
+- --canary-percent={{ int64 .Values.rollout.canaryPercent }}
+{{- end }}
+{{- else if .Values.inferenceService.enabled }}
 - --inference-service={{ include "kubeloop.isvcName" . }}
 - --namespace={{ .Release.Namespace }}
 {{- if and (eq .Values.inferenceService.deploymentMode "Knative") (not (kindIs "invalid" .Values.inferenceService.canaryTrafficPercent)) }}
@@ -232,6 +267,21 @@ InferenceService the deploy step patches on promotion, and MLflow.
 {{- end }}
 {{- if .Values.mlflow.enabled }}
 - --mlflow-uri={{ include "kubeloop.mlflowUri" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The monitor's sequential test of a staged rollout (unset values keep the monitor's defaults).
+*/}}
+{{- define "kubeloop.rolloutJudgeArgs" -}}
+{{- if include "kubeloop.stagedRollout" . }}
+- --rollout-alpha={{ .Values.rollout.alpha }}
+{{- with .Values.rollout.minRequests }}
+- --rollout-min-requests={{ int64 . }}
+{{- end }}
+{{- with .Values.rollout.maxDurationSeconds }}
+- --rollout-max-duration={{ int64 . }}
+{{- end }}
 {{- end }}
 {{- end }}
 

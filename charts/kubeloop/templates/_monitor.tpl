@@ -42,7 +42,8 @@ containers:
       - --kfp-host={{ .Values.pipelines.host }}
       - --data={{ .Values.model.dataUri }}
       - --target={{ .Values.model.target }}
-      {{- with include "kubeloop.deployArgs" . }}{{ . | nindent 6 }}{{- end }}
+      {{- with include "kubeloop.deployArgs" . }}{{ . | trim | nindent 6 }}{{- end }}
+      {{- with include "kubeloop.rolloutJudgeArgs" . }}{{ . | trim | nindent 6 }}{{- end }}
       {{- else }}
       - --dry-run
       {{- end }}
@@ -76,13 +77,13 @@ containers:
       - name: state
         mountPath: /var/lib/kubeloop
       {{- include "kubeloop.kfpTokenMount" . | nindent 6 }}
-      {{- with include "kubeloop.s3Mount" . }}{{ . | nindent 6 }}{{- end }}
+      {{- with include "kubeloop.s3Mount" . }}{{ . | trim | nindent 6 }}{{- end }}
 volumes:
   {{- include "kubeloop.tmpVolume" . | nindent 2 }}
   - name: state
     persistentVolumeClaim:
       claimName: {{ include "kubeloop.fullname" . }}-monitor-state
   {{- include "kubeloop.kfpTokenVolume" . | nindent 2 }}
-  {{- with include "kubeloop.s3Volume" . }}{{ . | nindent 2 }}{{- end }}
+  {{- with include "kubeloop.s3Volume" . }}{{ . | trim | nindent 2 }}{{- end }}
 {{- end }}
 {{- end }}
