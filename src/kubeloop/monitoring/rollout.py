@@ -52,6 +52,9 @@ __all__ = ["RolloutWatch", "label_losses", "watch_rollout"]
 _log = logging.getLogger("kubeloop.monitoring")
 
 SERVER_SIGNALS = ("error", "latency_log", "score")
+# A retrained model may rightly predict otherwise than the champion (the world changed): where
+# delayed labels judge the candidate, a prediction shift alone is reported, not held against it.
+PREDICTION_SHIFT = ("score", "shadow_score_diff")
 PAIRED_SERVER_SIGNALS = ("shadow_score_diff",)
 _CLIP = 1e-6
 
@@ -311,7 +314,12 @@ def watch_rollout(
                 with_labels=config.labels is not None,
             )
         )
-    verdict = judge(signals, policy=config.rollout_policy, elapsed_s=now - float(record["started"]))
+    policy = config.rollout_policy
+    if config.labels is not None:
+        policy = replace(
+            policy, rules=tuple(r for r in policy.rules if r.name not in PREDICTION_SHIFT)
+        )
+    verdict = judge(signals, policy=policy, elapsed_s=now - float(record["started"]))
     transition = None
     if act and verdict.action in ("promote", "rollback"):
         carry_out = promote_candidate if verdict.action == "promote" else rollback_candidate

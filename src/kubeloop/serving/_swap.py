@@ -172,6 +172,9 @@ class ChampionWatcher:
             )
             return
         self._failed_candidate = None
+        # Its trees compiled before it answers anything: a candidate's latency is compared with
+        # the champion's, whose few-row path is the compiled forest.
+        candidate.compile_forest()
         model.start_rollout(candidate, mode=mode, percent=percent)
 
     def _run(self) -> None:
