@@ -185,7 +185,7 @@ def test_registry_reads_and_checks_the_candidate_entry(tmp_path: Path) -> None:
         ({"version": "v2", "mode": "blue", "percent": 1}, "mode"),
         ({"version": "v2", "mode": "canary", "percent": 101}, "percent"),
         ({"version": "v2", "mode": "canary", "percent": "5"}, "percent"),
-        ("v2", "not an object"),
+        ("v2", "not a JSON object"),
     ]:
         with pytest.raises(RegistryError, match=words):
             _pointer(tmp_path / "d", bad).candidate("churn")
