@@ -33,9 +33,6 @@ METRICS = {
     "kubeloop_monitor_last_run_timestamp_seconds",
     "kubeloop_monitor_errors_total",
     # Staged rollout (issue 24): the server's per-version series and the monitor's judgement.
-    "kubeloop_requests_total",
-    "kubeloop_request_duration_seconds",
-    "kubeloop_candidate_info",
     "kubeloop_rollout_decisions_total",
     "kubeloop_rollout_requests",
     "kubeloop_rollout_signal",
