@@ -2,7 +2,11 @@
 
 KServe already exports its own ``request_*_seconds`` histograms from the same registry; they are
 never redeclared here. Labels are low-cardinality on purpose: model name, bundle version, class
-label, feature name and the reference-profile bins of that feature.
+label, feature name and the reference-profile bins of that feature. Every per-request series
+carries the version that answered (or, in shadow mode, scored) the request, so a champion and a
+candidate served side by side (a staged rollout) are counted apart; the per-version request
+statistics (:class:`VersionStats`: outcomes, durations and the rollout moments the monitor's
+sequential tests read) are plain floats under one lock, exported by :data:`ROLLOUT`.
 
 The drift counters (``kubeloop_feature_bin_total``) use the bins of the served bundle's
 ``reference_profile.json`` so drift can be computed from ``/metrics`` (or PromQL) alone:
