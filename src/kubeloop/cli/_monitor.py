@@ -73,6 +73,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--gate-margin", type=float, default=0.0, help="promotion margin")
     parser.add_argument(
+        "--candidates",
+        metavar="LIST",
+        help="comma-separated candidates each retraining run trains (default: all three)",
+    )
+    parser.add_argument(
         "--tune-budget",
         type=float,
         default=0.0,
@@ -228,6 +233,7 @@ def _run(args: argparse.Namespace) -> int:
         kfp_host=args.kfp_host,
         workers=args.workers,
         gate_margin=args.gate_margin,
+        candidates=args.candidates,
         tune_budget=args.tune_budget,
         mlflow_uri=args.mlflow_uri,
         inference_service=args.inference_service,

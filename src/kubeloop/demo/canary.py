@@ -45,6 +45,9 @@ __all__ = ["canary_story", "run_canary_demo"]
 
 _CHUNK_ROWS = 200  # rows of traffic between two monitor runs
 _BATCH = 4  # rows per request: enough requests for the per-request signals
+# Every version an XGBoost model: the canary also compares latency, and a linear champion
+# against a 200-tree forest would be a (real) slowdown that has nothing to do with the story.
+_CANDIDATES = "xgboost"
 
 
 class _Clock:
@@ -137,7 +140,10 @@ def canary_story(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, A
     live = generate_churn(config.traffic_rows, seed=1)
     drifted = generate_churn(config.traffic_rows, seed=2, covariate_shift=1.0, concept_shift=1.0)
     say(f"1/5 {clock} champion: training pipeline on {config.rows} generated rows")
-    train_run(paths["reference"], target, config, registry_dir, logs / "pipeline-1.log", say)
+    train_run(
+        paths["reference"], target, config, registry_dir, logs / "pipeline-1.log", say,
+        candidates=_CANDIDATES,
+    )  # fmt: skip
     registry = Registry(str(registry_dir))
     champion = registry.champion(config.model)
     if champion is None:
@@ -149,10 +155,10 @@ def canary_story(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, A
     monitor = MonitorConfig(
         model=config.model, state_file=work / "monitor-state.json", registry=str(registry_dir),
         metrics_url=f"{server.url}/metrics", payload_log=work / "payload.jsonl", labels=labels,
-        drift=DriftConfig(), policy=TriggerPolicy(drift_share=0.3, cooldown_s=0.0),
+        drift=DriftConfig(), policy=TriggerPolicy(drift_share=0.3, cooldown_s=3600.0),
         retrain_data=paths["reference"], target=target, workers=config.workers,
         num_boost_round=config.num_boost_round, rollout="canary", canary_percent=percent,
-        rollout_policy=RolloutPolicy(),
+        rollout_policy=RolloutPolicy(), candidates=_CANDIDATES,
     )  # fmt: skip
     result: dict[str, Any] = {"champion_first": champion, "canary_percent": percent}
     decided: MonitorResult | None = None
@@ -167,7 +173,7 @@ def canary_story(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, A
         )
         bad = train_run(
             paths["label-bug"], target, config, registry_dir, logs / "pipeline-2.log", say,
-            rollout="canary", canary_percent=percent,
+            rollout="canary", canary_percent=percent, candidates=_CANDIDATES,
         )  # fmt: skip
         say(f"   {clock} gate: {'PASS' if bad.promoted else 'KEEP'} -- {bad.reason}")
         result["bad_candidate"] = bad.candidate_version

@@ -177,7 +177,14 @@ def decide(
         details.append(f"run {state.active_run.get('run_id')} is still active")
     elif state.rollout is not None:
         blocked = "rollout"
-        details.append(f"candidate {state.rollout.get('candidate')} is still in its rollout")
+        ended = state.rollout.get("ended")
+        candidate = state.rollout.get("candidate")
+        details.append(
+            f"the rollout of candidate {candidate} ended in this run ({ended}); the next run "
+            "judges the new state"
+            if ended
+            else f"candidate {candidate} is still in its rollout"
+        )
     elif recent and now - max(recent) < policy.cooldown_s:
         blocked = "cooldown"
         details.append(

@@ -81,6 +81,8 @@ class MonitorConfig:
             (:mod:`kubeloop.training.engine`): ``"auto"``, ``0`` or a Ray Train worker count.
         num_boost_round: Most XGBoost rounds of the retraining run.
         gate_margin: How much better the challenger must score to be promoted.
+        candidates: Comma-separated candidates the retraining run trains (``None``: the
+            pipeline's default, all three).
         tune_budget: Seconds of XGBoost hyperparameter search in the retraining run (0: none).
         mlflow_uri: MLflow tracking URI of the retraining run (``None``: the run's default).
         inference_service: InferenceService the retraining run's deploy step patches when the
@@ -113,6 +115,7 @@ class MonitorConfig:
     workers: Workers = AUTO
     num_boost_round: int = 400
     gate_margin: float = 0.0
+    candidates: str | None = None
     tune_budget: float = 0.0
     mlflow_uri: str | None = None
     inference_service: str | None = None
@@ -157,6 +160,7 @@ class MonitorConfig:
             workers=self.workers,
             num_boost_round=self.num_boost_round,
             gate_margin=self.gate_margin,
+            candidates=self.candidates,
             tune_budget=self.tune_budget,
             registry_root=self.registry,
             mlflow_uri=self.mlflow_uri,
@@ -356,6 +360,8 @@ def run_once(
         except SourceError as unreachable:
             notes.append(f"rollout not judged this time: {unreachable}")
     judged = report is not None and bool(report.judged)
+    if watch is not None and watch.action != "continue":  # the next run judges the new state
+        state = replace(state, rollout={"candidate": watch.candidate, "ended": watch.action})
     decision = decide(
         drift_share=report.drift_share if judged and report else None,
         drifted_features=report.drifted_features if report else (),
@@ -372,6 +378,8 @@ def run_once(
     outcome, error = None, None
     if decision.retrain and config.retrain_data and not config.dry_run:
         state, outcome, error = _start(config, decision, state, recent, start_run, say, now)
+    if state.rollout is not None and "ended" in state.rollout:
+        state = replace(state, rollout=None)
     state = replace(state, last_decision={**decision.to_dict(), "at": now, "error": error})
     record = _history_record(
         now, bundle.version, served, report, performance, decision, outcome, error
