@@ -48,6 +48,10 @@ _BATCH = 4  # rows per request: enough requests for the per-request signals
 # Every version an XGBoost model: the canary also compares latency, and a linear champion
 # against a 200-tree forest would be a (real) slowdown that has nothing to do with the story.
 _CANDIDATES = "xgboost"
+# The canary's bake time: a candidate no signal shows harmful by then is promoted (proving the
+# error rate and latency within their margins takes thousands of requests; the labels that
+# show the good candidate better, and the bad one worse, take a few hundred).
+_BAKE_S = 20.0
 
 
 class _Clock:
@@ -89,8 +93,8 @@ def _watch(
         if watch is None:
             continue
         verdict = watch.verdict
-        line = "; ".join(verdict.reasons) if verdict is not None else "no data yet"
-        say(f"   {clock} {requests} requests sent: {watch.action} -- {line}")
+        shown = verdict.reasons if watch.action != "continue" else verdict.reasons[:1]
+        say(f"   {clock} {requests} requests sent: " + "\n      ".join(shown))
         if watch.action != "continue":
             return result, requests
     return None, requests
@@ -158,7 +162,7 @@ def canary_story(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, A
         drift=DriftConfig(), policy=TriggerPolicy(drift_share=0.3, cooldown_s=3600.0),
         retrain_data=paths["reference"], target=target, workers=config.workers,
         num_boost_round=config.num_boost_round, rollout="canary", canary_percent=percent,
-        rollout_policy=RolloutPolicy(), candidates=_CANDIDATES,
+        rollout_policy=RolloutPolicy(max_duration_s=_BAKE_S), candidates=_CANDIDATES,
     )  # fmt: skip
     result: dict[str, Any] = {"champion_first": champion, "canary_percent": percent}
     decided: MonitorResult | None = None
@@ -243,6 +247,6 @@ def canary_story(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, A
 
 def _requests(result: MonitorResult | None) -> float | None:
     """The candidate requests the deciding verdict was based on."""
-    if result is None or result.rollout is None or result.rollout.verdict is None:
+    if result is None or result.rollout is None:
         return None
     return float(result.rollout.verdict.requests)

@@ -230,7 +230,8 @@ def _window_counts(
         scrape = api.scrape()
         return scrape.counts, scrape.version, state, ""
     assert payload is not None
-    rows = payload[payload["version"] == bundle.version]
+    answered = _answered(payload)
+    rows = answered[answered["version"] == bundle.version]
     return count_frame(bundle.reference_profile, rows), bundle.version, state, ""
 
 
@@ -314,7 +315,10 @@ def run_once(
     payload = None
     if config.payload_log and Path(config.payload_log).exists():
         payload = read_payload_log(
-            config.payload_log, model=config.model, since=now - parse_window(config.window)
+            config.payload_log,
+            model=config.model,
+            since=now - parse_window(config.window),
+            shadow=True,  # a shadow candidate's scores, for the rollout; else _answered()
         )
     source = (
         "metrics" if config.metrics_url else "prometheus" if config.prometheus_url else "payload"

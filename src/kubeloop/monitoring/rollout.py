@@ -70,7 +70,7 @@ class RolloutWatch:
         candidate: The candidate version.
         mode: ``"canary"`` or ``"shadow"``.
         percent: The candidate's share of requests (canary).
-        verdict: The sequential decision (``None`` when nothing could be read yet).
+        verdict: The sequential decision.
         action: ``"promote"``, ``"rollback"`` or ``"continue"``.
         transition: What the promotion or rollback changed (:mod:`kubeloop.registry.rollout`).
         notes: Human lines (a source that could not be read, a server restart).
@@ -80,7 +80,7 @@ class RolloutWatch:
     candidate: str
     mode: str
     percent: int
-    verdict: RolloutVerdict | None
+    verdict: RolloutVerdict
     action: str
     transition: dict[str, Any] | None = None
     notes: tuple[str, ...] = field(default=())
@@ -93,7 +93,7 @@ class RolloutWatch:
             "mode": self.mode,
             "percent": self.percent,
             "action": self.action,
-            "verdict": None if self.verdict is None else self.verdict.to_dict(),
+            "verdict": self.verdict.to_dict(),
             "transition": self.transition,
             "notes": list(self.notes),
         }
@@ -245,8 +245,6 @@ def _started(entry: dict[str, Any], now: float) -> float:
 
 
 def _publish(model: str, watch: RolloutWatch) -> None:
-    if watch.verdict is None:
-        return
     m.ROLLOUT_REQUESTS.labels(model=model, candidate=watch.candidate).set(watch.verdict.requests)
     for result in watch.verdict.signals:
         for bound, value in (
