@@ -57,3 +57,23 @@ def test_demo_closes_the_loop(
     html = page.read_text(encoding="utf-8")
     assert result["version_before"] in html and f"PROMOTED {result['version_after']}" in html
     assert "<script" not in html and 'id="drifted-features"' in html
+
+
+def test_canary_demo_rolls_back_the_bad_candidate_and_promotes_the_good_one(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    report, page = tmp_path / "canary.json", tmp_path / "canary.html"
+    arguments = ["demo", "--canary", "--rows", "3000", "--traffic-rows", "1200"]
+    code = main([*arguments, "--report", str(report), "--report-html", str(page)])
+    out = capfd.readouterr().out
+    assert code == 0, out
+    result = json.loads(report.read_text())
+    assert result["closed"] and result["canary_rolled_back"] and result["canary_promoted"]
+    first, bad, good = result["champion_first"], result["bad_candidate"], result["good_candidate"]
+    assert len({first, bad, good}) == 3
+    assert result["champion_final"] == result["served_final"] == good
+    assert 0 < result["rollback_requests"] and 0 < result["promote_requests"]
+    assert "ROLLED BACK" in out and "PROMOTED" in out and "staged rollout PASSED" in out
+    html = page.read_text(encoding="utf-8")
+    assert "Staged rollouts" in html and bad in html and good in html
+    assert "ROLLED BACK" in html and "PROMOTED" in html
