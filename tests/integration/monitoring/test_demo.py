@@ -72,7 +72,7 @@ def test_canary_demo_rolls_back_the_bad_candidate_and_promotes_the_good_one(
     first, bad, good = result["champion_first"], result["bad_candidate"], result["good_candidate"]
     assert len({first, bad, good}) == 3
     assert result["champion_final"] == result["served_final"] == good
-    assert 0 < result["rollback_requests"] and 0 < result["promote_requests"]
+    assert result["rollback_requests"] > 0 and result["promote_requests"] > 0
     assert "ROLLED BACK" in out and "PROMOTED" in out and "staged rollout PASSED" in out
     html = page.read_text(encoding="utf-8")
     assert "Staged rollouts" in html and bad in html and good in html
