@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,28 @@ def tool(name: str) -> str:
             pytrace=False,
         )
     return found
+
+
+@contextmanager
+def prometheus_scraping(target_url: str, work: Path) -> Iterator[str]:
+    """A real Prometheus scraping ``target_url``'s ``/metrics`` every second; yields its URL
+    (stopped on exit). Its data lives under ``work``."""
+    from kubeloop.demo.harness import free_port
+
+    port = free_port()
+    config = work / "prometheus.yml"
+    target = target_url.removeprefix("http://")
+    config.write_text(
+        "global: {scrape_interval: 1s}\n"
+        f"scrape_configs: [{{job_name: kubeloop, static_configs: [{{targets: ['{target}']}}]}}]\n"
+    )
+    process = subprocess.Popen(
+        [tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={work / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

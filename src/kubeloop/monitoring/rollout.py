@@ -5,7 +5,8 @@ A challenger that passed the offline gate with ``rollout`` canary or shadow is t
 answers part of the traffic with it (canary) or scores a copy of every request with it (shadow).
 Each monitor run while a candidate is out reads, per version:
 
-- from the server's ``/metrics``, the sufficient statistics (count, sum, sum of squares) of
+- from the server's ``/metrics`` (or, summed over every replica, from Prometheus), the
+  sufficient statistics (count, sum, sum of squares) of
   ``error`` (0/1 per request), ``latency_log`` (ln seconds per request) and ``score`` (the
   prediction per row), and in shadow mode the paired ``shadow_score_diff`` per row
   (``kubeloop_rollout_moment_total``); the increase since the candidate started is kept in the
@@ -41,7 +42,7 @@ from kubeloop.monitoring import metrics as m
 from kubeloop.monitoring.decision import MonitorState
 from kubeloop.monitoring.report import row_log_likelihood
 from kubeloop.monitoring.sequential import Moments, RolloutVerdict, judge
-from kubeloop.monitoring.sources import MetricsEndpoint, parse_rollout_moments
+from kubeloop.monitoring.sources import MetricsEndpoint, PrometheusAPI, parse_rollout_moments
 
 if TYPE_CHECKING:
     from kubeloop.monitoring.monitor import MonitorConfig
@@ -287,7 +288,11 @@ def watch_rollout(
                   "started": _started(entry, now)}  # fmt: skip
         say(f"rollout: watching {mode} candidate {candidate_version} beside {champion_version}")
     notes: list[str] = []
-    if config.metrics_url:
+    if config.prometheus_url:  # every replica, summed; the increase since the start
+        api = PrometheusAPI(config.prometheus_url, config.model, retries=config.retries)
+        moments = api.rollout_moments(now - float(record["started"]))
+        record["seen"] = {v: {s: list(t) for s, t in sig.items()} for v, sig in moments.items()}
+    elif config.metrics_url:
         endpoint = MetricsEndpoint(config.metrics_url, config.model, retries=config.retries)
         counters, restarted = _accumulate(
             record,

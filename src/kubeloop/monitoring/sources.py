@@ -18,6 +18,7 @@ calls retry with a backoff and then raise :class:`SourceError`; the monitor coun
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.error
 import urllib.parse
@@ -265,6 +266,32 @@ class PrometheusAPI:
             return parse_vector(json.loads(body))
         except (ValueError, KeyError, TypeError, IndexError) as error:
             raise SourceError(f"{url} did not answer a Prometheus API result: {error}") from error
+
+    def rollout_moments(self, seconds: float) -> dict[str, dict[str, tuple[float, float, float]]]:
+        """The increase of ``kubeloop_rollout_moment_total`` over the last ``seconds`` (since a
+        candidate started), summed over every replica: ``version -> signal -> (n, sum, sumsq)``.
+
+        Prometheus takes each series' counter resets into account (``increase``); the range is
+        at least a minute (a scrape interval or two), so a candidate only seconds old is judged
+        with a little of the champion's earlier traffic.
+        """
+        selector = f'model="{_quoted(self.model)}"'
+        window = f"{max(60, math.ceil(seconds))}s"
+        promql = (
+            f"sum by (version, signal, moment) "
+            f"(increase({ROLLOUT_MOMENTS}{{{selector}}}[{window}]))"
+        )
+        found: dict[str, dict[str, list[float]]] = {}
+        index = {"n": 0, "sum": 1, "sumsq": 2}
+        for labels, value in self._query(promql):
+            slot = index.get(labels.get("moment", ""))
+            if slot is None or "version" not in labels or "signal" not in labels:
+                continue
+            triple = found.setdefault(labels["version"], {}).setdefault(
+                labels["signal"], [0.0, 0.0, 0.0]
+            )
+            triple[slot] = value
+        return {v: {s: (t[0], t[1], t[2]) for s, t in sig.items()} for v, sig in found.items()}
 
     def scrape(self) -> Scrape:
         """Bin counts of the champion's version over the window ending now, and that version."""

@@ -25,7 +25,7 @@ from kubeloop.monitoring.sources import MetricsEndpoint, PrometheusAPI, Scrape, 
 from kubeloop.pipelines.launch.request import RunRequest
 from kubeloop.pipelines.launch.runs import RunOutcome
 from kubeloop.registry import Registry
-from tests.tools import tool
+from tests.tools import prometheus_scraping
 from tests.waiting import wait_for
 
 from .conftest import MODEL, TARGET, Served
@@ -180,20 +180,8 @@ def test_run_forever_repeats_until_stopped(served: Served, tmp_path: Path) -> No
 
 
 def test_real_prometheus_scraping_the_server(served: Served, tmp_path: Path) -> None:
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    target = served.server.url.removeprefix("http://")
-    config.write_text(
-        "global: {scrape_interval: 1s}\n"
-        f"scrape_configs: [{{job_name: kubeloop, static_configs: [{{targets: ['{target}']}}]}}]\n"
-    )
-    process = subprocess.Popen(
-        [tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        api = PrometheusAPI(f"http://127.0.0.1:{port}", MODEL, window="5m", retries=0)
+    with prometheus_scraping(served.server.url, tmp_path) as url:
+        api = PrometheusAPI(url, MODEL, window="5m", retries=0)
 
         def scrape() -> Scrape | None:
             try:
@@ -218,9 +206,6 @@ def test_real_prometheus_scraping_the_server(served: Served, tmp_path: Path) -> 
         report = compare_profile(served.bundle.reference_profile, last.counts)
         assert last.version == served.bundle.version
         assert "payment_method" in report.drifted_features
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_kfp_monitoring_component_reads_the_payload_log(served: Served, tmp_path: Path) -> None:

@@ -17,10 +17,12 @@ import pytest
 from kubeloop.data.synth import generate_churn
 from kubeloop.demo.harness import send_traffic, write_labels
 from kubeloop.monitoring.monitor import MonitorConfig, run_once
+from kubeloop.monitoring.sources import PrometheusAPI, SourceError
 from kubeloop.pipelines.launch.request import RunRequest
 from kubeloop.pipelines.launch.runs import start_training_run
 from kubeloop.registry import Registry
 from kubeloop.registry.tracking import default_tracking_uri, model_aliases, set_aliases
+from tests.tools import prometheus_scraping
 from tests.waiting import wait_for
 
 from .conftest import MODEL, TARGET, Served
@@ -167,3 +169,36 @@ def test_a_monitor_killed_at_every_step_leaves_registry_aliases_and_server_agree
             lambda state=state: rollout.served.server.served_rollout() == state,  # type: ignore[misc]
             what=f"the server to serve {state} after a crash at {step!r}",
         )
+
+
+def test_the_monitor_judges_every_replica_through_prometheus(
+    rollout: Rollout, tmp_path: Path
+) -> None:
+    _reset(rollout)
+    served = rollout.served
+    with prometheus_scraping(served.server.url, tmp_path) as url:
+        api = PrometheusAPI(url, MODEL, retries=0)
+
+        def candidate_counted(least: float) -> float:
+            try:
+                moments = api.rollout_moments(300)
+            except SourceError:  # not listening yet
+                return 0.0
+            n = moments.get(rollout.candidate, {}).get("error", (0.0, 0.0, 0.0))[0]
+            return n if n >= least else 0.0
+
+        frame = generate_churn(300, seed=11)
+        sent = send_traffic(
+            served.server.url, MODEL, frame, served.bundle.schema, prefix="p", batch=1
+        )
+        wait_for(
+            lambda: candidate_counted(100), what="Prometheus to count the candidate's requests"
+        )
+        config = _monitor(rollout, tmp_path, metrics_url=None, prometheus_url=url)
+        watch = run_once(config).rollout
+    assert watch is not None
+    error = {s.name: s for s in watch.verdict.signals}["error"]
+    # increase() extrapolates to the range's edges: the counts are close to, not exactly, sent
+    assert error.n_candidate >= 100 and error.n_champion >= 100
+    assert error.n_candidate + error.n_champion == pytest.approx(len(sent), rel=0.25)
+    assert error.estimate == 0.0
