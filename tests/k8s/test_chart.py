@@ -136,9 +136,9 @@ def test_staged_rollout_deploys_nothing(rendered: dict[str, list[h.Manifest]]) -
     [
         ({"monitor": {"enabled": False}}, "needs monitor.enabled=true"),
         ({"monitor": {"retrain": False}}, "needs monitor.retrain=true"),
-        ({"monitor": {"source": "prometheus"}}, "needs monitor.source=metrics"),
+        ({"monitor": {"source": "metrics"}}, "needs monitor.source=prometheus"),
     ],
-    ids=["no-monitor", "dry-run-monitor", "prometheus-source"],
+    ids=["no-monitor", "dry-run-monitor", "one-replica-scrape"],
 )
 def test_staged_rollout_refuses_a_monitor_that_cannot_end_it(
     values: dict[str, Any], message: str

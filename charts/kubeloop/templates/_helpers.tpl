@@ -240,8 +240,8 @@ out forever, or judge it without the servers' statistics (rendered by templates/
 {{- if not .Values.monitor.retrain }}
 {{- fail (printf "rollout.mode=%s needs monitor.retrain=true: with monitor.retrain=false the monitor runs --dry-run and never ends a rollout" $mode) }}
 {{- end }}
-{{- if ne .Values.monitor.source "metrics" }}
-{{- fail (printf "rollout.mode=%s needs monitor.source=metrics: the monitor reads the rollout's per-version statistics from the predictor's /metrics" $mode) }}
+{{- if and (eq .Values.monitor.source "metrics") (gt (int .Values.inferenceService.maxReplicas) 1) }}
+{{- fail (printf "rollout.mode=%s with up to %v predictor replicas needs monitor.source=prometheus: /metrics through the Service reads one replica per run, Prometheus sums the rollout's statistics over all of them (or set inferenceService.maxReplicas=1)" $mode .Values.inferenceService.maxReplicas) }}
 {{- end }}
 {{- end }}
 {{- end }}
