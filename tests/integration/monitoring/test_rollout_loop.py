@@ -124,6 +124,22 @@ def test_a_candidate_worse_on_delayed_labels_is_rolled_back_by_the_monitor(
         lambda: served.server.served_rollout() == (rollout.champion, None),
         what="the champion to serve alone again",
     )
+    # the decision is on the candidate's MLflow run: its tags and the whole verdict
+    from mlflow import MlflowClient
+
+    client = MlflowClient(default_tracking_uri())
+    (entry,) = [
+        v
+        for v in client.search_model_versions(f"name='{MODEL}'")
+        if v.tags.get("kubeloop.version") == rollout.candidate
+    ]
+    tags = client.get_run(entry.run_id).data.tags
+    assert (
+        tags["kubeloop.rollout"] == "rollback" and "label_loss" in tags["kubeloop.rollout_reason"]
+    )
+    assert "rollout/decision.json" in [
+        a.path for a in client.list_artifacts(entry.run_id, "rollout")
+    ]
 
 
 def _crashed_monitor(r: Rollout, tmp_path: Path, action: str, step: str) -> int:
