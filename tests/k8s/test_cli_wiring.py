@@ -171,8 +171,11 @@ def _monitor_wiring(args: argparse.Namespace) -> list[str]:
     if staged:
         if args.dry_run:
             problems.append("a staged rollout with --dry-run is never promoted or rolled back")
-        if not args.metrics_url:
-            problems.append("a staged rollout is judged on the servers' /metrics (--metrics-url)")
+        if not (args.metrics_url or args.prometheus_url):
+            problems.append(
+                "a staged rollout is judged on the servers' statistics (--metrics-url or "
+                "--prometheus-url)"
+            )
         if not args.registry:
             problems.append("a staged rollout needs the registry (--registry)")
     return problems
