@@ -19,25 +19,25 @@ from kubeloop.pipelines.launch.runs import pipeline_arguments
 from kubeloop.report._sections import history_section
 
 
-def test_counters_accumulate_from_the_champion_baseline_and_across_a_restart() -> None:
+def test_counters_accumulate_from_their_first_sight_and_across_a_restart() -> None:
     first = {"v1": {"error": (100.0, 2.0, 2.0)}, "v2": {"error": (10.0, 1.0, 1.0)}}
-    record, restarted = _accumulate({}, first, candidate="v2")
-    assert not restarted
-    # the champion's first sight is the baseline; the candidate's series count whole
-    assert "v1" not in record["seen"] and record["seen"]["v2"]["error"] == [10.0, 1.0, 1.0]
+    record, restarted = _accumulate({}, first)
+    assert not restarted and record["seen"] == {}  # the first sight is every series' baseline
     second = {"v1": {"error": (150.0, 3.0, 3.0)}, "v2": {"error": (30.0, 2.0, 2.0)}}
-    record, restarted = _accumulate(record, second, candidate="v2")
+    record, restarted = _accumulate(record, second)
     assert not restarted
     assert record["seen"]["v1"]["error"] == [50.0, 1.0, 1.0]
-    assert record["seen"]["v2"]["error"] == [30.0, 2.0, 2.0]
+    assert record["seen"]["v2"]["error"] == [20.0, 1.0, 1.0]
     after_restart = {"v1": {"error": (5.0, 0.0, 0.0)}, "v2": {"error": (4.0, 1.0, 1.0)}}
-    record, restarted = _accumulate(record, after_restart, candidate="v2")
+    record, restarted = _accumulate(record, after_restart)
     assert restarted  # a counter went down: everything since the restart is new
     assert record["seen"]["v1"]["error"] == [55.0, 1.0, 1.0]
-    assert record["seen"]["v2"]["error"] == [34.0, 3.0, 3.0]
-    assert record["last"] == {
-        k: {s: list(t) for s, t in v.items()} for k, v in after_restart.items()
-    }
+    assert record["seen"]["v2"]["error"] == [24.0, 2.0, 2.0]
+    fresh = {k: {s: list(t) for s, t in v.items()} for k, v in after_restart.items()}
+    assert record["last"] == fresh
+    later = {**after_restart, "v3": {"error": (7.0, 1.0, 1.0)}}  # began since the last look
+    record, _ = _accumulate(record, later)
+    assert record["seen"]["v3"]["error"] == [7.0, 1.0, 1.0]
 
 
 class _Bundle:

@@ -105,15 +105,14 @@ def _moments(triple: Triple) -> Moments:
 
 
 def _accumulate(
-    previous: dict[str, Any],
-    now: dict[str, dict[str, tuple[float, float, float]]],
-    *,
-    candidate: str,
+    previous: dict[str, Any], now: dict[str, dict[str, tuple[float, float, float]]]
 ) -> tuple[dict[str, Any], bool]:
     """Add the counters' increase since the last read to what the rollout saw so far.
 
-    The candidate's series exist only since it was loaded, so they count whole when first
-    seen; the champion's first sight is the baseline of the rollout.
+    The rollout's first look is every series' baseline: champion and candidate are compared
+    over the same stretch of time, and a version that served before (a candidate started again)
+    brings none of its earlier counts. A series that appears at a later look began since the
+    last one (a server's series never disappear) and counts whole.
 
     Returns the new record (``last`` = the counters now, ``seen`` = the increase summed since
     the candidate started) and whether the server restarted (a counter went down: its counts
@@ -130,10 +129,10 @@ def _accumulate(
     for version, signals in now.items():
         for signal, triple in signals.items():
             before = [0.0, 0.0, 0.0] if restarted else last.get(version, {}).get(signal)
-            if before is None and version == candidate:
-                before = [0.0, 0.0, 0.0]
+            if before is None and "last" in previous:
+                before = [0.0, 0.0, 0.0]  # appeared since the last look
             if before is None:
-                continue  # the champion's first sight: it counts from here (the baseline)
+                continue  # the first look: the baseline
             added = [a - b for a, b in zip(triple, before, strict=True)]
             total = seen.setdefault(version, {}).setdefault(signal, [0.0, 0.0, 0.0])
             seen[version][signal] = [t + a for t, a in zip(total, added, strict=True)]
@@ -297,7 +296,6 @@ def watch_rollout(
         counters, restarted = _accumulate(
             record,
             parse_rollout_moments(endpoint.text(), model=config.model),
-            candidate=candidate_version,
         )
         record.update(counters)
         if restarted:
