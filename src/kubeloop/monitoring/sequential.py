@@ -185,6 +185,9 @@ class SignalRule:
         two_sided: A shift either way is suspect (harm: the interval wholly beyond ``±margin``).
         floor_sd: Each arm's standard deviation is taken as at least this (guards a variance
             estimated as 0, e.g. no error seen yet).
+        tolerance: One-sided rules: *harm* needs the lower bound above this (default 0: any
+            proven degradation), below ``margin``. A signal that differs a little by nature
+            (a retrained model a few percent slower) is not rolled back for it.
     """
 
     name: str
@@ -192,6 +195,7 @@ class SignalRule:
     mixture_sd: float
     two_sided: bool = False
     floor_sd: float = 0.0
+    tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         owner = "SignalRule"
@@ -203,13 +207,23 @@ class SignalRule:
         check_range("floor_sd", self.floor_sd, low=0.0, high=math.inf, closed="left", owner=owner)
         if not isinstance(self.two_sided, bool):
             raise parameter_error("two_sided", self.two_sided, owner=owner, expected="a bool")
+        check_range(
+            "tolerance", self.tolerance, low=0.0, high=self.margin, closed="both", owner=owner
+        )
 
 
 DEFAULT_RULES: tuple[SignalRule, ...] = (
     # 0/1 per request; 1 point more errors is tolerated, +2 points is what τ is sized for.
     SignalRule("error", margin=0.01, mixture_sd=0.02, floor_sd=0.05),
     # ln seconds per request; 10% slower is tolerated (ln 1.1); τ sized for about ×1.35.
-    SignalRule("latency_log", margin=math.log(1.1), mixture_sd=0.3, floor_sd=0.05),
+    # A retrained model may be a few percent slower (more trees): harm needs more than 5 %.
+    SignalRule(
+        "latency_log",
+        margin=math.log(1.1),
+        mixture_sd=0.3,
+        floor_sd=0.05,
+        tolerance=math.log(1.05),
+    ),
     # the prediction per row (probability of the positive class / value): a mean shift of 0.1
     # either way on the same traffic means the candidate behaves differently online.
     SignalRule("score", margin=0.1, mixture_sd=0.1, two_sided=True, floor_sd=0.01),
@@ -529,7 +543,7 @@ def _assess(rule: SignalRule, value: SignalValue, *, alpha: float, min_n: int) -
                 state = "harm"
             elif -rule.margin < low and high < rule.margin:
                 state = "clear"
-        elif low > 0.0:
+        elif low > rule.tolerance:
             state = "harm"
         elif high < rule.margin:
             state = "clear"
