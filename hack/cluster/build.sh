@@ -26,13 +26,14 @@ PIECES=(
   "kube-apiserver|.|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver"
   "kube-controller-manager|.|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager"
   "kube-scheduler|.|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-scheduler"
+  "kubectl|.|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kubectl"
   "kwok|tools/kwok|sigs.k8s.io/kwok|sigs.k8s.io/kwok/cmd/kwok"
   "helm|tools/helm|helm.sh/helm/v4|helm.sh/helm/v4/cmd/helm"
   "kuberay-operator|tools/kuberay|github.com/ray-project/kuberay/ray-operator|github.com/ray-project/kuberay/ray-operator"
   "controller-gen|tools/controller-gen|sigs.k8s.io/controller-tools|sigs.k8s.io/controller-tools/cmd/controller-gen"
   "kserve-controller|tools/kserve|github.com/kserve/kserve|github.com/kserve/kserve/cmd/manager"
 )
-DEFAULT=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok helm kuberay-operator controller-gen)
+DEFAULT=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm kuberay-operator controller-gen)
 OPTIONAL=(kserve-controller)
 
 log() { printf '[cluster-build] %s\n' "$*" >&2; }
@@ -59,7 +60,7 @@ ldflags_for() {
   local piece="$1" version="$2"
   local flags="-s -w"
   case "${piece}" in
-    kube-*)
+    kube-* | kubectl)
       local major minor
       major="${version#v}"; major="${major%%.*}"
       minor="${version#v*.}"; minor="${minor%%.*}"
