@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test check unit lint typecheck bench clean tools system-deps manifests kind-up kind-e2e kind-down images images-for-tests
+.PHONY: install demo test check unit lint typecheck bench clean tools system-deps manifests kind-up kind-e2e kind-down images images-for-tests cluster-build cluster-up cluster-down
 
 # Debian packages the tests call (promtool and the Prometheus server come with `prometheus`;
 # headless `chromium` opens the HTML report in tests/integration/report).
@@ -88,6 +88,20 @@ kind-e2e: install
 
 kind-down:
 	hack/kind-down.sh
+
+# A Kubernetes control plane built from the Go module proxy (no Docker, no registry), pinned in
+# hack/cluster/*/go.mod: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on
+# 127.0.0.1, with the helm CLI, the KubeRay operator and controller-gen. Binaries are cached
+# outside the repository (~/.cache/kubeloop-cluster) and linked into build/cluster/bin/; the
+# kubeconfig is build/cluster/kubeconfig. Not part of `make test` (yet). hack/cluster/README.md.
+cluster-build:
+	hack/cluster/build.sh
+
+cluster-up: cluster-build
+	hack/cluster/up.sh
+
+cluster-down:
+	hack/cluster/down.sh
 
 bench: install
 	$(BIN)/python bench/train.py
