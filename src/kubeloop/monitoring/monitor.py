@@ -364,7 +364,7 @@ def run_once(
         except SourceError as unreachable:
             notes.append(f"rollout not judged this time: {unreachable}")
     judged = report is not None and bool(report.judged)
-    if watch is not None and watch.action != "continue":  # the next run judges the new state
+    if watch is not None and watch.transition is not None:  # the next run judges the new state
         state = replace(state, rollout={"candidate": watch.candidate, "ended": watch.action})
     decision = decide(
         drift_share=report.drift_share if judged and report else None,

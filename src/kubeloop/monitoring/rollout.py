@@ -349,10 +349,11 @@ def watch_rollout(
 def _track(config: MonitorConfig, version: str, watch: RolloutWatch) -> None:
     """Tag the candidate's MLflow run with the decision (a missing store only logs why)."""
     try:
-        from kubeloop.registry.tracking import record_rollout_decision
+        from kubeloop.registry.tracking import existing_store, record_rollout_decision
 
-        record_rollout_decision(
-            config.model, version, watch.to_dict(), tracking_uri=config.mlflow_uri
-        )
+        uri = existing_store(config.mlflow_uri)
+        if uri is None:  # nothing was ever tracked there: no store is made for this
+            return
+        record_rollout_decision(config.model, version, watch.to_dict(), tracking_uri=uri)
     except Exception as error:  # tracking never blocks a decision already carried out
         _log.warning("could not record the rollout decision in MLflow: %s", error)
