@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -44,9 +45,22 @@ _TASK_DONE = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for bind(0) is also
+# what it hands to the next outgoing connection, which can take it before the server binds it.
+_PORTS = (20_000, 32_768)
+
+
 def free_port() -> int:
-    """A TCP port that is free right now on 127.0.0.1."""
-    with socket.socket() as sock:
+    """A TCP port that is free right now on 127.0.0.1, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.randrange(*_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # all tried were taken: any free port
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
