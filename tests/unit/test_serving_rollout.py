@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from kserve.protocol.infer_type import InferInput, InferRequest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from kubeloop.bundle import load_bundle
 from kubeloop.errors import RegistryError
@@ -21,7 +21,7 @@ from kubeloop.registry import Registry
 from kubeloop.serving import BundleModel
 from kubeloop.serving._context import RequestContext
 from kubeloop.serving._payload_log import PayloadLogger
-from kubeloop.serving._rollout import Rollout, rollout_bucket
+from kubeloop.serving._rollout import Rollout, ShadowScorer, rollout_bucket
 from kubeloop.serving.metrics import RolloutCollector
 from tests.integration.serving.conftest import build_bundle
 
@@ -115,7 +115,7 @@ def test_promoting_the_candidate_reuses_the_loaded_bundle(bundles: tuple[Path, P
     assert model.predict({"instances": [row]})["model_version"] == candidate.version
 
 
-def test_shadow_scores_pairs_off_the_response_path(
+def test_shadow_scores_pairs_beside_the_champion(
     bundles: tuple[Path, Path], tmp_path: Path
 ) -> None:
     log = PayloadLogger(tmp_path / "payload.jsonl")
@@ -129,7 +129,6 @@ def test_shadow_scores_pairs_off_the_response_path(
     for _ in range(5):
         assert model.predict({"instances": [row]})["model_version"] == champion.version
     assert model.predict({"instances": [row, row, row]})["model_version"] == champion.version
-    assert model.drain_shadow()
     moments = parse_rollout_moments(generate_latest().decode(), model="route-shadow")
     assert moments[candidate.version]["shadow_flip"][0] == 8.0  # rows
     assert moments[candidate.version]["shadow_score_diff"][0] == 8.0
@@ -189,3 +188,23 @@ def test_registry_reads_and_checks_the_candidate_entry(tmp_path: Path) -> None:
     ]:
         with pytest.raises(RegistryError, match=words):
             _pointer(tmp_path / "d", bad).candidate("churn")
+
+
+def test_shadow_scoring_stops_at_its_share_of_the_second(bundles: tuple[Path, Path]) -> None:
+    model = BundleModel("route-shadow-share", lambda: bundles[0])
+    model.load()
+    candidate = model.prepare(bundles[1])
+    model.start_rollout(candidate, mode="shadow", percent=0)
+    model._shadow = ShadowScorer(model.name, None, share=0.0)  # any time spent uses it up
+    row = _row(bundles[0])
+    for _ in range(20):
+        model.predict({"instances": [row]})
+    moments = parse_rollout_moments(generate_latest().decode(), model="route-shadow-share")
+    scored = moments[candidate.version]["shadow_score_diff"][0]
+    dropped = REGISTRY.get_sample_value(
+        "kubeloop_shadow_dropped_total",
+        {"model": "route-shadow-share", "version": candidate.version},
+    )
+    assert 1 <= scored <= 2  # the first pair of each second (the loop may cross one boundary)
+    assert scored + (dropped or 0) == 20
+    model.stop()

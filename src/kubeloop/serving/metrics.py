@@ -296,7 +296,7 @@ CANDIDATE_INFO = Gauge(
 )
 SHADOW_DROPPED = Counter(
     "kubeloop_shadow_dropped",
-    "Shadow pairs not scored by the candidate because its queue was full (or it failed).",
+    "Shadow pairs not scored: the candidate spent its share of the second, or it failed.",
     ["model", "version"],
 )
 CHAMPION_POLLS = Counter(

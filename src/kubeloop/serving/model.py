@@ -264,8 +264,6 @@ class BundleModel(Model):
         """Called at shutdown: stop the watcher and close the payload log."""
         if self.on_stop is not None:
             self.on_stop()
-        if self._shadow is not None:
-            self._shadow.close()
         if self._payload_log is not None:
             self._payload_log.close()
         self.ready = False
@@ -361,10 +359,6 @@ class BundleModel(Model):
         scorer = self._shadow
         if scorer is not None:
             scorer.submit(rollout.candidate, served, inputs, matrix, raw, request_id)
-
-    def drain_shadow(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued shadow pair is scored (tests); whether that happened."""
-        return self._shadow is None or self._shadow.drain(timeout)
 
     def _predict_one(
         self,
