@@ -1,0 +1,152 @@
+"""Training on a real two-node Ray cluster: a head on this machine and a node in a container of
+the component image, with its own filesystem (the ``ray_cluster`` fixture). The test process
+never joins the cluster: every driver is a command of its own (``kubeloop train``, or
+``_cluster_driver``), and what Ray itself says (its nodes, each node's object store) is read by
+a fresh driver (:meth:`RayCluster.query`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from kubeloop.data.synth import generate_churn
+from tests.ray_cluster import ROOT, RayCluster
+from tests.waiting import wait_for
+
+from .conftest import S3Server
+
+KUBELOOP = [sys.executable, "-m", "kubeloop"]
+DRIVER = [sys.executable, "-m", "tests.integration.containers._cluster_driver"]
+CONTAINER_IP = "127.0.0.3"
+
+
+def _env(cluster: RayCluster | None, **extra: str) -> dict[str, str]:
+    """The environment of a driver: the cluster's address and token, or none at all."""
+    env = cluster.driver_env() if cluster else dict(os.environ)
+    if cluster is None:
+        for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+            env.pop(name, None)
+    python_path = [str(ROOT), str(ROOT / "src"), env.get("PYTHONPATH", "")]
+    return {**env, **extra, "PYTHONPATH": os.pathsep.join(p for p in python_path if p)}
+
+
+def _run(command: list[str], env: dict[str, str], timeout: float = 600) -> tuple[str, str]:
+    done = subprocess.run(
+        command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"{command[2:5]} failed:\n{done.stderr[-4000:]}"
+    return done.stdout, done.stderr
+
+
+def _train(data: Path, out: Path, workers: str, cluster: RayCluster | None) -> dict[str, Any]:
+    _, err = _run(
+        [*KUBELOOP, "train", "--data", str(data), "--target", "churned", "--out", str(out),
+         "--workers", workers, "--seed", "5"],
+        _env(cluster),
+    )  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {"metrics": metrics, "progress": err}
+
+
+def test_train_two_workers_one_per_node_each_with_its_shard(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """`kubeloop train --workers 2` on the cluster: one worker per node, each node's object store
+    takes in its own shard and not the whole set, and on a file sorted by the label the test
+    AUC is the single-process run's."""
+    frame = generate_churn(6000, seed=11)
+    data = tmp_path / "sorted.parquet"
+    frame.sort_values("churned", kind="stable").reset_index(drop=True).to_parquet(data)
+    nodes = ray_cluster.alive_nodes()
+    assert set(nodes) == {"127.0.0.2", CONTAINER_IP}
+    before = ray_cluster.store_stats()
+
+    cluster_run = _train(data, tmp_path / "cluster", "2", ray_cluster)
+
+    after = ray_cluster.store_stats()
+    single = _train(data, tmp_path / "single", "0", None)
+    xgb = cluster_run["metrics"]["candidates"]["xgboost"]
+    placement = cluster_run["metrics"]["engine"]
+    assert placement["kind"] == "ray-train-workers"
+    # One worker per node, as the GCS knows them.
+    assert placement["address"] == ray_cluster.address
+    assert placement["workers"] == 2
+    assert sorted(n["node_id"] for n in placement["nodes"]) == sorted(nodes.values())
+    assert {n["node_ip"] for n in placement["nodes"]} == set(nodes)
+    # Each worker holds half of the training rows, shuffled by the seed (sorted input: both
+    # classes in each shard, which the AUC check below needs).
+    rows = [n["rows"] for n in placement["nodes"]]
+    assert abs(rows[0] - rows[1]) <= 1
+    whole = sum(n["bytes"] for n in placement["nodes"])
+    remote = next(n for n in placement["nodes"] if n["node_ip"] == CONTAINER_IP)
+    pulled = after[CONTAINER_IP]["created"] - before[CONTAINER_IP]["created"]
+    assert remote["bytes"] <= pulled <= 1.2 * remote["bytes"] + 2**20, (pulled, remote, whole)
+    assert pulled < 0.75 * whole
+    # The progress output says where the work ran.
+    for node in placement["nodes"]:
+        assert f"on node {node['node_id'][:12]} ({node['node_ip']})" in cluster_run["progress"]
+    auc_single = single["metrics"]["candidates"]["xgboost"]["roc_auc"]
+    assert abs(xgb["roc_auc"] - auc_single) <= 0.005, (xgb["roc_auc"], auc_single)
+
+
+def test_sorted_arrays_match_single_process_on_two_nodes(ray_cluster: RayCluster) -> None:
+    """The same matrices, each part sorted by the label: distributed AUC and early stopping see
+    shuffled shards, so the model is as good as the single-process one."""
+    out, _ = _run([*DRIVER, "20000", "300", "2"], _env(ray_cluster))
+    cluster_result = json.loads(out.splitlines()[-1])
+    out, _ = _run([*DRIVER, "20000", "300", "0"], _env(None))
+    single = json.loads(out.splitlines()[-1])
+    assert len(cluster_result["placement"]["nodes"]) == 2
+    assert abs(cluster_result["auc"] - single["auc"]) <= 0.005, (cluster_result, single)
+
+
+def test_fit_survives_losing_the_container_node(
+    ray_cluster: RayCluster, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Kill the container node mid-fit: Ray Train restarts the workers once a node is back, from
+    the last checkpoint in S3, and the fit finishes with every round; the log says what was
+    lost and where the fit resumed."""
+    bucket = s3_server.new_bucket()
+    rounds, every = 3000, 100
+    env = _env(ray_cluster, **s3_server.env())
+    log = (tmp_path / "driver.log").open("w+")
+    driver = subprocess.Popen(
+        [*DRIVER, "20000", str(rounds), "2", f"s3://{bucket}/checkpoints", str(every)],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True,
+    )  # fmt: skip
+    fs = s3_server.fs()
+    try:
+        wait_for(
+            lambda: driver.poll() is None and fs.glob(f"{bucket}/checkpoints/*/checkpoint_*"),
+            what="a first checkpoint in S3",
+            timeout=300,
+            every=0.5,
+        )
+        ray_cluster.kill_node(CONTAINER_IP)
+        ray_cluster.add_node(CONTAINER_IP)
+        out, _ = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        log.seek(0)
+        progress = log.read()
+    assert driver.returncode == 0, progress[-4000:]
+    result = json.loads(out.splitlines()[-1])
+    placement = result["placement"]
+    assert result["rounds"] == rounds
+    assert placement["attempts"] >= 2
+    lost = placement["lost"][0]
+    assert lost["node_ip"] == CONTAINER_IP, placement
+    assert placement["resumed_at_round"] >= every
+    assert placement["resumed_at_round"] % every == 0
+    assert f"lost worker {lost['rank']} (node {lost['node_id'][:12]}, {CONTAINER_IP})" in progress
+    assert f"resuming from the checkpoint at round {placement['resumed_at_round']}" in progress
+    # The new container node took part in the resumed fit.
+    assert CONTAINER_IP in {n["node_ip"] for n in placement["nodes"]}
+    assert result["auc"] > 0.8
