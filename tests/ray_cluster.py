@@ -132,6 +132,7 @@ class RayCluster:
     port: int = 0
     dashboard_port: int = 0
     nodes: dict[str, str] = field(default_factory=dict)  # container name -> node IP
+    lost: set[str] = field(default_factory=set)  # ids of the nodes killed
     _marker: str = ""
     _head: subprocess.Popen[bytes] | None = None
     _workdir: Path | None = None
@@ -206,7 +207,7 @@ class RayCluster:
             arg for key, value in self.auth_env().items() for arg in ("-e", f"{key}={value}")
         ]
         self.engine.run(
-            "run", "--detach", "--rm", "--name", name, "--network", "host", *env_args,
+            "run", "--detach", "--name", name, "--network", "host", *env_args,
             "--shm-size", str(self.object_store_bytes + 64 * 1024**2),
             self.image, "ray", "start", "--block", f"--address={self.address}",
             f"--node-ip-address={ip}", f"--num-cpus={self.cpus_per_node}",
@@ -227,21 +228,24 @@ class RayCluster:
 
     def kill_node(self, ip: str) -> None:
         """Kill the container node of ``ip`` at once (``SIGKILL``), as a lost machine."""
+        node = self.alive_nodes().get(ip)
+        if node:
+            self.lost.add(node)
         for name, node_ip in list(self.nodes.items()):
             if node_ip == ip:
                 self.engine.run("rm", "--force", "--time", "0", name, check=False)
                 del self.nodes[name]
 
     def alive_nodes(self) -> dict[str, str]:
-        """Node IP -> node id of every alive node, as the GCS says (``{}`` while none answers)."""
+        """Node IP -> node id of every alive node, as the GCS says, leaving out the nodes killed
+        (the GCS takes a while to see that they are gone); ``{}`` while none answers."""
         try:
-            return dict(
-                self.query(
-                    "{n['NodeManagerAddress']: n['NodeID'] for n in ray.nodes() if n['Alive']}"
-                )
+            pairs = self.query(
+                "[(n['NodeManagerAddress'], n['NodeID']) for n in ray.nodes() if n['Alive']]"
             )
         except RuntimeError:
             return {}
+        return {ip: node for ip, node in pairs if node not in self.lost}
 
     def store_stats(self) -> dict[str, dict[str, int]]:
         """Node IP -> its object store's bytes in use now and bytes created since it started

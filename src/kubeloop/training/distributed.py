@@ -435,7 +435,7 @@ class _Run:
     def _run_trainer(self, source: Any, config: dict[str, Any]) -> Any:
         from concurrent.futures import ThreadPoolExecutor
 
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.xgboost import XGBoostTrainer
 
         engine = self.engine
@@ -465,6 +465,8 @@ class _Run:
                 failure_config=FailureConfig(
                     max_failures=_CLUSTER_MAX_FAILURES if engine.address else 0
                 ),
+                # The last two: the newest may be half-registered when a node goes.
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
                 callbacks=[_loss_reporter(source)],
             ),
         )
@@ -540,10 +542,12 @@ def _describe(entry: dict[str, Any]) -> str:
             f"{entry['validation_rows']:,} validation rows ({entry['bytes'] / 1e6:.1f} MB)"
             f"{resumed}"
         )
-    return (
-        f"lost worker {entry['rank']} (node {entry['node_id'][:12]}, {entry['node_ip']}): "
-        f"{entry['reason']}; Ray Train restarts the workers from the last checkpoint"
-    )
+    where = f"worker {entry['rank']} (node {entry['node_id'][:12]}, {entry['node_ip']})"
+    if entry["gone"]:
+        what = f"lost {where}: its process or node went away ({entry['reason']})"
+    else:
+        what = f"{where} stopped: {entry['reason']}"
+    return f"{what}; Ray Train restarts the workers from the last checkpoint"
 
 
 def _loss_reporter(source: Any) -> Any:
@@ -559,6 +563,7 @@ def _loss_reporter(source: Any) -> Any:
             self, run_context: Any, worker_exceptions: dict[int, Exception]
         ) -> None:
             import ray
+            from ray.exceptions import ActorDiedError, ActorUnavailableError
 
             self.attempt += 1
             log = ray.get(source.read_log.remote(0))
@@ -573,6 +578,12 @@ def _loss_reporter(source: Any) -> Any:
                         "node_id": node.get("node_id", "?"),
                         "node_ip": node.get("node_ip", "?"),
                         "reason": _worker_error_text(exc),
+                        # the worker's actor (its process, or its whole node) is gone, rather
+                        # than the worker failing: the others fail with it in the collective
+                        "gone": isinstance(
+                            getattr(exc, "health_check_failure", exc),
+                            ActorDiedError | ActorUnavailableError,
+                        ),
                     }
                 )
 

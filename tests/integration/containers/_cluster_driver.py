@@ -3,9 +3,12 @@ cluster): trains XGBoost with :func:`train_xgboost_distributed` on a label-sorte
 and prints one JSON line with the model's rounds, its test AUC and the placement.
 
     python -m tests.integration.containers._cluster_driver ROWS ROUNDS WORKERS [STORAGE EVERY]
+    python -m tests.integration.containers._cluster_driver tune ROWS TRIALS BUSY_NODE_IP
 
 ``WORKERS`` 0 trains in this process (the single-process reference); ``RAY_ADDRESS`` and the
-token variables name the cluster otherwise.
+token variables name the cluster otherwise. ``tune`` runs a search of ``TRIALS`` trials with
+:func:`tune_xgboost` while an actor holds every CPU of the node ``BUSY_NODE_IP`` (``-``: none),
+and prints the trials, the best one and whether its own model came back.
 """
 
 from __future__ import annotations
@@ -35,7 +38,54 @@ def sorted_parts(rows: int, *, features: int = 10, seed: int = 1) -> list[tuple[
     return parts
 
 
+def tune(rows: int, trials: int, busy_ip: str) -> dict[str, object]:
+    """A search on the cluster, with ``busy_ip``'s CPUs taken by a placeholder actor."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from kubeloop.training.engine import ensure_ray
+    from kubeloop.training.tuning import PARAMS, tune_xgboost
+
+    ensure_ray()
+    busy = None
+    if busy_ip != "-":
+        node = next(n for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"] == busy_ip)
+
+        @ray.remote
+        class Placeholder:
+            def ready(self) -> bool:
+                return True
+
+        busy = Placeholder.options(  # type: ignore[attr-defined]
+            num_cpus=node["Resources"]["CPU"],
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+        ).remote()
+        ray.get(busy.ready.remote())
+    train, validation, _ = sorted_parts(rows)
+    default = {"grow_policy": "depthwise", "max_depth": 4, "max_leaves": 0,
+               "learning_rate": 0.1, "min_child_weight": 1.0, "subsample": 1.0,
+               "colsample_bytree": 1.0, "reg_alpha": 0.0, "reg_lambda": 1.0}  # fmt: skip
+    assert set(default) == set(PARAMS)
+    result = tune_xgboost(
+        train, validation,
+        base_params={"objective": "binary:logistic", "eval_metric": "auc"},
+        default=default, budget_s=120, seed=3, num_boost_round=300, early_stopping_rounds=10,
+        max_trials=trials, progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    if busy is not None:
+        ray.kill(busy)
+    assert result.booster is not None
+    return {
+        **{k: v for k, v in result.summary().items() if k in ("best_trial", "refit", "trials")},
+        "model_rounds": result.booster.num_boosted_rounds(),
+        "nodes": {n["NodeManagerAddress"]: n["NodeID"] for n in ray.nodes() if n["Alive"]},
+    }
+
+
 def main(argv: list[str]) -> int:
+    if argv[0] == "tune":
+        print(json.dumps(tune(int(argv[1]), int(argv[2]), argv[3])))
+        return 0
     rows, rounds, workers = int(argv[0]), int(argv[1]), int(argv[2])
     storage = argv[3] if len(argv) > 3 else None
     every = int(argv[4]) if len(argv) > 4 else None

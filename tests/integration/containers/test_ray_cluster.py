@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kubeloop.data.synth import generate_churn
 from tests.ray_cluster import ROOT, RayCluster
 from tests.waiting import wait_for
@@ -121,9 +123,17 @@ def test_fit_survives_losing_the_container_node(
     )  # fmt: skip
     fs = s3_server.fs()
     try:
+
+        def checkpointed() -> bool:
+            assert driver.poll() is None, "the fit ended before its first checkpoint"
+            fs.invalidate_cache()  # s3fs keeps listings
+            # Two: a worker's second report waits until the controller took in the first
+            # (a one-place queue), so the first is then the one a restart resumes from.
+            return len(fs.glob(f"{bucket}/checkpoints/*/checkpoint_*")) >= 2
+
         wait_for(
-            lambda: driver.poll() is None and fs.glob(f"{bucket}/checkpoints/*/checkpoint_*"),
-            what="a first checkpoint in S3",
+            checkpointed,
+            what="two checkpoints in S3",
             timeout=300,
             every=0.5,
         )
@@ -141,12 +151,38 @@ def test_fit_survives_losing_the_container_node(
     placement = result["placement"]
     assert result["rounds"] == rounds
     assert placement["attempts"] >= 2
-    lost = placement["lost"][0]
-    assert lost["node_ip"] == CONTAINER_IP, placement
+    lost = [entry for entry in placement["lost"] if entry["gone"]]
+    assert [entry["node_ip"] for entry in lost] == [CONTAINER_IP], placement["lost"]
+    lost = lost[0]
     assert placement["resumed_at_round"] >= every
     assert placement["resumed_at_round"] % every == 0
-    assert f"lost worker {lost['rank']} (node {lost['node_id'][:12]}, {CONTAINER_IP})" in progress
+    assert (
+        f"lost worker {lost['rank']} (node {lost['node_id'][:12]}, {CONTAINER_IP}): its process "
+        "or node went away" in progress
+    )
     assert f"resuming from the checkpoint at round {placement['resumed_at_round']}" in progress
     # The new container node took part in the resumed fit.
     assert CONTAINER_IP in {n["node_ip"] for n in placement["nodes"]}
     assert result["auc"] > 0.8
+
+
+@pytest.mark.parametrize("busy", ["-", "127.0.0.2"], ids=["spread", "head-busy"])
+def test_tune_on_the_cluster_best_model_reaches_the_driver(
+    ray_cluster: RayCluster, busy: str
+) -> None:
+    """Ray Tune trials run on every node with a free CPU; the best trial's own model comes back
+    to the driver whichever node ran it -- with the head's CPU taken, on the container node."""
+    out, err = _run([*DRIVER, "tune", "6000", "6", busy], _env(ray_cluster))
+    result = json.loads(out.splitlines()[-1])
+    nodes = result["nodes"]
+    trials = {t["number"]: t for t in result["trials"]}
+    best = trials[result["best_trial"]]
+    assert not result["refit"], err[-3000:]  # the trial's own model, not a refit
+    assert result["model_rounds"] == best["rounds"]
+    ran_on = {t["node"] for t in trials.values() if t["node"]}
+    if busy == "-":
+        assert ran_on == set(nodes.values()), (ran_on, nodes)
+    else:
+        assert ran_on == {nodes[CONTAINER_IP]}
+        assert best["node"] == nodes[CONTAINER_IP]
+        assert f"on node {nodes[CONTAINER_IP][:12]}" in err
