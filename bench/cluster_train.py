@@ -104,6 +104,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    engine = container_engine()
+    if isinstance(engine, str):
+        raise SystemExit(f"no container engine: {engine}")
+    cluster = RayCluster(engine, object_store_bytes=1024**3)
+    # Ray reads its authentication settings once, when first used: set before anything does.
+    os.environ.update(cluster.auth_env())
     X, y, X_test, y_test = _data(args.rows, args.features)
     whole = X.nbytes + y.nbytes
     print(f"data: {args.rows:,} x {args.features} float32 = {whole / 1e6:.0f} MB of training set")
@@ -116,16 +122,11 @@ def main() -> int:
     single_s = single["returned"] - single["fit_called"]
     single_auc = _auc(booster, X_test, y_test)
 
-    engine = container_engine()
-    if isinstance(engine, str):
-        raise SystemExit(f"no container engine: {engine}")
-    cluster = RayCluster(engine, object_store_bytes=1024**3)
     try:
         started = time.monotonic()
         cluster.start()
         cluster.add_node("127.0.0.3")
         print(f"cluster up in {time.monotonic() - started:.0f} s: {cluster.alive_nodes()}")
-        os.environ.update(cluster.auth_env())
         from kubeloop.training.engine import ensure_ray
 
         ensure_ray(cluster.address)

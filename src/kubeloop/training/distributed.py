@@ -387,7 +387,8 @@ def _fit_in_process(config: dict[str, Any], arrays: tuple[np.ndarray, ...]) -> A
 STORAGE_ENV = "KUBELOOP_RAY_STORAGE"
 CHECKPOINT_ENV = "KUBELOOP_CHECKPOINT_ROUNDS"
 _CHECKPOINT_ROUNDS = 100
-# Retries of a fit on a Ray cluster, where a node can go away (a local Ray fails with this one).
+# Retries of a fit on a Ray cluster of several nodes, where a node can go away; on one node (a
+# local Ray) a failure is the fit's own (a bad parameter...) and retrying it only repeats it.
 _CLUSTER_MAX_FAILURES = 3
 _POLL_S = 0.5  # how often the driver reads the shard source's log while a fit runs
 
@@ -402,6 +403,7 @@ class _Run:
         self.checkpoint_every = checkpoint_every if storage else 0
         self.log: list[dict[str, Any]] = []
         self.address = ""
+        self.several_nodes = False
 
     def fit(self, config: dict[str, Any], arrays: dict[str, np.ndarray], *, seed: int) -> Any:
         import ray
@@ -418,6 +420,7 @@ class _Run:
                 "CPUs."
             )
         self.address = str(ray.get_runtime_context().gcs_address)
+        self.several_nodes = sum(1 for node in ray.nodes() if node["Alive"]) > 1
         rng = np.random.default_rng(seed)
         orders = {
             "train": rng.permutation(len(arrays["y"])),
@@ -463,7 +466,7 @@ class _Run:
                 storage_path=storage_path,
                 storage_filesystem=filesystem,
                 failure_config=FailureConfig(
-                    max_failures=_CLUSTER_MAX_FAILURES if engine.address else 0
+                    max_failures=_CLUSTER_MAX_FAILURES if self.several_nodes else 0
                 ),
                 # The last two: the newest may be half-registered when a node goes.
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
@@ -506,13 +509,10 @@ class _Run:
     def placement(self) -> dict[str, Any]:
         """Where the work ran: the address, the workers and node of each (the last attempt),
         the workers lost on the way and the round the last attempt resumed at."""
-        shards = [e for e in self.log if e["event"] == "shard"]
         lost = [e for e in self.log if e["event"] == "lost"]
-        last: dict[int, dict[str, Any]] = {}
-        for entry in shards:
-            if entry["rank"] in last and entry["workers"] != len(last):
-                last = {}
-            last[entry["rank"]] = entry
+        # the shards taken after the last loss: the attempt that finished
+        after = max((i for i, e in enumerate(self.log) if e["event"] == "lost"), default=-1)
+        last = {e["rank"]: e for e in self.log[after + 1 :] if e["event"] == "shard"}
         nodes = [
             {k: v for k, v in last[rank].items() if k not in ("event", "workers")}
             for rank in sorted(last)
