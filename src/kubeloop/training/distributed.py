@@ -93,24 +93,32 @@ class _ShardSource:
 
 # (matrix, labels) of each part, as the shard source names them.
 _PARTS = {"train": ("X", "y"), "validation": ("X_valid", "y_valid")}
-_CHUNK_BYTES = 8 * 1024**2  # one piece of a shard in transit
+_CHUNK_BYTES = 8 * 1024**2  # one piece of a shard on its way to a worker
+_INLINE_BYTES = 64 * 1024  # one piece on its way from the driver to the shard source
+_IN_FLIGHT = 64  # pieces sent and not yet stored
 
 
 def _send_to_source(source: Any, arrays: dict[str, np.ndarray]) -> None:
-    """Copy ``arrays`` into the shard source a chunk at a time: the object store holds one
-    chunk at once, never the whole set."""
+    """Copy ``arrays`` into the shard source in pieces small enough to travel inside the task
+    messages (below Ray's 100 KB limit for inlined arguments): nothing of it lands in an object
+    store, whose freeing of released objects lags behind a fast sender."""
     import ray
 
+    pending: list[Any] = []
     for name, array in arrays.items():
         ray.get(source.allocate.remote(name, array.shape))
-        step = _chunk_rows(array)
+        step = _chunk_rows(array, _INLINE_BYTES)
         for start in range(0, len(array), step):
-            ray.get(source.fill.remote(name, start, array[start : start + step]))
+            pending.append(source.fill.remote(name, start, array[start : start + step]))
+            if len(pending) >= _IN_FLIGHT:
+                done, pending = ray.wait(pending, num_returns=len(pending) // 2)
+                ray.get(done)
+    ray.get(pending)
 
 
-def _chunk_rows(array: np.ndarray) -> int:
+def _chunk_rows(array: np.ndarray, chunk_bytes: int = 0) -> int:
     row_bytes = array.itemsize * (array.shape[1] if array.ndim == 2 else 1)
-    return max(1, _CHUNK_BYTES // max(1, row_bytes))
+    return max(1, (chunk_bytes or _CHUNK_BYTES) // max(1, row_bytes))
 
 
 def _take_shard(source: Any, rank: int, size: int, parts: tuple[str, ...]) -> list[np.ndarray]:
