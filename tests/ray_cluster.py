@@ -182,6 +182,9 @@ class RayCluster:
         ]  # fmt: skip
         env = {**os.environ, **self.auth_env(), MARKER_ENV: self._marker}
         env.pop("RAY_ADDRESS", None)
+        # A Ray job's entrypoint (`kubeloop train ...`) runs on the head with its PATH: this
+        # project's virtualenv first, as the component image has kubeloop on its PATH.
+        env["PATH"] = os.pathsep.join([str(_RAY.parent), env.get("PATH", "")])
         log = (self._workdir / "head.log").open("wb")
         self._head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         _poll(

@@ -219,9 +219,10 @@ def engine() -> Engine:
 @pytest.fixture(scope="session")
 def ray_cluster(engine: Engine) -> Iterator[RayCluster]:
     """A Ray cluster of two nodes with one CPU each: a head on this machine (127.0.0.2) and a
-    node in a container of the component image (127.0.0.3), token authentication on (see
-    tests/ray_cluster.py). Torn down at the end of the session, every process of it."""
-    cluster = RayCluster(engine)
+    node in a container of the component image (127.0.0.3), token authentication on, the Ray
+    Jobs API on the head (see tests/ray_cluster.py). Torn down at the end of the session, every
+    process of it."""
+    cluster = RayCluster(engine, dashboard=True)  # the Jobs API: remote drivers
     if engine.run("image", "inspect", cluster.image, check=False).returncode != 0:
         pytest.fail(f"image {cluster.image} is missing: run `make images`")
     try:

@@ -186,3 +186,46 @@ def test_tune_on_the_cluster_best_model_reaches_the_driver(
         assert ran_on == {nodes[CONTAINER_IP]}
         assert best["node"] == nodes[CONTAINER_IP]
         assert f"on node {nodes[CONTAINER_IP][:12]}" in err
+
+
+def test_remote_driver_submits_the_training_as_a_ray_job(
+    ray_cluster: RayCluster, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """A driver outside the cluster: with ``RAY_ADDRESS`` the head's Jobs API, `kubeloop train`
+    submits itself as a Ray job (data and bundle by URL), streams the job's log, and the job
+    trains over both nodes; a job that fails on bad data exits 2, as a local run does."""
+    bucket = s3_server.new_bucket()
+    fs = s3_server.fs()
+    source = tmp_path / "churn.csv"
+    generate_churn(4000, seed=3).to_csv(source, index=False)
+    fs.put_file(str(source), f"{bucket}/data/churn.csv")
+    env = _env(None, **s3_server.env(), **ray_cluster.auth_env())
+    env["RAY_ADDRESS"] = ray_cluster.jobs_address
+    train = [*KUBELOOP, "train", "--data", f"s3://{bucket}/data/churn.csv", "--workers", "2",
+             "--seed", "5"]  # fmt: skip
+
+    out, err = _run([*train, "--target", "churned", "--out", f"s3://{bucket}/bundles/churn"], env)
+
+    assert "submitted Ray job kubeloop-train-" in err
+    assert f"to {ray_cluster.jobs_address}" in err
+    # The job's own output, streamed: its closing lines here, its progress below.
+    assert "Test metrics (classification" in out, out[-3000:]
+    assert f"bundle: s3://{bucket}/bundles/churn" in out
+    assert "succeeded; the bundle is at" in err
+    fs.invalidate_cache()
+    metrics = json.loads(fs.cat_file(f"{bucket}/bundles/churn/metrics.json"))
+    placement = metrics["engine"]
+    assert placement["workers"] == 2
+    assert {n["node_ip"] for n in placement["nodes"]} == {"127.0.0.2", CONTAINER_IP}
+    assert fs.exists(f"{bucket}/bundles/churn/manifest.json")
+    for node in placement["nodes"]:
+        assert f"on node {node['node_id'][:12]} ({node['node_ip']})" in out
+
+    failed = subprocess.run(
+        [*train, "--target", "no_such_column", "--out", f"s3://{bucket}/bundles/bad"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert failed.returncode == 2, failed.stderr[-3000:]
+    assert "no_such_column" in failed.stdout  # the job's own error, in its streamed log
+    assert "ended FAILED" in failed.stderr
+    assert not fs.exists(f"{bucket}/bundles/bad")

@@ -17,11 +17,11 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from kubeloop.errors import ConfigError, TrainingError
 from kubeloop.pipelines._k8s import custom_objects_api
+from kubeloop.training.storage import download_dir, upload_dir
 
 __all__ = [
     "RAYJOB_GROUP",
@@ -263,34 +263,3 @@ def wait_rayjob(
                 f"RayJob {namespace}/{name} did not finish within {timeout:.0f}s (last: {state})."
             )
         time.sleep(poll)
-
-
-def download_dir(url: str, dest: Path, *, only: Sequence[str] | None = None) -> Path:
-    """Copy the files of a storage directory into ``dest``, streamed to disk (never whole in
-    memory); ``only``: just these names (relative to the directory), the rest stay behind.
-
-    Raises:
-        TrainingError: A file named in ``only`` is not there.
-    """
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(storage_url(url))
-    root = root.rstrip("/")
-    dest.mkdir(parents=True, exist_ok=True)
-    relatives = [r[len(root) + 1 :] for r in fs.find(root)] if only is None else list(only)
-    for relative in relatives:
-        (dest / relative).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fs.get_file(f"{root}/{relative}", str(dest / relative))
-        except FileNotFoundError:
-            raise TrainingError(f"{url} has no {relative!r}; was the step before it run?") from None
-    return dest
-
-
-def upload_dir(source: Path, url: str) -> None:
-    """Copy every file under ``source`` to the storage directory ``url``."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(storage_url(url))
-    for path in sorted(p for p in Path(source).rglob("*") if p.is_file()):
-        fs.pipe_file(f"{root.rstrip('/')}/{path.relative_to(source).as_posix()}", path.read_bytes())
