@@ -28,7 +28,7 @@ Format (``format`` 1)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,6 +48,7 @@ __all__ = [
     "build_reference_profile",
     "count_values",
     "numeric_profile",
+    "profile_features",
 ]
 
 PROFILE_FORMAT = 1
@@ -104,15 +105,21 @@ def numeric_profile(values: np.ndarray, *, bins: int = 10) -> dict[str, Any]:
     }
 
 
-def _categorical_profile(values: Iterable[Any], known: Sequence[str]) -> dict[str, Any]:
+def _categorical_profile(values: Any, known: Sequence[str]) -> dict[str, Any]:
+    """Counts per normalized category: each distinct value is normalized once, not each row."""
+    import pandas as pd
+
     counts: dict[str, int] = dict.fromkeys(known, 0)
     missing = 0
-    for value in values:
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    per_code = np.bincount(codes[codes >= 0], minlength=len(uniques)).tolist()
+    missing = int((codes < 0).sum())
+    for value, count in zip(uniques.tolist(), per_code, strict=True):
         key = normalize_category(value)
         if key is None:
-            missing += 1
+            missing += count
         else:
-            counts[key] = counts.get(key, 0) + 1
+            counts[key] = counts.get(key, 0) + count
     return {
         "kind": "categorical",
         "categories": {name: counts[name] for name in sorted(counts)},
@@ -120,37 +127,26 @@ def _categorical_profile(values: Iterable[Any], known: Sequence[str]) -> dict[st
     }
 
 
-def build_reference_profile(
-    X: pd.DataFrame, schema: Schema, predictions: np.ndarray, *, bins: int = 10
-) -> dict[str, Any]:
-    """Profile the training features and the model's predictions on them.
+def profile_features(
+    X: pd.DataFrame, schema: Schema, *, bins: int = 10, rows: np.ndarray | None = None
+) -> dict[str, dict[str, Any]]:
+    """The ``features`` part of the reference profile (see :func:`build_reference_profile`).
 
     Args:
-        X: Feature frame in schema order (numerics float64 with NaN; categoricals str/None).
-        schema: The data schema; categorical features list every schema category (count 0
-            when absent from ``X``).
-        predictions: ``TabularModel.predict(...)`` on the same rows: ``(n,)`` or ``(n, K)``.
-        bins: Number of quantile bins to aim for (fewer when values repeat).
-
-    Returns:
-        The ``reference_profile.json`` content (see the module docstring).
+        X: Feature frame (numerics float64 with NaN; categoricals str/None).
+        schema: The data schema.
+        bins: Number of quantile bins to aim for.
+        rows: Profile only these rows of ``X`` (the training part of a whole table), taken one
+            column at a time; ``None``: every row.
 
     Raises:
         ConfigError: ``bins`` is below 2.
-        DataValidationError: a schema feature is missing from ``X`` or row counts disagree.
+        DataValidationError: a schema feature is missing from ``X``.
     """
     import pandas as pd  # here: the model server bins requests with this module, without pandas
 
     if bins < 2:
         raise ConfigError(f"bins must be at least 2 to profile a distribution; got {bins}.")
-    predicted = np.asarray(predictions, dtype=np.float64)
-    if predicted.ndim == 2:
-        predicted = predicted.max(axis=1)  # multiclass: the top-class probability
-    if predicted.shape != (len(X),):
-        raise DataValidationError(
-            f"predictions have shape {np.asarray(predictions).shape} but X has {len(X)} rows; "
-            "pass the model's predictions on exactly these rows."
-        )
     absent = [name for name in schema.feature_names if name not in X.columns]
     if absent:
         raise DataValidationError(
@@ -160,14 +156,63 @@ def build_reference_profile(
     for info in schema.features:
         column = X[info.name]
         if info.is_numeric:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
             features[info.name] = numeric_profile(
-                pd.to_numeric(column, errors="coerce").to_numpy(np.float64), bins=bins
+                values if rows is None else values[rows], bins=bins
             )
         else:
-            features[info.name] = _categorical_profile(column.tolist(), info.categories)
+            values = column.to_numpy(dtype=object)
+            features[info.name] = _categorical_profile(
+                values if rows is None else values[rows], info.categories
+            )
+    return features
+
+
+def build_reference_profile(
+    X: pd.DataFrame | None,
+    schema: Schema,
+    predictions: np.ndarray,
+    *,
+    bins: int = 10,
+    features: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Profile the training features and the model's predictions on them.
+
+    Args:
+        X: Feature frame in schema order (numerics float64 with NaN; categoricals str/None);
+            ``None`` when ``features`` is given.
+        schema: The data schema; categorical features list every schema category (count 0
+            when absent from ``X``).
+        predictions: ``TabularModel.predict(...)`` on the same rows: ``(n,)`` or ``(n, K)``.
+        bins: Number of quantile bins to aim for (fewer when values repeat).
+        features: The features' profile made earlier by :func:`profile_features` (training
+            can then let the frame go before the model is trained).
+
+    Returns:
+        The ``reference_profile.json`` content (see the module docstring).
+
+    Raises:
+        ConfigError: ``bins`` is below 2.
+        DataValidationError: a schema feature is missing from ``X`` or row counts disagree.
+    """
+    if bins < 2:
+        raise ConfigError(f"bins must be at least 2 to profile a distribution; got {bins}.")
+    predicted = np.asarray(predictions, dtype=np.float64)
+    if predicted.ndim == 2:
+        predicted = predicted.max(axis=1)  # multiclass: the top-class probability
+    rows = len(predicted) if X is None else len(X)
+    if predicted.shape != (rows,):
+        raise DataValidationError(
+            f"predictions have shape {np.asarray(predictions).shape} but X has {rows} rows; "
+            "pass the model's predictions on exactly these rows."
+        )
+    if features is None:
+        if X is None:
+            raise ConfigError("build_reference_profile needs X or the features' profile.")
+        features = profile_features(X, schema, bins=bins)
     return {
         "format": PROFILE_FORMAT,
-        "rows": len(X),
+        "rows": rows,
         "bins": bins,
         "features": features,
         "prediction": numeric_profile(predicted, bins=bins),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from kubeloop.bundle.schema import FeatureInfo, Schema, Task
+from kubeloop.console import ProgressFn
 from kubeloop.data._infer import (
     _factorized,
     _infer_column,
@@ -21,7 +21,7 @@ from kubeloop.data._infer import (
     refuse_unsupported,
 )
 from kubeloop.data._labels import merge_label_spellings
-from kubeloop.data._read import _frame_hash, _parse, _read_bytes, _suffix_format
+from kubeloop.data._read import _frame_hash, read_for_training
 from kubeloop.errors import ConfigError, DataValidationError
 
 _MAX_AUTO_CLASSES = 20
@@ -222,6 +222,7 @@ def load_dataset(
     task: Task | Literal["auto"] = "auto",
     min_rows: int = 50,
     normalize_labels: bool = False,
+    progress: ProgressFn | None = None,
 ) -> Dataset:
     """Read a file and build a validated :class:`Dataset` from it (file read once).
 
@@ -231,6 +232,7 @@ def load_dataset(
         task: ``"auto"`` (see :mod:`kubeloop.data`), ``"classification"`` or ``"regression"``.
         min_rows: Fewest rows (with a target) accepted.
         normalize_labels: See :func:`build_dataset`.
+        progress: Told how reading a big file goes (rows/s, time left).
 
     Returns:
         The dataset; ``data_hash`` is the sha256 of the file's bytes.
@@ -238,15 +240,12 @@ def load_dataset(
     Raises:
         DataValidationError: See :func:`build_dataset` and :func:`read_table`.
     """
-    text = str(path)
-    _suffix_format(text)
-    raw = _read_bytes(text)
-    frame = _parse(raw, text)
+    frame, digest = read_for_training(path, progress=progress)
     return build_dataset(
         frame,
         target=target,
         task=task,
         min_rows=min_rows,
-        data_hash=hashlib.sha256(raw).hexdigest(),
+        data_hash=digest,
         normalize_labels=normalize_labels,
     )

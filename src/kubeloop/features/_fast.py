@@ -11,10 +11,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kubeloop.bundle.preprocessor import PreprocessorSpec
+from kubeloop.console import Meter
 from kubeloop.errors import DataValidationError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# Rows :meth:`FastTransform.transform` converts at a time.
+CHUNK_ROWS = 262_144
 
 
 @dataclass(frozen=True)
@@ -323,8 +327,24 @@ class FastTransform:
         if n_unknown:
             unknown[name] = n_unknown
 
-    def transform(self, X: pd.DataFrame) -> np.ndarray:
+    def transform(
+        self,
+        X: pd.DataFrame,
+        *,
+        dtype: type[np.floating[Any]] = np.float64,
+        rows: np.ndarray | None = None,
+        meter: Meter | None = None,
+    ) -> np.ndarray:
         """Transform a feature frame (training/evaluation convenience); same output as sklearn's.
+
+        Works through :data:`CHUNK_ROWS` rows at a time, so what it holds besides the result is
+        one chunk's columns, not a second copy of the table.
+
+        Args:
+            X: The features (numerics float64 with NaN; categoricals str/None).
+            dtype: The matrix's type (float32: what XGBoost reads, half the memory).
+            rows: Transform only these rows of ``X``, in this order (``None``: all rows).
+            meter: Told the rows done after each chunk.
 
         Raises:
             DataValidationError: as :meth:`transform_columns`.
@@ -334,15 +354,26 @@ class FastTransform:
             raise DataValidationError(
                 f"Feature column(s) {absent} missing from the frame; pass all schema features."
             )
-        columns: dict[str, np.ndarray] = {}
+        full: dict[str, np.ndarray] = {}
         for name in self._numeric_names:
             try:
-                columns[name] = X[name].to_numpy(dtype=np.float64, na_value=np.nan)
+                full[name] = X[name].to_numpy(dtype=np.float64, na_value=np.nan)
             except (TypeError, ValueError):
                 raise DataValidationError(
                     f"Column {name!r} must be numeric; got values such as "
                     f"{X[name].head(3).tolist()!r}."
                 ) from None
         for name, _, _ in self._categorical:
-            columns[name] = X[name].to_numpy(dtype=object)
-        return self.transform_columns(columns).matrix
+            full[name] = X[name].to_numpy(dtype=object)
+        count = len(X) if rows is None else len(rows)
+        if count <= CHUNK_ROWS and rows is None:
+            return self.transform_columns(full, dtype=dtype).matrix
+        matrix = np.empty((count, self._width), dtype=dtype)
+        for start in range(0, count, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, count)
+            index = slice(start, stop) if rows is None else rows[start:stop]
+            chunk = {name: values[index] for name, values in full.items()}
+            matrix[start:stop] = self.transform_columns(chunk, dtype=dtype).matrix
+            if meter is not None:
+                meter.update(meter.done + (stop - start))
+        return matrix

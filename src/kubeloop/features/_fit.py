@@ -75,18 +75,35 @@ def _check_training_frame(X: pd.DataFrame, schema: Schema) -> None:
             f"Training data lacks feature column(s) {missing}; pass the frame the schema was "
             "built from (kubeloop.data.load_dataset)."
         )
-    for feature in schema.features:
-        column = X[feature.name]
-        if column.isna().all():
-            raise DataValidationError(
-                f"Column {feature.name!r} has no values in the training rows; drop it or "
-                "provide data for it."
-            )
-        if feature.is_numeric and np.isinf(column.to_numpy(dtype=np.float64)).any():
-            raise DataValidationError(
-                f"Column {feature.name!r} holds infinite values; replace them with numbers "
-                "or leave them empty (missing)."
-            )
+
+
+def _check_training_column(name: str, values: np.ndarray, *, numeric: bool) -> None:
+    import pandas as pd
+
+    if (np.isnan(values) if numeric else pd.isna(values)).all():
+        raise DataValidationError(
+            f"Column {name!r} has no values in the training rows; drop it or provide data for it."
+        )
+    if numeric and np.isinf(values).any():
+        raise DataValidationError(
+            f"Column {name!r} holds infinite values; replace them with numbers or leave them "
+            "empty (missing)."
+        )
+
+
+def _training_column(
+    X: pd.DataFrame, name: str, rows: np.ndarray | None, *, numeric: bool
+) -> np.ndarray:
+    """One feature column at the training rows (float64 with NaN, or objects), checked."""
+    column = X[name]
+    values = (
+        column.to_numpy(dtype=np.float64, na_value=np.nan)
+        if numeric
+        else column.to_numpy(dtype=object)
+    )
+    values = values if rows is None else values[rows]
+    _check_training_column(name, values, numeric=numeric)
+    return values
 
 
 def fit_preprocessor(X: pd.DataFrame, schema: Schema) -> tuple[ColumnTransformer, PreprocessorSpec]:
@@ -104,6 +121,8 @@ def fit_preprocessor(X: pd.DataFrame, schema: Schema) -> tuple[ColumnTransformer
         DataValidationError: a feature column is absent, entirely missing, or infinite.
     """
     _check_training_frame(X, schema)
+    for feature in schema.features:
+        _training_column(X, feature.name, None, numeric=feature.is_numeric)
     transformer = build_column_transformer(schema)
     transformer.fit(X)
     numeric_names, categorical_names = _split_features(schema)
@@ -133,3 +152,52 @@ def fit_preprocessor(X: pd.DataFrame, schema: Schema) -> tuple[ColumnTransformer
         output_columns=_output_columns(numeric, categorical),
     )
     return transformer, spec
+
+
+def preprocessor_spec(
+    X: pd.DataFrame, schema: Schema, *, rows: np.ndarray | None = None
+) -> PreprocessorSpec:
+    """The spec :func:`fit_preprocessor` exports, computed from the statistics alone.
+
+    ``ColumnTransformer.fit`` transforms every training row and throws the result away (a dense
+    one-hot matrix and object copies of every categorical column); this computes the same
+    numbers one column at a time instead: the median of each numeric column and the mean and
+    scale of its imputed values (scikit-learn's ``StandardScaler`` on that one column), and per
+    categorical column the count of each distinct value (the fill is the most frequent one, the
+    smallest on a tie, as ``SimpleImputer(strategy="most_frequent")`` picks; the categories
+    sorted, as ``OneHotEncoder`` orders them). Training uses it; :func:`fit_preprocessor` stays
+    the reference it is tested against.
+
+    Args:
+        X: Features in the layout of :class:`kubeloop.data.Dataset`.
+        schema: The dataset's schema.
+        rows: The training rows of ``X`` (``None``: all of them), taken column by column.
+
+    Raises:
+        DataValidationError: as :func:`fit_preprocessor`.
+    """
+    import pandas as pd
+    from sklearn.preprocessing import StandardScaler
+
+    _check_training_frame(X, schema)
+    numeric_names, categorical_names = _split_features(schema)
+    numeric: list[NumericStep] = []
+    for name in numeric_names:
+        values = _training_column(X, name, rows, numeric=True)
+        median = float(np.nanmedian(values))
+        filled = np.where(np.isnan(values), median, values).reshape(-1, 1)
+        scaler = StandardScaler().fit(filled)
+        numeric.append(NumericStep(name, median, float(scaler.mean_[0]), float(scaler.scale_[0])))
+    categorical: list[CategoricalStep] = []
+    for name in categorical_names:
+        values = _training_column(X, name, rows, numeric=False)
+        counts = pd.Series(values, dtype=object).value_counts()
+        counted = {str(k): int(v) for k, v in counts.items()}
+        top = max(counted.values())
+        fill = min(k for k, v in counted.items() if v == top)
+        categorical.append(CategoricalStep(name, fill, tuple(sorted(counted))))
+    return PreprocessorSpec(
+        numeric=tuple(numeric),
+        categorical=tuple(categorical),
+        output_columns=_output_columns(tuple(numeric), tuple(categorical)),
+    )

@@ -21,6 +21,7 @@ stops at the same round.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import xgboost
 
-from kubeloop.console import ProgressFn, quiet
+from kubeloop.console import Meter, ProgressFn, quiet
 from kubeloop.errors import ConfigError, TrainingError
 from kubeloop.training.engine import (
     AUTO,
@@ -43,9 +44,10 @@ from kubeloop.training.engine import (
     resolve_engine,
 )
 
-__all__ = ["ensure_ray", "train_xgboost_distributed"]
+__all__ = ["boosting_time_left", "ensure_ray", "train_xgboost_distributed"]
 
 _VALIDATION_NAME = "validation"
+_LOWER_IS_BETTER = ("rmse", "mae", "logloss", "mlogloss", "error", "merror", "rmsle", "mape")
 # Traceback and native stack lines that say nothing about the cause.
 _XGBOOST_REASON = re.compile(r"\.(?:cc|h|cu):\d+: (.+)")
 _NOISE = ("File ", "Traceback", "^", "[bt]", "Stack trace:", "~", "raise ", "return ")
@@ -69,6 +71,66 @@ class _Clock(xgboost.callback.TrainingCallback):
     def after_training(self, model: Any) -> Any:
         self.times["training_ended"] = time.time()
         return model
+
+
+def boosting_time_left(
+    rounds_done: int,
+    best_round: int,
+    *,
+    patience: int | None,
+    max_rounds: int,
+    seconds_per_round: float,
+) -> tuple[float, float]:
+    """Seconds of boosting left: (if no later round beats the best so far, at most).
+
+    With early stopping, training ends ``patience`` rounds after the best round unless a
+    better one comes, and never after ``max_rounds``; without it, at ``max_rounds``.
+    """
+    most = max(max_rounds - rounds_done, 0)
+    least = most if patience is None else min(max(best_round + patience - rounds_done, 0), most)
+    return least * seconds_per_round, most * seconds_per_round
+
+
+class _Report(xgboost.callback.TrainingCallback):
+    """Progress lines while boosting: round, validation metric, rows/s, time left."""
+
+    def __init__(self, say: ProgressFn, rows: int, config: dict[str, Any]) -> None:
+        super().__init__()
+        self._say, self._rows = say, rows
+        self._patience, self._max = config["early_stopping_rounds"], config["num_boost_round"]
+        self._meter = Meter(say, "xgboost", None)
+        self._best = (0, -math.inf)
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+        done = epoch + 1
+        log = evals_log.get(_VALIDATION_NAME, {})
+        metric = list(log)[-1] if log else ""  # the last metric decides early stopping
+        value = float(log[metric][-1]) if log else math.nan
+        if log:
+            lower = metric in _LOWER_IS_BETTER
+            if self._best[1] == -math.inf or (
+                value < self._best[1] if lower else value > self._best[1]
+            ):
+                self._best = (epoch, value)
+        if not self._meter.due():
+            return False
+        elapsed = self._meter.elapsed
+        per_round = elapsed / done
+        least, most = boosting_time_left(
+            done, self._best[0], patience=self._patience, max_rounds=self._max,
+            seconds_per_round=per_round,
+        )  # fmt: skip
+        score = f", validation {metric} {value:.5f} (best round {self._best[0] + 1})"
+        self._say(
+            f"xgboost: round {done}{score if log else ''}, "
+            f"{self._rows * done / elapsed:,.0f} rows/s ({per_round:.2f} s/round), "
+            + (
+                f"about {least:.0f} s left if no better round comes, at most {most:.0f} s"
+                if self._patience is not None
+                else f"about {most:.0f} s left"
+            )
+        )
+        return False
 
 
 def _train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +158,9 @@ def _train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         evals = [(dvalid, _VALIDATION_NAME)]
 
     clock = _Clock()
+    callbacks: list[xgboost.callback.TrainingCallback] = [clock]
+    if config.get("progress") is not None:  # in this process only: a worker's lines are lost
+        callbacks.append(_Report(config["progress"], len(y), config))
     booster = xgboost.train(
         {**config["params"], "nthread": nthread},
         dtrain,
@@ -103,7 +168,7 @@ def _train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         evals=evals,
         early_stopping_rounds=config["early_stopping_rounds"],
         verbose_eval=False,
-        callbacks=[clock],
+        callbacks=callbacks,
     )
     if config["early_stopping_rounds"] is not None:
         booster = booster[: booster.best_iteration + 1]
@@ -150,7 +215,9 @@ def train_xgboost_distributed(
         workers: ``"auto"``, ``0`` (this process), a Ray Train worker count (one CPU each), or
             an engine already chosen.
         ray_address: Ray cluster address; see :func:`ensure_ray`.
-        progress: Told which engine was chosen and why.
+        progress: Told which engine was chosen and why, and (in this process) how boosting
+            goes when it takes more than a few seconds: every 10 s the round, the validation
+            metric, rows/s and the time left (:func:`boosting_time_left`).
         timings: When given, filled with wall-clock times (``time.time()``): ``fit_called``,
             and rank 0's ``training_started`` (its matrices built, before the first round) and
             ``training_ended`` (benchmarks split fixed from per-round cost with them).
@@ -180,7 +247,7 @@ def train_xgboost_distributed(
     )
     fit_called = time.time()
     with ray_logs_held():
-        payload = _fit(engine, arrays, params, num_boost_round, early_stopping_rounds)
+        payload = _fit(engine, arrays, params, num_boost_round, early_stopping_rounds, progress)
     if not isinstance(payload, dict) or "model" not in payload:
         raise TrainingError(
             "Ray Train finished without returning a model; this needs Ray Train V2 "
@@ -200,6 +267,7 @@ def _fit(
     params: dict[str, Any],
     num_boost_round: int,
     early_stopping_rounds: int | None,
+    progress: ProgressFn = quiet,
 ) -> Any:
     """``XGBoostTrainer.fit()`` on ``engine``; returns rank 0's return value."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -216,7 +284,7 @@ def _fit(
         trainer = XGBoostTrainer(
             # Ray's stub says the loop returns None; V2 hands rank 0's return value back.
             _train_loop_per_worker,  # type: ignore[arg-type]
-            train_loop_config={**config, "data": arrays},
+            train_loop_config={**config, "data": arrays, "progress": progress},
             scaling_config=ScalingConfig(num_workers=0),
             run_config=RunConfig(name=name),
         )
