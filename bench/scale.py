@@ -25,6 +25,7 @@ Usage::
 
     .venv/bin/python bench/scale.py [--sizes 2000000,5000000] [--big 20000000] [--repeats 1]
     .venv/bin/python bench/scale.py --sizes 200000 --big 0      # a quick check
+    .venv/bin/python bench/scale.py --sizes "" --big 20000000 --big-data CSV  # the big run alone
 
 Exit status 1 when a target is missed.
 """
@@ -214,15 +215,20 @@ def compare(rows: int, work: Path, repeats: int, limit: int) -> dict[str, float]
     }
 
 
-def big(rows: int, work: Path, limit: int, plain_bytes_per_row: float | None) -> bool:
-    data = work / f"churn-{rows}.csv"
+def big(
+    rows: int, work: Path, limit: int, plain_bytes_per_row: float | None, given: Path | None
+) -> bool:
+    data = given or work / f"churn-{rows}.csv"
     started = time.perf_counter()
-    generate(data, rows)
-    print(f"\n{rows:,} rows ({data.stat().st_size / 1e9:.2f} GB CSV, generated in "
-          f"{time.perf_counter() - started:.0f} s): kubeloop train alone", flush=True)  # fmt: skip
+    if given is None:
+        generate(data, rows)
+    made = "given" if given else f"generated in {time.perf_counter() - started:.0f} s"
+    print(f"\n{rows:,} rows ({data.stat().st_size / 1e9:.2f} GB CSV, {made}): "
+          "kubeloop train alone", flush=True)  # fmt: skip
     bundle = work / f"bundle-{rows}"
     run = measure(kubeloop_command(data, bundle), limit)
-    data.unlink()
+    if given is None:
+        data.unlink()
     if run.killed:
         print(f"  stopped: RSS passed {gb(limit)} ({stages(run.stderr)})")
         return False
@@ -243,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="rounds of both sides per size")
     parser.add_argument("--max-rss-gb", type=float, default=14.0)
     parser.add_argument("--work", type=Path, default=None, help="temporary directory's parent")
+    parser.add_argument(
+        "--big-data",
+        type=Path,
+        default=None,
+        help="the --big table, already generated (a CSV this script wrote): not generated again",
+    )
     args = parser.parse_args(argv)
     from kubeloop.training.engine import short_openmp_spin
 
@@ -266,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 ok = all(hold)
         if args.big:
             per_row = None if last is None else last.get("plain_bytes_per_row")
-            ok = big(args.big, Path(work), limit, per_row) and ok
+            ok = big(args.big, Path(work), limit, per_row, args.big_data) and ok
     print("PASS" if ok else "MISS")
     return 0 if ok else 1
 

@@ -21,7 +21,7 @@ from kubeloop.data._infer import (
     refuse_unsupported,
 )
 from kubeloop.data._labels import merge_label_spellings
-from kubeloop.data._read import _frame_hash, read_for_training
+from kubeloop.data._read import _frame_hash, read_for_training, release_arrow_memory
 from kubeloop.errors import ConfigError, DataValidationError
 
 _MAX_AUTO_CLASSES = 20
@@ -241,7 +241,7 @@ def load_dataset(
         DataValidationError: See :func:`build_dataset` and :func:`read_table`.
     """
     frame, digest = read_for_training(path, progress=progress)
-    return build_dataset(
+    dataset = build_dataset(
         frame,
         target=target,
         task=task,
@@ -249,3 +249,6 @@ def load_dataset(
         data_hash=digest,
         normalize_labels=normalize_labels,
     )
+    del frame
+    release_arrow_memory()  # the text columns' Arrow buffers, kept by its allocator
+    return dataset

@@ -201,7 +201,10 @@ def _arrow_strings(table: Any) -> pd.DataFrame:
 
     text = pd.ArrowDtype(pa.string())
     mapping = {pa.string(): text, pa.large_string(): pd.ArrowDtype(pa.large_string())}
-    return cast(pd.DataFrame, table.to_pandas(types_mapper=mapping.get, self_destruct=True))
+    frame = table.to_pandas(
+        types_mapper=mapping.get, self_destruct=True, memory_pool=pa.system_memory_pool()
+    )
+    return cast(pd.DataFrame, frame)
 
 
 def _arrow_csv(path: str, size: int | None, say: ProgressFn) -> tuple[pd.DataFrame, str] | None:
@@ -220,6 +223,7 @@ def _arrow_csv(path: str, size: int | None, say: ProgressFn) -> tuple[pd.DataFra
             try:
                 table = pcsv.read_csv(
                     pa.input_stream(tally, compression=compression),
+                    memory_pool=pa.system_memory_pool(),
                     convert_options=pcsv.ConvertOptions(
                         null_values=list(_NA_VALUES),
                         strings_can_be_null=True,
@@ -241,11 +245,34 @@ def _arrow_csv(path: str, size: int | None, say: ProgressFn) -> tuple[pd.DataFra
         if not temporal:
             rows = table.num_rows
             frame = _arrow_strings(table)
+            del table
+            # The parser's buffers are freed but kept by Arrow's allocator (about twice the
+            # table at the end of a read); give them back before the columns are inferred.
+            release_arrow_memory()
             if meter.elapsed > 3.0:
                 meter.finish(rows, detail=f" ({tally.bytes / 1e6:,.0f} MB read)")
             return frame, tally.digest.hexdigest()
         types.update(temporal)
     return None
+
+
+def release_arrow_memory() -> None:
+    """Give the memory freed since the read back to the system.
+
+    The reader allocates through the C library's allocator (``pa.system_memory_pool()``: what
+    the parser's threads free is then free for everyone; Arrow's default mimalloc pool keeps
+    what other threads allocated), which keeps freed blocks until ``malloc_trim`` asks. Measured
+    on 1M rows of the generated churn table (150 MB as a table): RSS 53 -> 452 MB after a read
+    with the default pool, 382 MB with the system pool and 217 MB after this.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:  # glibc; elsewhere the allocator returns memory by itself
+        trim(0)
 
 
 def read_for_training(
