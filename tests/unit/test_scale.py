@@ -209,3 +209,13 @@ def test_boosting_time_left_bounds() -> None:
         10.0,
         10.0,
     )
+
+
+def test_features_are_not_a_view_of_the_callers_frame() -> None:
+    frame = pd.DataFrame(
+        {"a": np.arange(60.0) * 1.5, "b": np.r_[np.arange(59.0), np.nan], "label": ["p", "q"] * 30}
+    )
+    before = frame.copy()
+    ds = build_dataset(frame, target="label")
+    ds.X["a"].to_numpy()[:] = -1.0  # the features are put together without a copy
+    pd.testing.assert_frame_equal(frame, before)

@@ -198,7 +198,7 @@ def build_dataset(
             empty.append(name)
         elif column.info is not None and column.values is not None:
             infos.append(column.info)
-            data[name] = column.values
+            data[name] = _owned(column.values, frame[name])
     if empty:
         names = ", ".join(f"'{c}'" for c in empty)
         raise DataValidationError(
@@ -210,9 +210,20 @@ def build_dataset(
             f"No feature columns are left besides the target '{target}' (all were dropped as "
             "ids or constants, see the notes). Provide columns the model can learn from."
         )
-    X = pd.DataFrame(data, columns=[i.name for i in infos])
+    # copy=False: one block per column, as inferred (the default consolidates them: a second
+    # copy of every feature, the peak of a big load)
+    X = pd.DataFrame(data, columns=[i.name for i in infos], copy=False)
     schema = Schema(features=tuple(infos), target=target, task=resolved, classes=classes)
     return Dataset(X=X, y=y, schema=schema, notes=tuple(notes), data_hash=digest)
+
+
+def _owned(values: np.ndarray, source: pd.Series) -> np.ndarray:
+    """``values``, copied where it is a view of the caller's column: the features are put
+    together without a copy (``copy=False``), and they must not alias the caller's frame."""
+    numeric = isinstance(source.dtype, np.dtype) and source.dtype.kind in "fiub"
+    if numeric and np.shares_memory(values, source.to_numpy()):
+        return values.copy()
+    return values
 
 
 def load_dataset(
