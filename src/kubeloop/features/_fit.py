@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kubeloop.bundle.dates import CALENDAR_PARTS, calendar_features, varies_by_hour
 from kubeloop.bundle.preprocessor import (
     CategoricalStep,
+    DatetimeStep,
     NumericStep,
     PreprocessorSpec,
     _one_hot_name,
@@ -32,14 +34,39 @@ def _missing_as_nan(X: Any) -> np.ndarray:
     return block
 
 
+def _calendar(X: Any, parts: tuple[str, ...]) -> np.ndarray:
+    # Module-level (not a lambda) so the fitted transformer stays picklable for Ray/KFP.
+    return calendar_features(np.asarray(X, dtype=np.float64).reshape(-1), parts)
+
+
 def _split_features(schema: Schema) -> tuple[list[str], list[str]]:
     numeric = [f.name for f in schema.features if f.is_numeric]
-    categorical = [f.name for f in schema.features if not f.is_numeric]
+    categorical = [f.name for f in schema.features if f.is_categorical]
     return numeric, categorical
 
 
-def build_column_transformer(schema: Schema) -> ColumnTransformer:
-    """Return the unfitted scikit-learn transformer for ``schema`` (dense float64 output)."""
+_NO_HOUR = tuple(p for p in CALENDAR_PARTS if p != "hour")
+
+
+def calendar_parts(X: pd.DataFrame, schema: Schema) -> dict[str, tuple[str, ...]]:
+    """The calendar parts of each datetime feature: all of them, ``hour`` only where the
+    training values' times of day vary."""
+    return {
+        name: CALENDAR_PARTS if varies_by_hour(X[name].to_numpy(np.float64)) else _NO_HOUR
+        for name in schema.datetime_features
+    }
+
+
+def build_column_transformer(
+    schema: Schema, *, parts: dict[str, tuple[str, ...]] | None = None
+) -> ColumnTransformer:
+    """Return the unfitted scikit-learn transformer for ``schema`` (dense float64 output).
+
+    Args:
+        schema: The features and their kinds.
+        parts: The calendar parts of each datetime feature (:func:`calendar_parts`; default:
+            all of them).
+    """
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
@@ -50,6 +77,14 @@ def build_column_transformer(schema: Schema) -> ColumnTransformer:
     if numeric:
         steps = [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
         transformers.append(("numeric", Pipeline(steps), numeric))
+    for name in schema.datetime_features:
+        kwargs = {"parts": (parts or {}).get(name, CALENDAR_PARTS)}
+        steps = [
+            ("calendar", FunctionTransformer(_calendar, kw_args=kwargs, validate=False)),
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("scale", StandardScaler()),
+        ]
+        transformers.append((f"datetime:{name}", Pipeline(steps), [name]))
     if categorical:
         encoder = OneHotEncoder(
             handle_unknown="ignore",
@@ -104,7 +139,8 @@ def fit_preprocessor(X: pd.DataFrame, schema: Schema) -> tuple[ColumnTransformer
         DataValidationError: a feature column is absent, entirely missing, or infinite.
     """
     _check_training_frame(X, schema)
-    transformer = build_column_transformer(schema)
+    parts = calendar_parts(X, schema)
+    transformer = build_column_transformer(schema, parts=parts)
     transformer.fit(X)
     numeric_names, categorical_names = _split_features(schema)
     numeric: tuple[NumericStep, ...] = ()
@@ -127,9 +163,23 @@ def fit_preprocessor(X: pd.DataFrame, schema: Schema) -> tuple[ColumnTransformer
                 categorical_names, imputer.statistics_, encoder.categories_, strict=True
             )
         )
+    dates = []
+    for info in schema.features:
+        if info.kind != "datetime":
+            continue
+        pipe = transformer.named_transformers_[f"datetime:{info.name}"]
+        imputer, scaler = pipe.named_steps["impute"], pipe.named_steps["scale"]
+        steps = tuple(
+            NumericStep(part, float(median), float(mean), float(scale))
+            for part, median, mean, scale in zip(
+                parts[info.name], imputer.statistics_, scaler.mean_, scaler.scale_, strict=True
+            )
+        )
+        dates.append(DatetimeStep(info.name, info.date_format, steps))
     spec = PreprocessorSpec(
         numeric=numeric,
         categorical=categorical,
-        output_columns=_output_columns(numeric, categorical),
+        output_columns=_output_columns(numeric, categorical, dates),
+        datetime=tuple(dates),
     )
     return transformer, spec
