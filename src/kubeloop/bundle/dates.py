@@ -155,24 +155,27 @@ def column_seconds(values: Any, fmt: str | None = None) -> tuple[np.ndarray, np.
     items = values if isinstance(values, list) else list(values)
     seen: dict[Any, float] = {}
     seconds = np.empty(len(items), dtype=np.float64)
-    bad = np.zeros(len(items), dtype=bool)
     for i, value in enumerate(items):
         try:
             number = seen.get(value)
+            if number is None:
+                number = seen[value] = _read(value, fmt)
         except TypeError:  # unhashable: never a date
-            number = None
-        if number is None:
-            try:
-                number = to_seconds(value, fmt)
-            except ValueError:
-                number, bad[i] = math.nan, True
-            else:
-                try:
-                    seen[value] = number
-                except TypeError:
-                    pass
+            number = _BAD
         seconds[i] = number
+    bad = np.isinf(seconds)
+    seconds[bad] = np.nan
     return seconds, bad
+
+
+_BAD = math.inf  # column_seconds' mark of a value that is not a date (seconds are finite)
+
+
+def _read(value: Any, fmt: str | None) -> float:
+    try:
+        return to_seconds(value, fmt)
+    except ValueError:
+        return _BAD
 
 
 def detect_format(texts: Sequence[str]) -> tuple[bool, str | None]:

@@ -65,17 +65,23 @@ class PreprocessorSpec:
     datetime: tuple[DatetimeStep, ...] = ()
 
     def __post_init__(self) -> None:
-        names = [s.name for s in (*self.numeric, *self.datetime, *self.categorical)]
+        steps: list[NumericStep | DatetimeStep | CategoricalStep] = [
+            *self.numeric,
+            *self.datetime,
+            *self.categorical,
+        ]
+        names = [s.name for s in steps]
         if not names or len(set(names)) != len(names):
             raise BundleError(f"Preprocessor spec needs distinct features, got {names}; {_FIX}.")
         for date in self.datetime:
-            parts = date.part_names
-            if not parts or not set(parts) <= set(CALENDAR_PARTS) or len(set(parts)) != len(parts):
+            own = date.part_names
+            if not own or not set(own) <= set(CALENDAR_PARTS) or len(set(own)) != len(own):
                 raise BundleError(
-                    f"Preprocessor spec: datetime feature {date.name!r} has parts {parts}; "
+                    f"Preprocessor spec: datetime feature {date.name!r} has parts {own}; "
                     f"they must be distinct names from {CALENDAR_PARTS}; {_FIX}."
                 )
-        for step in (*self.numeric, *(p for d in self.datetime for p in d.parts)):
+        parts = [p for d in self.datetime for p in d.parts]
+        for step in (*self.numeric, *parts):
             values = (step.median, step.mean, step.scale)
             if not all(np.isfinite(values)) or step.scale <= 0:
                 raise BundleError(

@@ -253,8 +253,10 @@ def _infer_column(name: str, series: pd.Series) -> _Column:
         return _Column(None, notes=notes)
     present = int((table[codes] != None).sum())  # noqa: E711 -- elementwise on an object array
     if len(distinct) > 2 and len(distinct) >= ID_DISTINCT_SHARE * present:
-        share = "a different value in every row" if len(distinct) == present else (
-            f"{len(distinct)} distinct values in {present} rows"
+        share = (
+            "a different value in every row"
+            if len(distinct) == present
+            else (f"{len(distinct)} distinct values in {present} rows")
         )
         notes.append(f"Column '{name}' looks like an id ({share}); dropped.")
         return _Column(None, notes=notes)

@@ -210,9 +210,9 @@ class FastTransform:
                 seconds = to_seconds(row[date.name], date.date_format)
                 if seconds != seconds:
                     imputed[date.name] = 1
-                out[date.offset : date.offset + len(date.parts)] = date.scaled(
-                    np.array([seconds])
-                )[0].tolist()
+                out[date.offset : date.offset + len(date.parts)] = date.scaled(np.array([seconds]))[
+                    0
+                ].tolist()
             for name, lookup, fill, other in self._categorical:
                 category = row[name]
                 code = lookup.get(category, -1)
