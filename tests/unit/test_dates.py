@@ -244,7 +244,7 @@ def test_model_width_does_not_grow_with_rows() -> None:
 
 @pytest.mark.parametrize(
     ("distinct_share", "outcome"),
-    [(1.0, "id"), (ID_DISTINCT_SHARE, "id"), (0.6, "no category"), (0.15, "capped")],
+    [(1.0, "id"), (0.6, "id"), (ID_DISTINCT_SHARE, "id"), (0.4, "no category"), (0.15, "capped")],
 )
 def test_the_id_rule(distinct_share: float, outcome: str) -> None:
     rows = 1_000

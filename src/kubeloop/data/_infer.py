@@ -18,8 +18,10 @@ MAX_CATEGORIES = 100
 """A categorical feature keeps at most this many categories, the most frequent first ..."""
 MIN_CATEGORY_COUNT = 5
 """... each seen in at least this many rows; the other values become ``__other__``."""
-ID_DISTINCT_SHARE = 0.9
-"""A text column with at least this share of distinct values among its present ones is an id."""
+ID_DISTINCT_SHARE = 0.5
+"""A text column with at least this share of distinct values among its present ones is an id
+(an order number, an e-mail): its values repeat less than twice on average, too rarely to learn
+from."""
 # pandas.api.types.infer_dtype answers that hold plain scalars only (no list, dict or bytes)
 _SCALAR_KINDS = frozenset(
     {"string", "empty", "floating", "integer", "mixed-integer-float", "boolean", "decimal"}
