@@ -29,7 +29,12 @@ from kubeloop.bundle import load_bundle
 from kubeloop.bundle.models import XGBoostModel
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.errors import ConfigError, DataValidationError
-from kubeloop.monitoring.report import DriftReport, compare_profile, count_columns
+from kubeloop.monitoring.report import (
+    DriftReport,
+    compare_profile,
+    count_columns,
+    datetime_values,
+)
 
 __all__ = ["BatchOptions", "BatchResult", "explain_table", "score_table"]
 
@@ -177,16 +182,6 @@ def _reader(schema: Any, data: str, chunk_rows: int, *, keep: Sequence[str] = ()
     )
 
 
-def _dates(series: pd.Series) -> Any:
-    """A datetime feature's column for the transform: a timestamp column as wall-clock
-    ``datetime64`` (the rule of :mod:`kubeloop.bundle.dates`), else the values read."""
-    if pd.api.types.is_datetime64_any_dtype(series.dtype):
-        if getattr(series.dt, "tz", None) is not None:
-            series = series.dt.tz_localize(None)
-        return series.to_numpy(dtype="datetime64[ns]")
-    return series.tolist()
-
-
 def _plain(value: Any) -> Any:
     """A cell as the JSON value a client would send (NaN/NA -> null, numpy -> Python)."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
@@ -208,7 +203,7 @@ class _Chunk:
         for feature in served.bundle.schema.features:
             series = frame[feature.name]
             if feature.kind == "datetime":
-                self.columns[feature.name] = _dates(series)
+                self.columns[feature.name] = datetime_values(series)
                 continue
             if not feature.is_numeric:
                 dtype = series.dtype

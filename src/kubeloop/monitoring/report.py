@@ -53,6 +53,7 @@ __all__ = [
     "count_columns",
     "count_frame",
     "count_labels",
+    "datetime_values",
     "reference_counts",
     "row_bins",
     "row_log_likelihood",
@@ -215,7 +216,7 @@ def count_frame(profile: Mapping[str, Any], frame: pd.DataFrame) -> dict[str, di
         if feature_profile["kind"] == "numeric":
             columns[name] = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
         elif feature_profile["kind"] == "datetime":
-            columns[name] = _datetime_values(series)
+            columns[name] = datetime_values(series)
         elif isinstance(series.dtype, pd.CategoricalDtype):
             columns[name] = series.array
         else:
@@ -257,9 +258,10 @@ def row_bins(feature_profile: Mapping[str, Any], values: Any) -> np.ndarray:
     return _categorical_codes(feature_profile, values)
 
 
-def _datetime_values(series: pd.Series) -> Any:
-    """A datetime feature's column as :func:`row_bins` reads it: wall-clock ``datetime64`` for a
-    timestamp column (the rule of :mod:`kubeloop.bundle.dates`), else the values as they are."""
+def datetime_values(series: pd.Series) -> Any:
+    """A datetime feature's column as :func:`row_bins` and the fast transform read it:
+    wall-clock ``datetime64`` for a timestamp column (the rule of :mod:`kubeloop.bundle.dates`),
+    else the values as they are (a ``Categorical``, or an object array)."""
     if pd.api.types.is_datetime64_any_dtype(series):
         if getattr(series.dt, "tz", None) is not None:
             series = series.dt.tz_localize(None)
@@ -286,7 +288,7 @@ def row_log_likelihood(profile: Mapping[str, Any], frame: pd.DataFrame) -> np.nd
         if feature_profile["kind"] == "numeric":
             values: Any = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
         elif feature_profile["kind"] == "datetime":
-            values = _datetime_values(series)
+            values = datetime_values(series)
         else:
             values = series.to_numpy(dtype=object)
         reference = reference_counts(feature_profile) + 1.0

@@ -108,7 +108,8 @@ def ingest(
         f"- task: **{schema.task}**, target `{schema.target}`"
         + (f", classes {', '.join(schema.classes)}" if schema.classes else ""),
         f"- features: {len(schema.features)} "
-        f"({len(schema.numeric_features)} numeric, {len(schema.categorical_features)} categorical)",
+        f"({len(schema.numeric_features)} numeric, {len(schema.categorical_features)} categorical"
+        + (f", {len(schema.datetime_features)} date/time)" if schema.datetime_features else ")"),
         f"- rows: train {rows['train']}, validation {rows['validation']}, test {rows['test']}",
         f"- sha256: `{dataset.data_hash}`",
         *(f"- note: {note}" for note in dataset.notes),

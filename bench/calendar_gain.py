@@ -16,7 +16,7 @@ dates repeat). Printed per table: the test ROC AUC of each run, the mean over se
 
 Usage::
 
-    .venv/bin/python bench/calendar.py [--rows 10000] [--seeds 3] [--seattle PATH]
+    .venv/bin/python bench/calendar_gain.py [--rows 10000] [--seeds 3] [--seattle PATH]
 
 Nothing generated is kept.
 """
