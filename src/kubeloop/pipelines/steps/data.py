@@ -139,7 +139,7 @@ def load_part(splits_dir: Path, name: str) -> Part:
     y = frame.pop(_Y).to_numpy()
     schema = load_schema(splits_dir)
     for feature in schema.features:  # parquet keeps None; normalise object columns back to str
-        if not feature.is_numeric:
+        if feature.is_categorical:
             column = frame[feature.name].astype(object)
             frame[feature.name] = column.where(column.notna(), None)
     return Part(X=frame[list(schema.feature_names)], y=y)
