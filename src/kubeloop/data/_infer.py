@@ -253,7 +253,8 @@ def _infer_column(name: str, series: pd.Series) -> _Column:
     if len(distinct) == 1:
         notes.append(f"Column '{name}' has one value only ({distinct.pop()!r}); it was dropped.")
         return _Column(None, notes=notes)
-    present = int((table[codes] != None).sum())  # noqa: E711 -- elementwise on an object array
+    present_value = table != None  # noqa: E711 -- elementwise; the trailing None is code -1
+    present = int(present_value[codes].sum())
     if len(distinct) > 2 and len(distinct) >= ID_DISTINCT_SHARE * present:
         share = (
             "a different value in every row"
