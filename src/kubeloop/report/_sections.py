@@ -218,6 +218,8 @@ def _importance(bundle: Bundle) -> str:
     top = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:15]
     if not top:
         return ""
+    other = f"={OTHER_CATEGORY}"  # a one-hot column of the other category, named in words
+    top = [(n.removesuffix(other) + "=(other)" if n.endswith(other) else n, v) for n, v in top]
     chart = charts.importance("importance", top, title="Feature importance", what="model input")
     data = table(("model input", "importance"), top)
     return _figure(chart, f"Feature importance (top {len(top)} model inputs)", data)

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from kubeloop.bundle import load_bundle
+from kubeloop.bundle.dates import format_seconds
 from kubeloop.bundle.schema import OTHER_CATEGORY
 from kubeloop.data.synth import generate_seasonal
 from kubeloop.features import FastTransform
@@ -213,3 +214,23 @@ def test_batch_scoring_equals_the_server(
     if fmt == "csv":
         assert "rejected 1 rows" in done.stdout
         assert pd.isna(result["probability"].iloc[5])
+
+
+def test_the_report_shows_dates_time_bins_and_the_other_category(
+    server: Server, bundle: Path
+) -> None:
+    from kubeloop.report import build_report, live_counts
+
+    loaded = load_bundle(bundle)
+    assert _v1(server, "predict", ROWS).status_code == 200
+    counts, source = live_counts(loaded, metrics_url=f"{server.url}/metrics")
+    assert counts is not None and counts["date"] and counts["store"][OTHER_CATEGORY] > 0
+    page = build_report(loaded, counts=counts, source=source)
+    assert "1 date/time" in page  # the model card's feature count
+    date = loaded.schema.features[0]
+    assert date.minimum is not None and date.maximum is not None
+    shown = f"{format_seconds(date.minimum)} … {format_seconds(date.maximum)}"
+    assert shown.startswith("2019-01-0") and shown in page  # the training range, as dates
+    first_edge = loaded.reference_profile["features"]["date"]["edges"][0]
+    assert f"≤ {format_seconds(first_edge)}" in page  # time bins named by their dates
+    assert "(other)" in page and OTHER_CATEGORY not in page
