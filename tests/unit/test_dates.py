@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kubeloop.bundle.dates import (
     CALENDAR_PARTS,
@@ -311,3 +313,54 @@ def test_old_specs_and_schemas_load_and_newer_ones_are_refused() -> None:
         Schema.from_dict({**old_schema, "format": 3})
     with pytest.raises(BundleError, match="format 3"):
         PreprocessorSpec.from_dict({**old_spec, "format": 3})
+
+
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.text(max_size=30),
+    st.dates().map(str),
+    st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.binary(max_size=10),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(values=st.lists(_ANY_VALUE, min_size=1, max_size=4))
+def test_any_request_value_is_served_or_refused_cleanly(values: list[Any]) -> None:
+    from kubeloop.serving._observe import Observer
+
+    fast, profile = _FUZZ
+    columns = {"day": values, "city": values, "x": np.zeros(len(values))}
+    row = {"day": values[0], "city": values[0], "x": 0.0}
+    single = fast.transform_row(row)  # None (the general path decides) or a result
+    try:
+        first = fast.transform_columns({"day": values[:1], "city": values[:1], "x": np.zeros(1)})
+    except DataValidationError:
+        assert single is None
+    else:
+        assert single is None or np.array_equal(single.matrix, first.matrix)
+    try:
+        result = fast.transform_columns(columns)
+    except DataValidationError:
+        return
+    assert np.isfinite(result.matrix).all()  # every accepted value is a finite model input
+    observer = Observer("m", "v1", profile, ("a", "b"))  # the server counts accepted requests
+    observer.inputs(columns, len(values))
+    observer.input_row(row)
+
+
+def _fuzz_fixture() -> tuple[FastTransform, dict[str, Any]]:
+    frame = _frame()
+    frame["city"] = np.array(["a", "b", "c"] * 80, dtype=object)
+    frame.loc[:4, "city"] = ["r1", "r2", "r3", "r4", "r5"]
+    dataset = build_dataset(frame, target="label")
+    _, spec = fit_preprocessor(dataset.X, dataset.schema)
+    profile = build_reference_profile(dataset.X, dataset.schema, np.zeros(len(frame)))
+    return FastTransform(spec), profile
+
+
+_FUZZ = _fuzz_fixture()

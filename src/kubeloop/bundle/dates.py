@@ -60,6 +60,7 @@ CALENDAR_PARTS: tuple[str, ...] = ("year", "month", "day", "weekday", "dayofyear
 only when the training values' times of day vary; ``value`` = the seconds themselves."""
 
 _TIMES = ("", " %H:%M", " %H:%M:%S")
+_LIMIT = 253_402_300_800.0  # 10000-01-01: a number of seconds beyond years 1-9999 is not a date
 _EPOCH = _dt.datetime(1970, 1, 1)
 _DAY = 86_400.0
 _MISSING_TYPES = ("NAType", "NaTType")
@@ -114,15 +115,21 @@ def to_seconds(value: Any, fmt: str | None = None) -> float:
     if isinstance(value, np.datetime64):
         if np.isnat(value):
             return math.nan
-        return float(value.astype("datetime64[us]").astype(np.int64)) / 1e6
+        whole = value.astype("datetime64[s]")
+        fraction = (value - whole) / np.timedelta64(1, "ns") / 1e9
+        return _in_range(float(whole.astype(np.int64)) + float(fraction), value)
     if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
         number = float(value)
-        if math.isinf(number):
-            raise _Unparseable(value)
-        return number
+        return number if math.isnan(number) else _in_range(number, value)
     if isinstance(value, bytes):
         return to_seconds(value.decode("utf-8", errors="replace"), fmt)
     raise _Unparseable(value)
+
+
+def _in_range(seconds: float, value: Any) -> float:
+    if not -_LIMIT < seconds < _LIMIT:
+        raise _Unparseable(value)
+    return seconds
 
 
 def column_seconds(values: Any, fmt: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -142,14 +149,16 @@ def column_seconds(values: Any, fmt: str | None = None) -> tuple[np.ndarray, np.
         codes = np.asarray(values.codes, dtype=np.intp)
         seconds = np.append(table, np.nan)[codes]
         return seconds, np.append(bad_table, False)[codes]
-    if isinstance(values, np.ndarray) and values.dtype.kind == "M":
-        micros = values.astype("datetime64[us]")
-        seconds = micros.astype(np.int64).astype(np.float64) / 1e6
-        seconds[np.isnat(micros)] = np.nan
-        return seconds, np.zeros(len(seconds), dtype=bool)
-    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
-        seconds = values.astype(np.float64)
-        bad = np.isinf(seconds)
+    if isinstance(values, np.ndarray) and values.dtype.kind in "Mfiu":
+        if values.dtype.kind == "M":
+            whole = values.astype("datetime64[s]")
+            seconds = whole.astype(np.int64).astype(np.float64)
+            seconds[np.isnat(whole)] = np.nan
+            seconds += (values - whole).astype("timedelta64[ns]").astype(np.float64) / 1e9
+        else:
+            seconds = values.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.abs(seconds) < _LIMIT) & ~np.isnan(seconds)
         seconds[bad] = np.nan
         return seconds, bad
     items = values if isinstance(values, list) else list(values)

@@ -71,7 +71,7 @@ def _feature_schema(feature: FeatureInfo) -> dict[str, Any]:
     if feature.kind == "datetime":
         also = f" or in the format {feature.date_format!r}" if feature.date_format else ""
         return {
-            "anyOf": [{"type": "string"}, {"type": "null"}],
+            "anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}],
             "description": "Date/time feature: ISO-8601 text (a time zone offset is allowed; the "
             f"local clock time is used){also}, or seconds since 1970-01-01 as a number; null "
             "when unknown (imputed).",
@@ -94,7 +94,7 @@ def _feature_schema(feature: FeatureInfo) -> dict[str, Any]:
 def _v2_input(feature: FeatureInfo) -> dict[str, Any]:
     numeric = feature.is_numeric
     value = _feature_schema(feature)
-    if not numeric:
+    if feature.is_categorical:
         value = {
             "anyOf": [*value["anyOf"], {"type": "number"}],
             "description": value["description"],
