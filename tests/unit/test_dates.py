@@ -364,3 +364,32 @@ def _fuzz_fixture() -> tuple[FastTransform, dict[str, Any]]:
 
 
 _FUZZ = _fuzz_fixture()
+
+
+def test_monitoring_counts_payload_rows_of_dates_and_other_categories() -> None:
+    from kubeloop.monitoring.report import compare_profile, count_frame, row_log_likelihood
+
+    frame = _frame()
+    frame["city"] = np.array(["a", "b", "c"] * 80, dtype=object)
+    frame.loc[:4, "city"] = ["r1", "r2", "r3", "r4", "r5"]
+    dataset = build_dataset(frame, target="label")
+    profile = build_reference_profile(dataset.X, dataset.schema, np.zeros(len(frame)))
+    logged = pd.DataFrame(  # as a payload log holds requests: ISO text, timestamps, raw values
+        {
+            "day": ["2030-01-01", "2022-03-01T10:00:00+02:00", None, "soon"] * 30,
+            "city": ["new", "a", "r1", None] * 30,
+            "x": [0.0, 1.0, None, 2.0] * 30,
+        }
+    )
+    counts = count_frame(profile, logged)
+    day = counts["day"]
+    assert day[str(len(profile["features"]["day"]["edges"]))] == 30  # after training: last bin
+    assert day["missing"] == 60  # null, and text that is not a date
+    assert counts["city"][OTHER_CATEGORY] == 60 and counts["city"]["__unknown__"] == 0
+    stamps = logged.assign(day=pd.to_datetime(logged["day"].where(logged["day"] != "soon"),
+                                              format="ISO8601", utc=True))  # fmt: skip
+    assert sum(count_frame(profile, stamps)["day"].values()) == len(logged)
+    report = compare_profile(profile, counts)
+    kinds = {f.feature: (f.kind, f.test) for f in report.features}
+    assert kinds["day"] == ("datetime", "ks") and kinds["city"] == ("categorical", "chi2")
+    assert np.isfinite(row_log_likelihood(profile, logged)).all()
