@@ -75,11 +75,14 @@ def _watch(
     labels: Path,
     clock: _Clock,
     say: ProgressFn,
+    action: str,
+    then: str,
     max_rounds: int = 40,
-) -> tuple[MonitorResult | None, int]:
+) -> tuple[MonitorResult | None, int, bool, bool]:
     """Send traffic in chunks (labels follow each) and run the monitor after each chunk until
-    the rollout ends; returns the deciding result and the requests sent meanwhile."""
-    requests = 0
+    the rollout ends. Returns the deciding result, the requests sent meanwhile, whether the
+    decision was ``action``, and whether the server then serves ``then`` alone."""
+    decided, requests = None, 0
     for round_ in range(max_rounds):
         start = (round_ * _CHUNK_ROWS) % len(traffic)
         chunk = traffic.iloc[start : start + _CHUNK_ROWS].reset_index(drop=True)
@@ -96,8 +99,10 @@ def _watch(
         shown = verdict.reasons if watch.action != "continue" else verdict.reasons[:1]
         say(f"   {clock} {requests} requests sent: " + "\n      ".join(shown))
         if watch.action != "continue":
-            return result, requests
-    return None, requests
+            decided = result
+            break
+    happened = bool(decided and decided.rollout and decided.rollout.action == action)
+    return decided, requests, happened, happened and _wait_served(server, then, None)
 
 
 def _wait_served(
@@ -185,12 +190,10 @@ def canary_story(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, A
             raise KubeloopError(f"the label-bug challenger did not pass the gate: {bad.reason}")
         _wait_served(server, champion, bad.candidate_version)
         say(f"3/5 {clock} canary: {bad.candidate_version} answers ~{percent}% of live requests")
-        decided, requests = _watch(
+        decided, requests, rolled_back, restored = _watch(
             server, monitor, live, target, schema, prefix="live", labels=labels,
-            clock=clock, say=say,
+            clock=clock, say=say, action="rollback", then=champion,
         )  # fmt: skip
-        rolled_back = bool(decided and decided.rollout and decided.rollout.action == "rollback")
-        restored = rolled_back and _wait_served(server, champion, None)
         result.update(
             canary_rolled_back=rolled_back and restored,
             rollback_requests=requests,
@@ -215,12 +218,10 @@ def canary_story(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, A
             raise KubeloopError("the drift alarm put no candidate into the canary")
         _wait_served(server, champion, good.candidate_version)
         say(f"5/5 {clock} canary: {good.candidate_version} on the new-regime traffic")
-        decided, requests = _watch(
+        decided, requests, promoted, served = _watch(
             server, monitor, drifted, target, schema, prefix="new", labels=labels,
-            clock=clock, say=say,
+            clock=clock, say=say, action="promote", then=good.candidate_version,
         )  # fmt: skip
-        promoted = bool(decided and decided.rollout and decided.rollout.action == "promote")
-        served = promoted and _wait_served(server, good.candidate_version, None)
         result.update(
             canary_promoted=promoted and served,
             promote_requests=requests,
