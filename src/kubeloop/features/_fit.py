@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kubeloop.bundle.dates import CALENDAR_PARTS, calendar_features, varies_by_hour
 from kubeloop.bundle.preprocessor import (
     CategoricalStep,
+    DatetimeStep,
     NumericStep,
     PreprocessorSpec,
     _one_hot_name,
@@ -32,14 +34,39 @@ def _missing_as_nan(X: Any) -> np.ndarray:
     return block
 
 
+def _calendar(X: Any, parts: tuple[str, ...]) -> np.ndarray:
+    # Module-level (not a lambda) so the fitted transformer stays picklable for Ray/KFP.
+    return calendar_features(np.asarray(X, dtype=np.float64).reshape(-1), parts)
+
+
 def _split_features(schema: Schema) -> tuple[list[str], list[str]]:
     numeric = [f.name for f in schema.features if f.is_numeric]
-    categorical = [f.name for f in schema.features if not f.is_numeric]
+    categorical = [f.name for f in schema.features if f.is_categorical]
     return numeric, categorical
 
 
-def build_column_transformer(schema: Schema) -> ColumnTransformer:
-    """Return the unfitted scikit-learn transformer for ``schema`` (dense float64 output)."""
+_NO_HOUR = tuple(p for p in CALENDAR_PARTS if p != "hour")
+
+
+def calendar_parts(X: pd.DataFrame, schema: Schema) -> dict[str, tuple[str, ...]]:
+    """The calendar parts of each datetime feature: all of them, ``hour`` only where the
+    training values' times of day vary."""
+    return {
+        name: CALENDAR_PARTS if varies_by_hour(X[name].to_numpy(np.float64)) else _NO_HOUR
+        for name in schema.datetime_features
+    }
+
+
+def build_column_transformer(
+    schema: Schema, *, parts: dict[str, tuple[str, ...]] | None = None
+) -> ColumnTransformer:
+    """Return the unfitted scikit-learn transformer for ``schema`` (dense float64 output).
+
+    Args:
+        schema: The features and their kinds.
+        parts: The calendar parts of each datetime feature (:func:`calendar_parts`; default:
+            all of them).
+    """
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
@@ -50,6 +77,14 @@ def build_column_transformer(schema: Schema) -> ColumnTransformer:
     if numeric:
         steps = [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
         transformers.append(("numeric", Pipeline(steps), numeric))
+    for name in schema.datetime_features:
+        kwargs = {"parts": (parts or {}).get(name, CALENDAR_PARTS)}
+        steps = [
+            ("calendar", FunctionTransformer(_calendar, kw_args=kwargs, validate=False)),
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("scale", StandardScaler()),
+        ]
+        transformers.append((f"datetime:{name}", Pipeline(steps), [name]))
     if categorical:
         encoder = OneHotEncoder(
             handle_unknown="ignore",
@@ -122,8 +157,9 @@ def fit_preprocessor(X: pd.DataFrame, schema: Schema) -> tuple[ColumnTransformer
     """
     _check_training_frame(X, schema)
     for feature in schema.features:
-        _training_column(X, feature.name, None, numeric=feature.is_numeric)
-    transformer = build_column_transformer(schema)
+        _training_column(X, feature.name, None, numeric=not feature.is_categorical)
+    parts = calendar_parts(X, schema)
+    transformer = build_column_transformer(schema, parts=parts)
     transformer.fit(X)
     numeric_names, categorical_names = _split_features(schema)
     numeric: tuple[NumericStep, ...] = ()
@@ -146,10 +182,24 @@ def fit_preprocessor(X: pd.DataFrame, schema: Schema) -> tuple[ColumnTransformer
                 categorical_names, imputer.statistics_, encoder.categories_, strict=True
             )
         )
+    dates = []
+    for info in schema.features:
+        if info.kind != "datetime":
+            continue
+        pipe = transformer.named_transformers_[f"datetime:{info.name}"]
+        imputer, scaler = pipe.named_steps["impute"], pipe.named_steps["scale"]
+        steps = tuple(
+            NumericStep(part, float(median), float(mean), float(scale))
+            for part, median, mean, scale in zip(
+                parts[info.name], imputer.statistics_, scaler.mean_, scaler.scale_, strict=True
+            )
+        )
+        dates.append(DatetimeStep(info.name, info.date_format, steps))
     spec = PreprocessorSpec(
         numeric=numeric,
         categorical=categorical,
-        output_columns=_output_columns(numeric, categorical),
+        output_columns=_output_columns(numeric, categorical, dates),
+        datetime=tuple(dates),
     )
     return transformer, spec
 
@@ -165,8 +215,9 @@ def preprocessor_spec(
     scale of its imputed values (scikit-learn's ``StandardScaler`` on that one column), and per
     categorical column the count of each distinct value (the fill is the most frequent one, the
     smallest on a tie, as ``SimpleImputer(strategy="most_frequent")`` picks; the categories
-    sorted, as ``OneHotEncoder`` orders them). Training uses it; :func:`fit_preprocessor` stays
-    the reference it is tested against.
+    sorted, as ``OneHotEncoder`` orders them), and per datetime column the numeric statistics of
+    each calendar part. Training uses it; :func:`fit_preprocessor` stays the reference it is
+    tested against.
 
     Args:
         X: Features in the layout of :class:`kubeloop.data.Dataset`.
@@ -177,17 +228,12 @@ def preprocessor_spec(
         DataValidationError: as :func:`fit_preprocessor`.
     """
     import pandas as pd
-    from sklearn.preprocessing import StandardScaler
 
     _check_training_frame(X, schema)
     numeric_names, categorical_names = _split_features(schema)
-    numeric: list[NumericStep] = []
-    for name in numeric_names:
-        values = _training_column(X, name, rows, numeric=True)
-        median = float(np.nanmedian(values))
-        filled = np.where(np.isnan(values), median, values).reshape(-1, 1)
-        scaler = StandardScaler().fit(filled)
-        numeric.append(NumericStep(name, median, float(scaler.mean_[0]), float(scaler.scale_[0])))
+    numeric = [
+        _numeric_step(name, _training_column(X, name, rows, numeric=True)) for name in numeric_names
+    ]
     categorical: list[CategoricalStep] = []
     for name in categorical_names:
         values = _training_column(X, name, rows, numeric=False)
@@ -196,8 +242,28 @@ def preprocessor_spec(
         top = max(counted.values())
         fill = min(k for k, v in counted.items() if v == top)
         categorical.append(CategoricalStep(name, fill, tuple(sorted(counted))))
+    dates = []
+    for info in schema.features:
+        if info.kind != "datetime":
+            continue
+        seconds = _training_column(X, info.name, rows, numeric=True)
+        parts = CALENDAR_PARTS if varies_by_hour(seconds) else _NO_HOUR
+        table = calendar_features(seconds, parts)
+        steps = tuple(_numeric_step(part, table[:, i]) for i, part in enumerate(parts))
+        dates.append(DatetimeStep(info.name, info.date_format, steps))
     return PreprocessorSpec(
         numeric=tuple(numeric),
         categorical=tuple(categorical),
-        output_columns=_output_columns(tuple(numeric), tuple(categorical)),
+        output_columns=_output_columns(tuple(numeric), tuple(categorical), dates),
+        datetime=tuple(dates),
     )
+
+
+def _numeric_step(name: str, values: np.ndarray) -> NumericStep:
+    """Median imputation, then scikit-learn's ``StandardScaler``, on one column."""
+    from sklearn.preprocessing import StandardScaler
+
+    median = float(np.nanmedian(values))
+    filled = np.where(np.isnan(values), median, values).reshape(-1, 1)
+    scaler = StandardScaler().fit(filled)
+    return NumericStep(name, median, float(scaler.mean_[0]), float(scaler.scale_[0]))
