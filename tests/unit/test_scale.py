@@ -18,7 +18,7 @@ from kubeloop.bundle.schema import normalize_category
 from kubeloop.console import Meter, time_left
 from kubeloop.data import build_dataset, load_dataset, split_dataset, split_parts
 from kubeloop.data._read import read_for_training
-from kubeloop.data.synth import generate_churn
+from kubeloop.data.synth import generate_churn, generate_seasonal
 from kubeloop.features import FastTransform, fit_preprocessor, preprocessor_spec
 from kubeloop.features._fast import CHUNK_ROWS
 from kubeloop.training.candidates import baseline_sample
@@ -31,6 +31,12 @@ def churn() -> pd.DataFrame:
     return generate_churn(3000, seed=5)
 
 
+@pytest.fixture(scope="module")
+def seasonal() -> pd.DataFrame:
+    """A date column (ISO text, some blank) and a store column with rare values (``__other__``)."""
+    return generate_seasonal(3000, seed=5)
+
+
 def _dataset_from(path: Path) -> tuple[pd.DataFrame, list[str]]:
     ds = load_dataset(path, target="churned")
     return ds.X, list(ds.notes)
@@ -39,16 +45,19 @@ def _dataset_from(path: Path) -> tuple[pd.DataFrame, list[str]]:
 # --------------------------------------------------------------------------- reading
 
 
+@pytest.mark.parametrize(
+    ("table", "target", "text"), [("churn", "churned", "contract"), ("seasonal", "busy", "date")]
+)
 def test_training_reader_gives_the_dataset_pandas_gives(
-    churn: pd.DataFrame, tmp_path: Path
+    table: str, target: str, text: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    path = tmp_path / "churn.csv"
-    churn.to_csv(path, index=False)
+    path = tmp_path / f"{table}.csv"
+    request.getfixturevalue(table).to_csv(path, index=False)
     frame, digest = read_for_training(path)
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert isinstance(frame["contract"].dtype, pd.ArrowDtype)  # text stays in Arrow memory
-    ours = build_dataset(frame, target="churned", data_hash=digest)
-    theirs = build_dataset(pd.read_csv(path), target="churned", data_hash=digest)
+    assert isinstance(frame[text].dtype, pd.ArrowDtype)  # text stays in Arrow memory
+    ours = build_dataset(frame, target=target, data_hash=digest)
+    theirs = build_dataset(pd.read_csv(path), target=target, data_hash=digest)
     pd.testing.assert_frame_equal(ours.X, theirs.X)
     assert np.array_equal(ours.y, theirs.y)
     assert ours.schema == theirs.schema and ours.notes == theirs.notes
@@ -91,8 +100,11 @@ def test_training_reader_gzip_and_progress(churn: pd.DataFrame, tmp_path: Path) 
 # --------------------------------------------------------------------------- statistics
 
 
-def test_statistics_without_a_transform_equal_sklearn(churn: pd.DataFrame) -> None:
-    ds = build_dataset(churn, target="churned")
+@pytest.mark.parametrize(("table", "target"), [("churn", "churned"), ("seasonal", "busy")])
+def test_statistics_without_a_transform_equal_sklearn(
+    table: str, target: str, request: pytest.FixtureRequest
+) -> None:
+    ds = build_dataset(request.getfixturevalue(table), target=target)
     splits = split_dataset(ds, seed=0)
     _, expected = fit_preprocessor(splits.train.X, ds.schema)
     parts = split_parts(ds, seed=0)
@@ -102,15 +114,24 @@ def test_statistics_without_a_transform_equal_sklearn(churn: pd.DataFrame) -> No
     ):
         assert spec.output_columns == expected.output_columns
         assert spec.categorical == expected.categorical
-        for ours, theirs in zip(spec.numeric, expected.numeric, strict=True):
+        assert [(d.name, d.part_names) for d in spec.datetime] == [
+            (d.name, d.part_names) for d in expected.datetime
+        ]
+        ours_steps = [*spec.numeric, *(p for d in spec.datetime for p in d.parts)]
+        their_steps = [*expected.numeric, *(p for d in expected.datetime for p in d.parts)]
+        for ours, theirs in zip(ours_steps, their_steps, strict=True):
             assert ours.name == theirs.name and ours.median == theirs.median
             assert ours.mean == pytest.approx(theirs.mean, rel=1e-12, abs=1e-12)
             assert ours.scale == pytest.approx(theirs.scale, rel=1e-12)
+    if table == "seasonal":  # what this table is here for
+        assert expected.datetime and any("__other__" in c.categories for c in expected.categorical)
 
 
 def test_most_frequent_tie_takes_the_smallest() -> None:
+    # enough rows per category for the category cap, few distinct values for the id rule
+    column = ["b", "a"] * 20 + ["c"] * 10 + ["d"] * 6 + [None] * 4
     frame = pd.DataFrame(
-        {"x": np.arange(8.0), "c": ["b", "a", "b", "a", None, "c", "c", "d"], "y": [0, 1] * 4}
+        {"x": np.random.default_rng(0).normal(size=60), "c": column, "y": [0, 1] * 30}
     )
     ds = build_dataset(frame, target="y", min_rows=1)
     _, expected = fit_preprocessor(ds.X, ds.schema)
