@@ -21,6 +21,8 @@ import pandas as pd
 import xgboost
 from sklearn.metrics import roc_auc_score
 
+from plain_train import xgboost_params  # the same parameters as bench/train.py's baseline
+
 
 def main(path: str, target: str, rows: str) -> None:
     frame = pd.read_csv(path)
@@ -40,19 +42,7 @@ def main(path: str, target: str, rows: str) -> None:
 
     with np.load(rows) as parts:
         train, valid, test = parts["train"], parts["validation"], parts["test"]
-    positives = float((y[train] == 1).sum())
-    params = {
-        "objective": "binary:logistic",
-        "eval_metric": "auc",
-        "tree_method": "hist",
-        "max_depth": 5,
-        "learning_rate": 0.05,
-        "min_child_weight": 10.0,
-        "subsample": 0.8,
-        "colsample_bytree": 0.8,
-        "scale_pos_weight": (len(train) - positives) / positives,
-        "seed": 0,
-    }
+    params = xgboost_params(y[train])
     dtrain = xgboost.QuantileDMatrix(frame.iloc[train], label=y[train], enable_categorical=True)
     dvalid = xgboost.QuantileDMatrix(
         frame.iloc[valid], label=y[valid], ref=dtrain, enable_categorical=True

@@ -42,25 +42,13 @@ def _suffix_format(path: str) -> Literal["csv", "parquet"]:
 
 
 def _read_bytes(path: str) -> bytes:
-    try:
-        if "://" in path:
-            import fsspec
-
-            with fsspec.open(path, "rb") as handle:
-                return cast(bytes, handle.read())
-        return Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise DataValidationError(
-            f"Cannot read '{path}': the file does not exist. Check the path (--data)."
-        ) from exc
-    except IsADirectoryError as exc:
-        raise DataValidationError(
-            f"Cannot read '{path}': it is a directory. Point to one .csv or .parquet file."
-        ) from exc
-    except (OSError, ImportError, ValueError) as exc:
-        raise DataValidationError(
-            f"Cannot read '{path}': {exc}. Check the path and the access rights."
-        ) from exc
+    with _opened(path) as handle:
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise DataValidationError(
+                f"Cannot read '{path}': {exc}. Check the path and the access rights."
+            ) from exc
 
 
 def _parse(raw: bytes, path: str) -> pd.DataFrame:
