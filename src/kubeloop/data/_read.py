@@ -45,7 +45,7 @@ def _read_bytes(path: str) -> bytes:
     with _opened(path) as handle:
         try:
             return handle.read()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise DataValidationError(
                 f"Cannot read '{path}': {exc}. Check the path and the access rights."
             ) from exc
