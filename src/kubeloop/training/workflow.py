@@ -199,6 +199,7 @@ def finish_bundle(
     from kubeloop.bundle.explain import Explainer, global_importance
     from kubeloop.bundle.models import predict_in_chunks
     from kubeloop.bundle.profile import build_reference_profile
+    from kubeloop.training.candidates import TUNED
     from kubeloop.training.evaluation import curve_points, evaluate, write_plots
 
     say = progress or quiet
@@ -239,11 +240,12 @@ def finish_bundle(
     }
     tuning = next((c.tuning for c in candidates if c.tuning), None)
     if tuning is not None:
-        metrics["tuning"] = {**tuning, "chosen": chosen.tuning is not None}
+        # The record sits on the default XGBoost when the search gave no model.
+        metrics["tuning"] = {**tuning, "chosen": chosen.name == TUNED}
         say(
             f"tuning: {tuning['trial_count']} trials in {tuning['used_s']:.0f} s of "
             f"{tuning['budget_s']:g} s; tuned XGBoost "
-            + ("chosen" if chosen.tuning is not None else "not chosen")
+            + ("chosen" if chosen.name == TUNED else "not chosen")
         )
     x_train, _ = matrices["train"]
     profile = build_reference_profile(
