@@ -29,6 +29,23 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 
+def xgboost_params(y_train: np.ndarray) -> dict:
+    """kubeloop's default XGBoost parameters for a binary target (``bench/plain_scale.py`` too)."""
+    positives = float((y_train == 1).sum())
+    return {
+        "objective": "binary:logistic",
+        "eval_metric": "auc",
+        "tree_method": "hist",
+        "max_depth": 5,
+        "learning_rate": 0.05,
+        "min_child_weight": 10.0,
+        "subsample": 0.8,
+        "colsample_bytree": 0.8,
+        "scale_pos_weight": (len(y_train) - positives) / positives,
+        "seed": 0,
+    }
+
+
 def main(path: str, target: str, rows: str) -> None:
     frame = pd.read_csv(path)
     classes = sorted(frame[target].dropna().astype(str).unique())
@@ -59,19 +76,7 @@ def main(path: str, target: str, rows: str) -> None:
     x_train = prep.fit_transform(frame.iloc[train])
     x_valid, x_test = prep.transform(frame.iloc[valid]), prep.transform(frame.iloc[test])
 
-    positives = float((y[train] == 1).sum())
-    params = {
-        "objective": "binary:logistic",
-        "eval_metric": "auc",
-        "tree_method": "hist",
-        "max_depth": 5,
-        "learning_rate": 0.05,
-        "min_child_weight": 10.0,
-        "subsample": 0.8,
-        "colsample_bytree": 0.8,
-        "scale_pos_weight": (len(train) - positives) / positives,
-        "seed": 0,
-    }
+    params = xgboost_params(y[train])
     dtrain = xgboost.QuantileDMatrix(x_train, label=y[train])
     dvalid = xgboost.QuantileDMatrix(x_valid, label=y[valid], ref=dtrain)
     booster = xgboost.train(

@@ -17,9 +17,10 @@ from kubeloop.data.synth import generate_churn, generate_regression
 from kubeloop.training.engine import resolve_engine, shared_local_ray
 from kubeloop.training.tuning import _PRIORS, PARAMS, tune_xgboost
 
-# Ray is up already (ray_session); Ray Tune starts its trial actors inside the budget, and the
+# Ray is up already (ray_session); Ray Tune starts its trial actors inside the budget (each a new
+# worker process importing XGBoost: several seconds on a loaded 2-core machine), and the
 # generated tables' trials take well under a second each.
-BUDGET_S = 10.0
+BUDGET_S = 20.0
 
 
 def _train(data: Path, target: str, out: Path, *extra: str) -> int:
@@ -28,7 +29,7 @@ def _train(data: Path, target: str, out: Path, *extra: str) -> int:
 
 @pytest.fixture(scope="module")
 def tuned_churn(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle trained with a 10 s search on 3,000 generated rows (the holdout path)."""
+    """A bundle trained with a 20 s search on 3,000 generated rows (the holdout path)."""
     work = tmp_path_factory.mktemp("tuned-churn")
     data = work / "churn.csv"
     generate_churn(3000, seed=11).to_csv(data, index=False)

@@ -29,7 +29,12 @@ from kubeloop.bundle.models import XGBoostModel
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.cpus import usable_cpus
 from kubeloop.errors import ConfigError, DataValidationError
-from kubeloop.monitoring.report import DriftReport, compare_profile, count_columns
+from kubeloop.monitoring.report import (
+    DriftReport,
+    compare_profile,
+    count_columns,
+    datetime_values,
+)
 
 __all__ = ["BatchOptions", "BatchResult", "explain_table", "score_table"]
 
@@ -144,8 +149,7 @@ def explain_table(
     from kubeloop.serving.explain import v1_explanations
 
     served = _serve(_bundle_path(model_dir, registry, model))
-    text = [f.name for f in served.bundle.schema.features if not f.is_numeric]
-    reader = ChunkReader(str(data), chunk_rows=chunk_rows, text_columns=text)
+    reader = _reader(served.bundle.schema, str(data), chunk_rows)
     explanations: list[dict[str, Any]] = []
     refused: list[tuple[int, str]] = []
     offset = 0
@@ -164,6 +168,18 @@ def explain_table(
     finally:
         reader.close()
     return {"explanations": explanations, "model_version": served.version}, refused
+
+
+def _reader(schema: Any, data: str, chunk_rows: int, *, keep: Sequence[str] = ()) -> ChunkReader:
+    """The reader of a table to score: categorical features as text or dictionary-encoded;
+    datetime features as the CSV's text (so a time zone offset is not converted to UTC) or
+    Parquet's own timestamps."""
+    return ChunkReader(
+        data,
+        chunk_rows=chunk_rows,
+        text_columns=schema.categorical_features,
+        raw_columns=(*keep, *schema.datetime_features),
+    )
 
 
 def _plain(value: Any) -> Any:
@@ -186,6 +202,9 @@ class _Chunk:
         suspects = np.zeros(len(frame), dtype=bool)
         for feature in served.bundle.schema.features:
             series = frame[feature.name]
+            if feature.kind == "datetime":
+                self.columns[feature.name] = datetime_values(series)
+                continue
             if not feature.is_numeric:
                 dtype = series.dtype
                 self.columns[feature.name] = (
@@ -218,6 +237,10 @@ class _Chunk:
                 raw = (
                     None if math.isnan(number) and blank else raw if math.isnan(number) else number
                 )
+            elif feature.kind == "datetime" and hasattr(raw, "isoformat"):
+                raw = raw.isoformat()  # a timestamp as the ISO text a client would send
+            elif isinstance(raw, np.datetime64):
+                raw = None if np.isnat(raw) else str(raw)
             instance[feature.name] = raw
         try:
             columns, _ = served.decoder.from_v1({"instances": [instance]})
@@ -302,10 +325,7 @@ def score_table(
     served = _serve(_bundle_path(options.model_dir, options.registry, options.model))
     bundle = served.bundle
     schema = bundle.schema
-    text = [f.name for f in schema.features if not f.is_numeric]
-    reader = ChunkReader(
-        options.data, chunk_rows=options.chunk_rows, text_columns=text, raw_columns=options.keep
-    )
+    reader = _reader(schema, options.data, options.chunk_rows, keep=options.keep)
     try:
         _check_columns(served, options.data, reader.columns)
         unknown = [name for name in options.keep if name not in reader.columns]

@@ -60,6 +60,8 @@ def _feature_map(spec: PreprocessorSpec, features: Sequence[str]) -> np.ndarray:
     """``(output columns, features)`` 0/1 matrix: which input feature each column encodes."""
     index = {name: i for i, name in enumerate(features)}
     owners = [index[step.name] for step in spec.numeric]
+    for date in spec.datetime:  # its calendar parts, summed back to the date
+        owners.extend([index[date.name]] * len(date.parts))
     for step in spec.categorical:
         owners.extend([index[step.name]] * len(step.categories))
     mapping = np.zeros((len(owners), len(features)), dtype=np.float64)

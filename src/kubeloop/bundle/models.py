@@ -26,6 +26,7 @@ from kubeloop.errors import BundleError, ConfigError, DataValidationError
 
 __all__ = [
     "LINEAR_FILENAME",
+    "PREDICT_CHUNK_ROWS",
     "SUPPORTED_OBJECTIVES",
     "XGBOOST_FILENAME",
     "LinearModel",
@@ -33,6 +34,7 @@ __all__ = [
     "XGBoostModel",
     "booster_floats",
     "load_model",
+    "predict_in_chunks",
 ]
 
 XGBOOST_FILENAME = "model.ubj"
@@ -385,3 +387,18 @@ def _ubjson_value(data: memoryview, pos: int, marker: str | None, depth: int) ->
         pos = _ubjson_value(data, pos, typed, depth + 1)
         seen += 1
     return pos
+
+
+# Rows :func:`predict_in_chunks` predicts at a time.
+PREDICT_CHUNK_ROWS = 262_144
+
+
+def predict_in_chunks(model: TabularModel, X: np.ndarray) -> np.ndarray:
+    """``model.predict(X)``, :data:`PREDICT_CHUNK_ROWS` rows at a time: a linear model computes
+    in float64, and a float64 copy of a whole float32 training matrix would be the biggest thing
+    alive while a model is scored."""
+    if len(X) <= PREDICT_CHUNK_ROWS:
+        return model.predict(X)
+    return np.concatenate(
+        [model.predict(X[i : i + PREDICT_CHUNK_ROWS]) for i in range(0, len(X), PREDICT_CHUNK_ROWS)]
+    )

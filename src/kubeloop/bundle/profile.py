@@ -9,15 +9,21 @@ so both sides must bin identically. This module owns that single rule:
   the last bin is ``(e_k, inf)``; a value equal to an edge goes to the lower bin. Edges are
   observed training values (the ``inverted_cdf`` quantile) and never the maximum, so every
   reference bin holds at least one row; a constant column has no edges and a single bin.
+- **Datetime** features: numeric bins over the value's seconds since 1970-01-01
+  (:mod:`kubeloop.bundle.dates`), so the bins are spans of time; traffic values (ISO text,
+  timestamps) are read with the same rule (:func:`bin_numbers`), and one that is not a date
+  counts as missing. The entry also holds the feature's ``date_format``.
 - **Categorical** (and binary) features: the bins are the category names; a value not in the
-  profile goes to :data:`UNKNOWN_BIN`, whose reference count is 0.
+  profile goes to :data:`UNKNOWN_BIN`, whose reference count is 0 -- or, for a feature with
+  the ``__other__`` category (the category cap of ``kubeloop.data``), to ``__other__``
+  (:func:`unknown_label`).
 - **Missing** values (NaN / ``None``) are counted apart, under ``missing`` in the profile and the
   label :data:`MISSING_BIN` when counting traffic.
 - **Predictions**: binary classification profiles the probability of ``classes[1]``; multiclass
   profiles the top-class probability (the model's confidence, one number per row); regression
   profiles the predicted value. The prediction profile is always numeric.
 
-Format (``format`` 1)::
+Format (``format`` 2 when a feature is a datetime, else 1, which older versions read)::
 
     {"format": 1, "rows": 5000, "bins": 10,
      "features": {
@@ -28,12 +34,13 @@ Format (``format`` 1)::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kubeloop.bundle.schema import Schema, normalize_category
+from kubeloop.bundle.dates import column_seconds
+from kubeloop.bundle.schema import OTHER_CATEGORY, Schema, normalize_category
 from kubeloop.errors import ConfigError, DataValidationError
 
 if TYPE_CHECKING:
@@ -45,12 +52,16 @@ __all__ = [
     "UNKNOWN_BIN",
     "assign_bins",
     "bin_labels",
+    "bin_numbers",
     "build_reference_profile",
     "count_values",
+    "has_edges",
     "numeric_profile",
+    "profile_features",
+    "unknown_label",
 ]
 
-PROFILE_FORMAT = 1
+PROFILE_FORMAT = 2
 _COMPARE_FROM, _COMPARE_EDGES = 1_024, 32  # when assign_bins counts edges instead of searching
 UNKNOWN_BIN = "__unknown__"
 MISSING_BIN = "missing"
@@ -104,15 +115,44 @@ def numeric_profile(values: np.ndarray, *, bins: int = 10) -> dict[str, Any]:
     }
 
 
-def _categorical_profile(values: Iterable[Any], known: Sequence[str]) -> dict[str, Any]:
+def has_edges(feature_profile: Mapping[str, Any]) -> bool:
+    """Whether a feature profile bins by edges (numeric, datetime) rather than by category."""
+    return feature_profile["kind"] in ("numeric", "datetime")
+
+
+def bin_numbers(feature_profile: Mapping[str, Any], values: Any) -> np.ndarray:
+    """The float64 numbers the edges of ``feature_profile`` bin (NaN: missing): the values as
+    numbers (text that is not a number is missing), or a datetime's seconds (text that is not
+    a date is missing)."""
+    if feature_profile["kind"] == "datetime":
+        return column_seconds(values, feature_profile.get("date_format"))[0]
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiub":
+        return values.astype(np.float64, copy=False)
+    import pandas as pd  # text columns only (payload logs, batch files): never a server's path
+
+    return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(np.float64)
+
+
+def unknown_label(feature_profile: Mapping[str, Any]) -> str:
+    """Where a categorical value outside the profile's categories is counted:
+    ``__other__`` when the feature has that category, else :data:`UNKNOWN_BIN`."""
+    return OTHER_CATEGORY if OTHER_CATEGORY in feature_profile["categories"] else UNKNOWN_BIN
+
+
+def _categorical_profile(values: Any, known: Sequence[str]) -> dict[str, Any]:
+    """Counts per normalized category: each distinct value is normalized once, not each row."""
+    import pandas as pd
+
     counts: dict[str, int] = dict.fromkeys(known, 0)
-    missing = 0
-    for value in values:
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    per_code = np.bincount(codes[codes >= 0], minlength=len(uniques)).tolist()
+    missing = int((codes < 0).sum())
+    for value, count in zip(uniques.tolist(), per_code, strict=True):
         key = normalize_category(value)
         if key is None:
-            missing += 1
+            missing += count
         else:
-            counts[key] = counts.get(key, 0) + 1
+            counts[key] = counts.get(key, 0) + count
     return {
         "kind": "categorical",
         "categories": {name: counts[name] for name in sorted(counts)},
@@ -120,37 +160,26 @@ def _categorical_profile(values: Iterable[Any], known: Sequence[str]) -> dict[st
     }
 
 
-def build_reference_profile(
-    X: pd.DataFrame, schema: Schema, predictions: np.ndarray, *, bins: int = 10
-) -> dict[str, Any]:
-    """Profile the training features and the model's predictions on them.
+def profile_features(
+    X: pd.DataFrame, schema: Schema, *, bins: int = 10, rows: np.ndarray | None = None
+) -> dict[str, dict[str, Any]]:
+    """The ``features`` part of the reference profile (see :func:`build_reference_profile`).
 
     Args:
-        X: Feature frame in schema order (numerics float64 with NaN; categoricals str/None).
-        schema: The data schema; categorical features list every schema category (count 0
-            when absent from ``X``).
-        predictions: ``TabularModel.predict(...)`` on the same rows: ``(n,)`` or ``(n, K)``.
-        bins: Number of quantile bins to aim for (fewer when values repeat).
-
-    Returns:
-        The ``reference_profile.json`` content (see the module docstring).
+        X: Feature frame (numerics float64 with NaN; categoricals str/None).
+        schema: The data schema.
+        bins: Number of quantile bins to aim for.
+        rows: Profile only these rows of ``X`` (the training part of a whole table), taken one
+            column at a time; ``None``: every row.
 
     Raises:
         ConfigError: ``bins`` is below 2.
-        DataValidationError: a schema feature is missing from ``X`` or row counts disagree.
+        DataValidationError: a schema feature is missing from ``X``.
     """
     import pandas as pd  # here: the model server bins requests with this module, without pandas
 
     if bins < 2:
         raise ConfigError(f"bins must be at least 2 to profile a distribution; got {bins}.")
-    predicted = np.asarray(predictions, dtype=np.float64)
-    if predicted.ndim == 2:
-        predicted = predicted.max(axis=1)  # multiclass: the top-class probability
-    if predicted.shape != (len(X),):
-        raise DataValidationError(
-            f"predictions have shape {np.asarray(predictions).shape} but X has {len(X)} rows; "
-            "pass the model's predictions on exactly these rows."
-        )
     absent = [name for name in schema.feature_names if name not in X.columns]
     if absent:
         raise DataValidationError(
@@ -160,14 +189,70 @@ def build_reference_profile(
     for info in schema.features:
         column = X[info.name]
         if info.is_numeric:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
             features[info.name] = numeric_profile(
-                pd.to_numeric(column, errors="coerce").to_numpy(np.float64), bins=bins
+                values if rows is None else values[rows], bins=bins
             )
+        elif info.kind == "datetime":
+            seconds = column_seconds(column.to_numpy(), info.date_format)[0]
+            features[info.name] = {
+                **numeric_profile(seconds if rows is None else seconds[rows], bins=bins),
+                "kind": "datetime",
+                "date_format": info.date_format,
+            }
         else:
-            features[info.name] = _categorical_profile(column.tolist(), info.categories)
+            values = column.to_numpy(dtype=object)
+            features[info.name] = _categorical_profile(
+                values if rows is None else values[rows], info.categories
+            )
+    return features
+
+
+def build_reference_profile(
+    X: pd.DataFrame | None,
+    schema: Schema,
+    predictions: np.ndarray,
+    *,
+    bins: int = 10,
+    features: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Profile the training features and the model's predictions on them.
+
+    Args:
+        X: Feature frame in schema order (numerics float64 with NaN; categoricals str/None);
+            ``None`` when ``features`` is given.
+        schema: The data schema; categorical features list every schema category (count 0
+            when absent from ``X``).
+        predictions: ``TabularModel.predict(...)`` on the same rows: ``(n,)`` or ``(n, K)``.
+        bins: Number of quantile bins to aim for (fewer when values repeat).
+        features: The features' profile made earlier by :func:`profile_features` (training
+            can then let the frame go before the model is trained).
+
+    Returns:
+        The ``reference_profile.json`` content (see the module docstring).
+
+    Raises:
+        ConfigError: ``bins`` is below 2.
+        DataValidationError: a schema feature is missing from ``X`` or row counts disagree.
+    """
+    if bins < 2:
+        raise ConfigError(f"bins must be at least 2 to profile a distribution; got {bins}.")
+    predicted = np.asarray(predictions, dtype=np.float64)
+    if predicted.ndim == 2:
+        predicted = predicted.max(axis=1)  # multiclass: the top-class probability
+    rows = len(predicted) if X is None else len(X)
+    if predicted.shape != (rows,):
+        raise DataValidationError(
+            f"predictions have shape {np.asarray(predictions).shape} but X has {rows} rows; "
+            "pass the model's predictions on exactly these rows."
+        )
+    if features is None:
+        if X is None:
+            raise ConfigError("build_reference_profile needs X or the features' profile.")
+        features = profile_features(X, schema, bins=bins)
     return {
-        "format": PROFILE_FORMAT,
-        "rows": len(X),
+        "format": PROFILE_FORMAT if schema.datetime_features else 1,
+        "rows": rows,
         "bins": bins,
         "features": features,
         "prediction": numeric_profile(predicted, bins=bins),
@@ -180,7 +265,7 @@ def bin_labels(feature_profile: dict[str, Any]) -> list[str]:
     ``"0"`` .. ``"k-1"`` for numerics; the category names then :data:`UNKNOWN_BIN` for
     categoricals. Missing values are counted apart under :data:`MISSING_BIN`.
     """
-    if feature_profile["kind"] == "numeric":
+    if has_edges(feature_profile):
         return [str(i) for i in range(len(feature_profile["edges"]) + 1)]
     return [*feature_profile["categories"], UNKNOWN_BIN]
 
@@ -193,8 +278,8 @@ def count_values(feature_profile: dict[str, Any], values: np.ndarray) -> dict[st
     ``feature_profile["missing"]``).
     """
     labels = bin_labels(feature_profile)
-    if feature_profile["kind"] == "numeric":
-        array = np.asarray(values, dtype=np.float64)
+    if has_edges(feature_profile):
+        array = bin_numbers(feature_profile, values)
         missing = np.isnan(array)
         counts = np.bincount(
             assign_bins(feature_profile["edges"], array[~missing]), minlength=len(labels)
@@ -204,10 +289,11 @@ def count_values(feature_profile: dict[str, Any], values: np.ndarray) -> dict[st
         return result
     result = dict.fromkeys([*labels, MISSING_BIN], 0)
     known = feature_profile["categories"]
+    outside = unknown_label(feature_profile)
     for value in np.asarray(values, dtype=object):
         key = normalize_category(value)
         if key is None:
             result[MISSING_BIN] += 1
         else:
-            result[key if key in known else UNKNOWN_BIN] += 1
+            result[key if key in known else outside] += 1
     return result

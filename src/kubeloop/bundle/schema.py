@@ -14,6 +14,7 @@ import numpy as np
 from kubeloop.errors import BundleError
 
 __all__ = [
+    "OTHER_CATEGORY",
     "SCHEMA_FORMAT",
     "ColumnKind",
     "FeatureInfo",
@@ -23,9 +24,14 @@ __all__ = [
 ]
 
 Task = Literal["classification", "regression"]
-ColumnKind = Literal["numeric", "categorical", "binary"]
+ColumnKind = Literal["numeric", "categorical", "binary", "datetime"]
 
-SCHEMA_FORMAT = 1
+SCHEMA_FORMAT = 2
+"""Written when a feature is a ``datetime`` or has the :data:`OTHER_CATEGORY`; schemas without
+either are written as format 1, which older kubeloop versions read (both are read here)."""
+OTHER_CATEGORY = "__other__"
+"""The category that stands for every value outside a feature's kept categories (the rare ones
+at training, and any value unseen there): see ``kubeloop.data``'s category cap."""
 _PANDAS_MISSING = ("NAType", "NaTType")
 
 
@@ -66,21 +72,36 @@ class FeatureInfo:
     categories: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    date_format: str | None = None  # datetime: its text format besides ISO 8601 (bundle.dates)
 
     @property
     def is_numeric(self) -> bool:
-        """Whether the feature is numeric (binary and categorical features are one-hot encoded)."""
+        """Whether the feature is numeric (binary and categorical features are one-hot encoded;
+        a datetime feature becomes calendar features)."""
         return self.kind == "numeric"
+
+    @property
+    def is_categorical(self) -> bool:
+        """Whether the feature is categorical or binary (one-hot encoded)."""
+        return self.kind in ("categorical", "binary")
+
+    @property
+    def has_other(self) -> bool:
+        """Whether values outside the categories count as :data:`OTHER_CATEGORY`."""
+        return OTHER_CATEGORY in self.categories
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form used in ``schema.json``."""
-        return {
+        data = {
             "name": self.name,
             "kind": self.kind,
             "categories": list(self.categories),
             "minimum": self.minimum,
             "maximum": self.maximum,
         }
+        if self.kind == "datetime":
+            data["date_format"] = self.date_format
+        return data
 
 
 @dataclass(frozen=True)
@@ -105,12 +126,18 @@ class Schema:
     @property
     def categorical_features(self) -> tuple[str, ...]:
         """Names of the categorical and binary features, in model order."""
-        return tuple(f.name for f in self.features if not f.is_numeric)
+        return tuple(f.name for f in self.features if f.is_categorical)
+
+    @property
+    def datetime_features(self) -> tuple[str, ...]:
+        """Names of the datetime features, in model order."""
+        return tuple(f.name for f in self.features if f.kind == "datetime")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form written as ``schema.json``."""
+        new = any(f.kind == "datetime" or f.has_other for f in self.features)
         return {
-            "format": SCHEMA_FORMAT,
+            "format": SCHEMA_FORMAT if new else 1,
             "target": self.target,
             "task": self.task,
             "classes": list(self.classes),
@@ -125,6 +152,11 @@ class Schema:
             BundleError: The dictionary is not a valid schema.
         """
         try:
+            if data.get("format", 1) not in (1, SCHEMA_FORMAT):
+                raise BundleError(
+                    f"schema.json: format {data.get('format')!r} is newer than this kubeloop "
+                    f"reads (1 to {SCHEMA_FORMAT}); upgrade kubeloop."
+                )
             task = data["task"]
             if task not in get_args(Task):
                 raise BundleError(f"schema.json: task {task!r} is not one of {get_args(Task)}.")
@@ -143,6 +175,7 @@ class Schema:
                         categories=tuple(str(c) for c in item.get("categories") or ()),
                         minimum=_optional_float(item.get("minimum")),
                         maximum=_optional_float(item.get("maximum")),
+                        date_format=item.get("date_format"),
                     )
                 )
             return cls(

@@ -158,7 +158,7 @@ def _train(args: argparse.Namespace, out: Path, stem: str, *, shown_as: str | No
         normalize_labels=args.normalize_labels,
         progress=Progress(prefix="train"),
     )
-    columns = ("candidate", *SUMMARY_METRICS[result.bundle.schema.task])
+    columns = ("candidate", "trained on", *SUMMARY_METRICS[result.bundle.schema.task])
     print(f"\nTest metrics ({result.bundle.schema.task}; * = chosen by validation score):")
     print(format_table(candidate_rows(result), columns))
     tuning = result.bundle.metrics.get("tuning")

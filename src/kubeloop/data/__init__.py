@@ -21,8 +21,8 @@ Nothing in this package writes anything. The schema it infers is the bundle's
 (:mod:`kubeloop.bundle.schema`, with :func:`~kubeloop.bundle.schema.normalize_category`). Its
 parts: ``_read`` (reading files, hashing), ``_infer`` (per-column kind
 inference), ``_dataset`` (target, task, validation: :func:`build_dataset`, :func:`load_dataset`)
-and ``_split`` (:func:`split_dataset`, :func:`split_rows`); :mod:`kubeloop.data.synth` generates
-tables for the demo, tests and benchmarks.
+and ``_split`` (:func:`split_dataset`, :func:`split_parts`, :func:`split_rows`);
+:mod:`kubeloop.data.synth` generates tables for the demo, tests and benchmarks.
 """
 
 from typing import TYPE_CHECKING
@@ -32,7 +32,7 @@ from kubeloop import lazy_exports
 if TYPE_CHECKING:
     from kubeloop.data._dataset import Dataset, build_dataset, load_dataset
     from kubeloop.data._read import read_table
-    from kubeloop.data._split import PARTS, Part, Splits, split_dataset, split_rows
+    from kubeloop.data._split import PARTS, Part, Splits, split_dataset, split_parts, split_rows
 
 # Every part uses pandas; they are imported on first use, so importing a submodule (the
 # generated data of :mod:`kubeloop.data.synth`, say) does not load them all.
@@ -45,6 +45,7 @@ _LAZY = {
     "Part": "_split",
     "Splits": "_split",
     "split_dataset": "_split",
+    "split_parts": "_split",
     "split_rows": "_split",
 }
 
@@ -61,5 +62,6 @@ __all__ = [
     "load_dataset",
     "read_table",
     "split_dataset",
+    "split_parts",
     "split_rows",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from kubeloop.bundle.schema import FeatureInfo, Schema, Task
+from kubeloop.console import ProgressFn
 from kubeloop.data._infer import (
     _factorized,
     _infer_column,
@@ -21,7 +21,7 @@ from kubeloop.data._infer import (
     refuse_unsupported,
 )
 from kubeloop.data._labels import merge_label_spellings
-from kubeloop.data._read import _frame_hash, _parse, _read_bytes, _suffix_format
+from kubeloop.data._read import _frame_hash, read_for_training, release_arrow_memory
 from kubeloop.errors import ConfigError, DataValidationError
 
 _MAX_AUTO_CLASSES = 20
@@ -198,7 +198,7 @@ def build_dataset(
             empty.append(name)
         elif column.info is not None and column.values is not None:
             infos.append(column.info)
-            data[name] = column.values
+            data[name] = _owned(column.values, frame[name])
     if empty:
         names = ", ".join(f"'{c}'" for c in empty)
         raise DataValidationError(
@@ -210,9 +210,20 @@ def build_dataset(
             f"No feature columns are left besides the target '{target}' (all were dropped as "
             "ids or constants, see the notes). Provide columns the model can learn from."
         )
-    X = pd.DataFrame(data, columns=[i.name for i in infos])
+    # copy=False: one block per column, as inferred (the default consolidates them: a second
+    # copy of every feature, the peak of a big load)
+    X = pd.DataFrame(data, columns=[i.name for i in infos], copy=False)
     schema = Schema(features=tuple(infos), target=target, task=resolved, classes=classes)
     return Dataset(X=X, y=y, schema=schema, notes=tuple(notes), data_hash=digest)
+
+
+def _owned(values: np.ndarray, source: pd.Series) -> np.ndarray:
+    """``values``, copied where it is a view of the caller's column: the features are put
+    together without a copy (``copy=False``), and they must not alias the caller's frame."""
+    numeric = isinstance(source.dtype, np.dtype) and source.dtype.kind in "fiub"
+    if numeric and np.shares_memory(values, source.to_numpy()):
+        return values.copy()
+    return values
 
 
 def load_dataset(
@@ -222,6 +233,7 @@ def load_dataset(
     task: Task | Literal["auto"] = "auto",
     min_rows: int = 50,
     normalize_labels: bool = False,
+    progress: ProgressFn | None = None,
 ) -> Dataset:
     """Read a file and build a validated :class:`Dataset` from it (file read once).
 
@@ -231,6 +243,7 @@ def load_dataset(
         task: ``"auto"`` (see :mod:`kubeloop.data`), ``"classification"`` or ``"regression"``.
         min_rows: Fewest rows (with a target) accepted.
         normalize_labels: See :func:`build_dataset`.
+        progress: Told how reading a big file goes (rows/s, time left).
 
     Returns:
         The dataset; ``data_hash`` is the sha256 of the file's bytes.
@@ -238,15 +251,15 @@ def load_dataset(
     Raises:
         DataValidationError: See :func:`build_dataset` and :func:`read_table`.
     """
-    text = str(path)
-    _suffix_format(text)
-    raw = _read_bytes(text)
-    frame = _parse(raw, text)
-    return build_dataset(
+    frame, digest = read_for_training(path, progress=progress)
+    dataset = build_dataset(
         frame,
         target=target,
         task=task,
         min_rows=min_rows,
-        data_hash=hashlib.sha256(raw).hexdigest(),
+        data_hash=digest,
         normalize_labels=normalize_labels,
     )
+    del frame
+    release_arrow_memory()  # the text columns' Arrow buffers, kept by its allocator
+    return dataset

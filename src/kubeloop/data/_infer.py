@@ -8,11 +8,20 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from kubeloop.bundle.schema import ColumnKind, FeatureInfo, normalize_category
+from kubeloop.bundle.dates import column_seconds, detect_format
+from kubeloop.bundle.schema import OTHER_CATEGORY, ColumnKind, FeatureInfo, normalize_category
 from kubeloop.errors import DataValidationError
 from kubeloop.names import shown
 
 _NUMERIC_TEXT_SHARE = 0.95
+MAX_CATEGORIES = 100
+"""A categorical feature keeps at most this many categories, the most frequent first ..."""
+MIN_CATEGORY_COUNT = 5
+"""... each seen in at least this many rows; the other values become ``__other__``."""
+ID_DISTINCT_SHARE = 0.5
+"""A text column with at least this share of distinct values among its present ones is an id
+(an order number, an e-mail): its values repeat less than twice on average, too rarely to learn
+from."""
 # pandas.api.types.infer_dtype answers that hold plain scalars only (no list, dict or bytes)
 _SCALAR_KINDS = frozenset(
     {"string", "empty", "floating", "integer", "mixed-integer-float", "boolean", "decimal"}
@@ -147,6 +156,66 @@ def _infer_numeric(name: str, values: np.ndarray, notes: list[str]) -> _Column:
     return _Column(info, values.astype(np.float64, copy=False), notes)
 
 
+def _infer_datetime(
+    name: str, seconds: np.ndarray, date_format: str | None, notes: list[str]
+) -> _Column:
+    present = seconds[~np.isnan(seconds)]
+    if not present.size:
+        return _Column(None, empty=True)
+    low, high = float(present.min()), float(present.max())
+    if low == high:
+        notes.append(f"Column '{name}' has one date only; it was dropped.")
+        return _Column(None, notes=notes)
+    info = FeatureInfo(name, "datetime", minimum=low, maximum=high, date_format=date_format)
+    return _Column(info, seconds, notes)
+
+
+def _as_dates(
+    name: str, series: pd.Series, codes: np.ndarray, table: np.ndarray, notes: list[str]
+) -> _Column | None:
+    """A text column whose values are dates or times (:func:`detect_format`), else ``None``."""
+    present = [t for t in table[:-1].tolist() if t is not None]
+    is_date, date_format = detect_format(present)
+    if not is_date:
+        return None
+    per_value, bad_value = column_seconds(table[:-1].tolist(), date_format)
+    seconds = np.append(per_value, np.nan)[codes]
+    bad = np.append(bad_value, False)[codes]
+    shown_format = "ISO 8601" if date_format is None else repr(date_format)
+    if bad.any():
+        example = series.iloc[int(np.flatnonzero(bad)[0])]
+        notes.append(
+            f"Column '{name}' holds dates ({shown_format}) but {int(bad.sum())} values are not "
+            f"dates (e.g. {example!r}); they were read as missing."
+        )
+    else:
+        notes.append(f"Column '{name}' holds dates as text ({shown_format}); read as dates.")
+    return _infer_datetime(name, seconds, date_format, notes)
+
+
+def _capped(name: str, codes: np.ndarray, table: np.ndarray, notes: list[str]) -> np.ndarray:
+    """``table`` with the values outside the kept categories (:data:`MAX_CATEGORIES` most
+    frequent, each in at least :data:`MIN_CATEGORY_COUNT` rows) replaced by ``__other__``."""
+    counts: dict[str, int] = {}
+    per_code = np.bincount(codes[codes >= 0], minlength=len(table) - 1)
+    for value, count in zip(table[:-1].tolist(), per_code.tolist(), strict=True):
+        if value is not None:
+            counts[value] = counts.get(value, 0) + count
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    kept = {v for v, c in ranked[:MAX_CATEGORIES] if c >= MIN_CATEGORY_COUNT}
+    if len(kept) == len(counts):
+        return table
+    folded = {v: c for v, c in counts.items() if v not in kept}
+    notes.append(
+        f"Column '{name}' has {len(counts)} categories; {len(folded)} of them (in "
+        f"{sum(folded.values())} rows) are rarer than the {MAX_CATEGORIES} most frequent or "
+        f"seen in fewer than {MIN_CATEGORY_COUNT} rows and became '{OTHER_CATEGORY}'."
+    )
+    capped = table.copy()
+    capped[[v is not None and v not in kept for v in table.tolist()]] = OTHER_CATEGORY
+    return capped
+
+
 def _infer_column(name: str, series: pd.Series) -> _Column:
     """Decide one feature column's kind (or that it is dropped); ``empty`` when all-null."""
     notes: list[str] = []
@@ -155,6 +224,11 @@ def _infer_column(name: str, series: pd.Series) -> _Column:
         if np.isnan(values).all():
             return _Column(None, empty=True)
         return _infer_numeric(name, values, notes)
+    if pd.api.types.is_datetime64_any_dtype(series):
+        if getattr(series.dt, "tz", None) is not None:
+            series = series.dt.tz_localize(None)  # the local wall-clock time (bundle.dates)
+        seconds, _ = column_seconds(series.to_numpy(dtype="datetime64[ns]"))
+        return _infer_datetime(name, seconds, None, notes)
     if not (
         pd.api.types.is_object_dtype(series)
         or pd.api.types.is_string_dtype(series)
@@ -173,12 +247,28 @@ def _infer_column(name: str, series: pd.Series) -> _Column:
         numbers = _as_numbers(name, series, codes, table, notes)
         if numbers is not None:
             return _infer_numeric(name, numbers, notes)
+        dates = _as_dates(name, series, codes, table, notes)
+        if dates is not None:
+            return dates
     if len(distinct) == 1:
         notes.append(f"Column '{name}' has one value only ({distinct.pop()!r}); it was dropped.")
         return _Column(None, notes=notes)
-    if len(distinct) == len(codes) > 2:
-        notes.append(f"Column '{name}' looks like an id (a different value in every row); dropped.")
+    present_value = table != None  # noqa: E711 -- elementwise; the trailing None is code -1
+    present = int(present_value[codes].sum())
+    if len(distinct) > 2 and len(distinct) >= ID_DISTINCT_SHARE * present:
+        share = (
+            "a different value in every row"
+            if len(distinct) == present
+            else (f"{len(distinct)} distinct values in {present} rows")
+        )
+        notes.append(f"Column '{name}' looks like an id ({share}); dropped.")
         return _Column(None, notes=notes)
+    if len(distinct) > 2:
+        table = _capped(name, codes, table, notes)
+        distinct = set(table[:-1].tolist()) - {None}
+        if distinct == {OTHER_CATEGORY}:
+            notes[-1] += " No category is left; the column was dropped."
+            return _Column(None, notes=notes)
     kind: ColumnKind = "binary" if len(distinct) == 2 else "categorical"
     info = FeatureInfo(name, kind, categories=tuple(sorted(distinct)))
     return _Column(info, table[codes], notes)

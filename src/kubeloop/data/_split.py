@@ -17,10 +17,15 @@ PARTS = ("train", "validation", "test")  # the parts of :class:`Splits`, in this
 
 @dataclass(frozen=True)
 class Part:
-    """One split: features in schema order and labels."""
+    """One split: features in schema order and labels.
+
+    ``rows`` set: the part is those rows of ``X``, a whole table shared with the other parts
+    (:func:`split_parts`: no copy); ``y`` holds the part's labels either way.
+    """
 
     X: pd.DataFrame
     y: np.ndarray
+    rows: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,39 @@ def split_dataset(
         ConfigError: Fractions outside (0, 1) or summing to 1 or more.
         DataValidationError: A class has too few rows to appear in every part.
     """
+    train, validation, test = _split_indices(ds, seed, test_fraction, validation_fraction)
+
+    def part(rows: np.ndarray) -> Part:
+        return Part(X=ds.X.iloc[rows].reset_index(drop=True), y=ds.y[rows])
+
+    return Splits(part(train), part(validation), part(test), ds.schema)
+
+
+def split_parts(
+    ds: Dataset,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.2,
+) -> dict[str, Part]:
+    """The parts of :func:`split_dataset` as row numbers of ``ds.X`` (no copy of the features).
+
+    Returns:
+        Part name (:data:`PARTS`) -> the part, with ``X`` the whole ``ds.X`` and ``rows`` set.
+
+    Raises:
+        ConfigError, DataValidationError: as :func:`split_dataset`.
+    """
+    indices = _split_indices(ds, seed, test_fraction, validation_fraction)
+    return {
+        name: Part(X=ds.X, y=ds.y[rows], rows=rows)
+        for name, rows in zip(PARTS, indices, strict=True)
+    }
+
+
+def _split_indices(
+    ds: Dataset, seed: int, test_fraction: float, validation_fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not (0 < test_fraction < 1 and 0 < validation_fraction < 1):
         raise ConfigError("test_fraction and validation_fraction must each be between 0 and 1.")
     if test_fraction + validation_fraction >= 1:
@@ -74,18 +112,13 @@ def split_dataset(
                 f"Target '{ds.schema.target}' has classes with too few rows to split: {shown}; "
                 f"each class needs at least {needed} rows. Add rows or merge rare classes."
             )
-    train, validation, test = split_rows(
+    return split_rows(
         ds.y,
         stratify=stratify,
         seed=seed,
         test_fraction=test_fraction,
         validation_fraction=validation_fraction,
     )
-
-    def part(rows: np.ndarray) -> Part:
-        return Part(X=ds.X.iloc[rows].reset_index(drop=True), y=ds.y[rows])
-
-    return Splits(part(train), part(validation), part(test), ds.schema)
 
 
 def split_rows(

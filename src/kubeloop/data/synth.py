@@ -4,6 +4,8 @@
 column stored as text with blanks, missing values), and can drift: ``covariate_shift`` moves the
 feature distributions, ``concept_shift`` changes how the label depends on them.
 :func:`generate_regression` is a small numeric regression problem with one categorical feature.
+:func:`generate_seasonal` is a daily table whose label follows the seasons and the day of the
+week (the date as ISO text) with a store column of many rare values.
 Everything is vectorised numpy, so a million rows take about a second.
 """
 
@@ -18,12 +20,15 @@ __all__ = [
     "CHURN_TARGET",
     "PAYMENT_METHODS",
     "REGRESSION_TARGET",
+    "SEASONAL_TARGET",
     "generate_churn",
     "generate_regression",
+    "generate_seasonal",
 ]
 
 CHURN_TARGET = "churned"
 REGRESSION_TARGET = "target"
+SEASONAL_TARGET = "busy"
 CONTRACTS = ("Month-to-month", "One year", "Two year")
 PAYMENT_METHODS = (
     "Electronic check",
@@ -204,3 +209,50 @@ def generate_regression(n_rows: int, *, seed: int = 0, n_features: int = 8) -> p
     frame["segment"] = segment
     frame[REGRESSION_TARGET] = y
     return frame
+
+
+def generate_seasonal(n_rows: int, *, seed: int = 0, stores: int = 400) -> pd.DataFrame:
+    """A daily table whose label follows the calendar: ``busy`` (Yes/No) is likelier in summer
+    and at weekends, a little likelier in later years, and barely depends on the other columns.
+
+    Columns: ``date`` (ISO text ``YYYY-MM-DD``, 2019-2024, about 1 % blank), ``store`` (``stores``
+    names with Zipf-like frequencies: many are rare), ``price`` (numeric, weakly informative),
+    ``busy``. Without calendar features the date carries no usable signal.
+
+    Raises:
+        ConfigError: ``n_rows`` or ``stores`` is below 1.
+    """
+    _check(n_rows)
+    if stores < 1:
+        raise ConfigError(f"stores must be at least 1, got {stores}.")
+    rng = np.random.default_rng(seed)
+    day = rng.integers(0, 6 * 365, n_rows)
+    dates = np.datetime64("2019-01-01") + day.astype("timedelta64[D]")
+    start_of_year = dates.astype("datetime64[Y]").astype("datetime64[D]")
+    day_of_year = (dates - start_of_year).astype(np.int64)
+    weekday = (dates.astype(np.int64) + 3) % 7
+    year = dates.astype("datetime64[Y]").astype(np.int64) + 1970
+    weights = 1.0 / np.arange(1, stores + 1)
+    store_index = np.minimum(
+        np.searchsorted(np.cumsum(weights / weights.sum()), rng.random(n_rows)), stores - 1
+    )
+    store_effect = rng.normal(0.0, 0.3, stores)[store_index]
+    price = rng.normal(10.0, 2.0, n_rows)
+    logit = (
+        1.6 * np.cos(2 * np.pi * (day_of_year - 196) / 365.25)
+        + 0.9 * (weekday >= 5)
+        + 0.15 * (year - 2021)
+        + store_effect
+        - 0.1 * (price - 10.0)
+        + rng.logistic(0.0, 0.6, n_rows)
+    )
+    text = dates.astype(str).astype(object)
+    text[rng.random(n_rows) < 0.01] = ""
+    return pd.DataFrame(
+        {
+            "date": text,
+            "store": np.array([f"store-{i:04d}" for i in range(stores)], dtype=object)[store_index],
+            "price": price.round(2),
+            SEASONAL_TARGET: _yes_no(logit > 0.0),
+        }
+    )

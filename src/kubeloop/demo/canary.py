@@ -19,6 +19,7 @@ It succeeds only when both happened (``canary_rolled_back`` and ``canary_promote
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,14 @@ from kubeloop.registry import Registry
 
 __all__ = ["canary_story", "run_canary_demo"]
 
-_CHUNK_ROWS = 200  # rows of traffic between two monitor runs
+_CHUNK_ROWS = 400  # rows of traffic (100 requests) between two monitor runs
 _BATCH = 4  # rows per request: enough requests for the per-request signals
 # Every version an XGBoost model: the canary also compares latency, and a linear champion
 # against a 200-tree forest would be a (real) slowdown that has nothing to do with the story.
 _CANDIDATES = "xgboost"
-# The canary's bake time: a candidate no signal shows harmful by then is promoted (proving the
-# error rate and latency within their margins takes thousands of requests; the labels that
-# show the good candidate better, and the bad one worse, take a few hundred).
+# The canary's bake time: a candidate no signal shows harmful by then is promoted. The labels
+# show the good candidate better, and the bad one worse, after a few hundred requests; proving
+# the error rate within its margin takes over a thousand (about 15 s of this traffic here).
 _BAKE_S = 20.0
 
 
@@ -75,11 +76,14 @@ def _watch(
     labels: Path,
     clock: _Clock,
     say: ProgressFn,
+    action: str,
+    then: str,
     max_rounds: int = 40,
-) -> tuple[MonitorResult | None, int]:
+) -> tuple[MonitorResult | None, int, bool, bool]:
     """Send traffic in chunks (labels follow each) and run the monitor after each chunk until
-    the rollout ends; returns the deciding result and the requests sent meanwhile."""
-    requests = 0
+    the rollout ends. Returns the deciding result, the requests sent meanwhile, whether the
+    decision was ``action``, and whether the server then serves ``then`` alone."""
+    decided, requests = None, 0
     for round_ in range(max_rounds):
         start = (round_ * _CHUNK_ROWS) % len(traffic)
         chunk = traffic.iloc[start : start + _CHUNK_ROWS].reset_index(drop=True)
@@ -96,8 +100,16 @@ def _watch(
         shown = verdict.reasons if watch.action != "continue" else verdict.reasons[:1]
         say(f"   {clock} {requests} requests sent: " + "\n      ".join(shown))
         if watch.action != "continue":
-            return result, requests
-    return None, requests
+            decided = result
+            break
+    happened = bool(decided and decided.rollout and decided.rollout.action == action)
+    return decided, requests, happened, happened and _wait_served(server, then, None)
+
+
+def _baseline(server: ServerProcess, monitor: MonitorConfig) -> None:
+    """Wait for the server, then take the monitor's first look (the counters' baseline)."""
+    server.wait_ready()
+    run_once(monitor, progress=lambda _line: None)
 
 
 def _wait_served(
@@ -166,31 +178,32 @@ def canary_story(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, A
     )  # fmt: skip
     result: dict[str, Any] = {"champion_first": champion, "canary_percent": percent}
     decided: MonitorResult | None = None
+    schema = load_bundle(registry.fetch(config.model, champion)).schema
     try:
-        server.wait_ready()
-        schema = load_bundle(registry.fetch(config.model, champion)).schema
-        say(f"   {clock} server up at {server.url}, serving {champion}")
-        run_once(monitor, progress=lambda _line: None)  # the metrics baseline
+        say(f"   {clock} model server starting at {server.url}, serving {champion}")
         say(
             f"2/5 {clock} a challenger whose retraining window has a label bug: pipeline with "
             f"--rollout canary --canary-percent {percent}"
         )
-        bad = train_run(
-            paths["label-bug"], target, config, registry_dir, logs / "pipeline-2.log", say,
-            rollout="canary", canary_percent=percent, candidates=_CANDIDATES,
-        )  # fmt: skip
+        # The server starts, and the monitor takes its baseline, while the pipeline runs (no
+        # traffic is sent before the canary).
+        with ThreadPoolExecutor(1, thread_name_prefix="demo-baseline") as pool:
+            baseline = pool.submit(_baseline, server, monitor)
+            bad = train_run(
+                paths["label-bug"], target, config, registry_dir, logs / "pipeline-2.log", say,
+                rollout="canary", canary_percent=percent, candidates=_CANDIDATES,
+            )  # fmt: skip
+            baseline.result()
         say(f"   {clock} gate: {'PASS' if bad.promoted else 'KEEP'} -- {bad.reason}")
         result["bad_candidate"] = bad.candidate_version
         if not bad.promoted or bad.candidate_version is None:
             raise KubeloopError(f"the label-bug challenger did not pass the gate: {bad.reason}")
         _wait_served(server, champion, bad.candidate_version)
         say(f"3/5 {clock} canary: {bad.candidate_version} answers ~{percent}% of live requests")
-        decided, requests = _watch(
+        decided, requests, rolled_back, restored = _watch(
             server, monitor, live, target, schema, prefix="live", labels=labels,
-            clock=clock, say=say,
+            clock=clock, say=say, action="rollback", then=champion,
         )  # fmt: skip
-        rolled_back = bool(decided and decided.rollout and decided.rollout.action == "rollback")
-        restored = rolled_back and _wait_served(server, champion, None)
         result.update(
             canary_rolled_back=rolled_back and restored,
             rollback_requests=requests,
@@ -215,12 +228,10 @@ def canary_story(config: DemoConfig, work: Path, say: ProgressFn) -> dict[str, A
             raise KubeloopError("the drift alarm put no candidate into the canary")
         _wait_served(server, champion, good.candidate_version)
         say(f"5/5 {clock} canary: {good.candidate_version} on the new-regime traffic")
-        decided, requests = _watch(
+        decided, requests, promoted, served = _watch(
             server, monitor, drifted, target, schema, prefix="new", labels=labels,
-            clock=clock, say=say,
+            clock=clock, say=say, action="promote", then=good.candidate_version,
         )  # fmt: skip
-        promoted = bool(decided and decided.rollout and decided.rollout.action == "promote")
-        served = promoted and _wait_served(server, good.candidate_version, None)
         result.update(
             canary_promoted=promoted and served,
             promote_requests=requests,

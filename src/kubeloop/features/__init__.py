@@ -15,11 +15,12 @@ fast path).
 """
 
 from kubeloop.features._fast import FastTransform, TransformResult
-from kubeloop.features._fit import build_column_transformer, fit_preprocessor
+from kubeloop.features._fit import build_column_transformer, fit_preprocessor, preprocessor_spec
 
 __all__ = [
     "FastTransform",
     "TransformResult",
     "build_column_transformer",
     "fit_preprocessor",
+    "preprocessor_spec",
 ]

@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kubeloop.bundle.profile import MISSING_BIN, UNKNOWN_BIN, assign_bins, bin_labels
+from kubeloop.bundle.profile import (
+    MISSING_BIN,
+    UNKNOWN_BIN,
+    assign_bins,
+    bin_labels,
+    bin_numbers,
+    has_edges,
+    unknown_label,
+)
 from kubeloop.bundle.schema import normalize_category
 from kubeloop.errors import check_range
 from kubeloop.monitoring.drift import (
@@ -45,6 +53,7 @@ __all__ = [
     "count_columns",
     "count_frame",
     "count_labels",
+    "datetime_values",
     "reference_counts",
     "row_bins",
     "row_log_likelihood",
@@ -151,7 +160,7 @@ def count_labels(feature_profile: Mapping[str, Any]) -> list[str]:
 
 def reference_counts(feature_profile: Mapping[str, Any]) -> np.ndarray:
     """Reference counts of one feature profile, aligned with its labels (+ missing)."""
-    if feature_profile["kind"] == "numeric":
+    if has_edges(feature_profile):
         counts = list(feature_profile["counts"])
     else:
         counts = [*feature_profile["categories"].values(), 0]  # the unknown bin
@@ -163,7 +172,7 @@ def align_counts(feature_profile: Mapping[str, Any], counts: Mapping[str, float]
     labels = count_labels(feature_profile)
     index = {label: i for i, label in enumerate(labels)}
     vector = np.zeros(len(labels), dtype=np.float64)
-    numeric = feature_profile["kind"] == "numeric"
+    numeric = has_edges(feature_profile)
     for label, value in counts.items():
         position = index.get(label)
         if position is None:
@@ -181,7 +190,7 @@ def _categorical_codes(feature_profile: Mapping[str, Any], values: Any) -> np.nd
     else:
         codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
     known = {name: i for i, name in enumerate(feature_profile["categories"])}
-    unknown, missing = len(known), len(known) + 1
+    unknown, missing = known.get(unknown_label(feature_profile), len(known)), len(known) + 1
     mapped = np.empty(len(uniques) + 1, dtype=np.int64)
     for i, value in enumerate(uniques):
         key = normalize_category(value)
@@ -196,16 +205,18 @@ def count_frame(profile: Mapping[str, Any], frame: pd.DataFrame) -> dict[str, di
     Features of the profile that are absent from ``frame`` are skipped; a ``prediction``
     column, when present, is counted under :data:`PREDICTION`.
     """
-    kinds = {name: spec["kind"] for name, spec in profile["features"].items()}
+    kinds = {name: spec for name, spec in profile["features"].items()}
     if profile.get("prediction"):
-        kinds.setdefault("prediction", profile["prediction"]["kind"])
+        kinds.setdefault("prediction", profile["prediction"])
     columns: dict[str, Any] = {}
-    for name, kind in kinds.items():
+    for name, feature_profile in kinds.items():
         if name not in frame.columns:
             continue
         series = frame[name]
-        if kind == "numeric":
+        if feature_profile["kind"] == "numeric":
             columns[name] = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
+        elif feature_profile["kind"] == "datetime":
+            columns[name] = datetime_values(series)
         elif isinstance(series.dtype, pd.CategoricalDtype):
             columns[name] = series.array
         else:
@@ -239,12 +250,25 @@ def row_bins(feature_profile: Mapping[str, Any], values: Any) -> np.ndarray:
         values: A float64 array (NaN: missing) for a numeric feature; a ``pandas.Categorical``
             or an object array for a categorical one.
     """
-    if feature_profile["kind"] == "numeric":
-        values = np.asarray(values, dtype=np.float64)
+    if has_edges(feature_profile):
+        values = bin_numbers(feature_profile, values)
         bins = assign_bins(feature_profile["edges"], values)
         bins[np.isnan(values)] = len(count_labels(feature_profile)) - 1
         return bins
     return _categorical_codes(feature_profile, values)
+
+
+def datetime_values(series: pd.Series) -> Any:
+    """A datetime feature's column as :func:`row_bins` and the fast transform read it:
+    wall-clock ``datetime64`` for a timestamp column (the rule of :mod:`kubeloop.bundle.dates`),
+    else the values as they are (a ``Categorical``, or an object array)."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        if getattr(series.dt, "tz", None) is not None:
+            series = series.dt.tz_localize(None)
+        return series.to_numpy(dtype="datetime64[ns]")
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return series.array
+    return series.to_numpy(dtype=object)
 
 
 def row_log_likelihood(profile: Mapping[str, Any], frame: pd.DataFrame) -> np.ndarray:
@@ -263,6 +287,8 @@ def row_log_likelihood(profile: Mapping[str, Any], frame: pd.DataFrame) -> np.nd
         series = frame[name]
         if feature_profile["kind"] == "numeric":
             values: Any = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
+        elif feature_profile["kind"] == "datetime":
+            values = datetime_values(series)
         else:
             values = series.to_numpy(dtype=object)
         reference = reference_counts(feature_profile) + 1.0
@@ -287,7 +313,7 @@ def _score(
     for i, name in enumerate(names):
         rows = int(cur[i].sum())
         value = float(values[i]) if rows >= config.min_rows else float("nan")
-        if kinds[i] == "numeric":  # KS over the ordered bins; missing kept out of the CDF
+        if kinds[i] in ("numeric", "datetime"):  # KS over the ordered bins, missing apart
             test, (statistic, p_value) = "ks", ks_binned(ref[i][:-1], cur[i][:-1])
         else:
             test, (statistic, p_value) = "chi2", chi_square(ref[i], cur[i])

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pandas as pd
 
 from kubeloop.data import read_table
+from kubeloop.registry.rollout import pid_alive
 
 if TYPE_CHECKING:
     from kubeloop.console import ProgressFn
@@ -67,16 +68,6 @@ def build_retrain_data(
     return str(out), len(window)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def refresh_active_run(
     active: dict[str, Any] | None, *, run_state: Callable[[str, str], str] | None = None
 ) -> tuple[dict[str, Any] | None, str | None]:
@@ -100,6 +91,6 @@ def refresh_active_run(
             return None, f"run {active['run_id']} finished: {state}"
         return active, None
     pid = int(active.get("pid", -1))
-    if pid == os.getpid() or (pid > 0 and _pid_alive(pid)):
+    if pid == os.getpid() or (pid > 0 and pid_alive(pid)):
         return active, None
     return None, f"run {active.get('run_id')} was left by a monitor that is gone (pid {pid})"

@@ -46,6 +46,7 @@ __all__ = [
     "CRASH_ENV",
     "CRASH_STEPS",
     "Transition",
+    "pid_alive",
     "promote_candidate",
     "recover",
     "rollback_candidate",
@@ -398,8 +399,11 @@ def _alive_here(journal: dict[str, Any]) -> bool:
     pid = journal.get("pid")
     if journal.get("host") != socket.gethostname() or not isinstance(pid, int):
         return False
-    if pid == os.getpid() or pid <= 0:
-        return False
+    return pid != os.getpid() and pid > 0 and pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with id ``pid`` (> 0) runs on this host (one of another user's too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -19,7 +19,9 @@ import numpy as np
 
 from kubeloop import charts
 from kubeloop.bundle import Bundle
+from kubeloop.bundle.dates import format_seconds
 from kubeloop.bundle.profile import MISSING_BIN, UNKNOWN_BIN
+from kubeloop.bundle.schema import OTHER_CATEGORY
 from kubeloop.monitoring.report import (
     PREDICTION,
     Counts,
@@ -113,8 +115,11 @@ def _data_table(bundle: Bundle) -> str:
         profile = features.get(info.name, {})
         if info.is_numeric:
             values = f"{charts.number(info.minimum)} … {charts.number(info.maximum)}"
+        elif info.kind == "datetime" and info.minimum is not None and info.maximum is not None:
+            values = f"{format_seconds(info.minimum)} … {format_seconds(info.maximum)}"
         else:
-            values = ", ".join(info.categories[:8]) + (" …" if len(info.categories) > 8 else "")
+            shown = [_category_name(c) for c in info.categories]
+            values = ", ".join(shown[:8]) + (" …" if len(shown) > 8 else "")
         rows.append((info.name, info.kind, values, profile.get("missing", 0)))
     rows_total = bundle.reference_profile.get("rows")
     return table(
@@ -213,6 +218,8 @@ def _importance(bundle: Bundle) -> str:
     top = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:15]
     if not top:
         return ""
+    other = f"={OTHER_CATEGORY}"  # a one-hot column of the other category, named in words
+    top = [(n.removesuffix(other) + "=(other)" if n.endswith(other) else n, v) for n, v in top]
     chart = charts.importance("importance", top, title="Feature importance", what="model input")
     data = table(("model input", "importance"), top)
     return _figure(chart, f"Feature importance (top {len(top)} model inputs)", data)
@@ -232,7 +239,8 @@ def model_card(bundle: Bundle) -> str:
         (
             "features",
             f"{len(schema.numeric_features)} numeric, "
-            f"{len(schema.features) - len(schema.numeric_features)} categorical",
+            f"{len(schema.categorical_features)} categorical, "
+            f"{len(schema.datetime_features)} date/time",
         ),
         ("training data sha256", str(manifest.get("data_hash", "-"))[:16]),
     ]
@@ -256,17 +264,23 @@ def model_card(bundle: Bundle) -> str:
 
 def _bin_names(feature_profile: Mapping[str, Any]) -> list[str]:
     labels = count_labels(feature_profile)
-    if feature_profile["kind"] != "numeric":
-        return [
-            {UNKNOWN_BIN: "(unknown)", MISSING_BIN: "(missing)"}.get(label, label)
-            for label in labels
-        ]
-    edges = [charts.number(float(e)) for e in feature_profile["edges"]]
+    if feature_profile["kind"] == "datetime":
+        edges = [format_seconds(float(e)) for e in feature_profile["edges"]]
+    elif feature_profile["kind"] == "numeric":
+        edges = [charts.number(float(e)) for e in feature_profile["edges"]]
+    else:
+        return [_category_name(label) for label in labels]
     if not edges:
         return ["all values", "(missing)"]
     names = [f"≤ {edges[0]}"]
     names += [f"{a} – {b}" for a, b in pairwise(edges)]
     return [*names, f"> {edges[-1]}", "(missing)"]
+
+
+def _category_name(label: str) -> str:
+    """A category or bin label as the page shows it (the reserved names in words)."""
+    names = {UNKNOWN_BIN: "(unknown)", MISSING_BIN: "(missing)", OTHER_CATEGORY: "(other)"}
+    return names.get(label, label)
 
 
 def _order(items: Sequence[FeatureDrift]) -> list[FeatureDrift]:

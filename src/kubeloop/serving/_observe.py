@@ -20,7 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from kubeloop.bundle.profile import MISSING_BIN, UNKNOWN_BIN, assign_bins, bin_labels
+from kubeloop.bundle.dates import to_seconds
+from kubeloop.bundle.profile import (
+    MISSING_BIN,
+    UNKNOWN_BIN,
+    assign_bins,
+    bin_labels,
+    bin_numbers,
+    has_edges,
+    unknown_label,
+)
 from kubeloop.bundle.schema import normalize_category
 from kubeloop.serving import metrics
 
@@ -28,21 +37,32 @@ __all__ = ["Observer"]
 
 
 class _NumericBins:
-    """Slots ``base .. base+k-1`` are the bins, ``base+k`` counts missing values."""
+    """Slots ``base .. base+k-1`` are the bins, ``base+k`` counts missing values. A datetime
+    feature's values are read as seconds first (a value that is not a date: missing)."""
 
     def __init__(self, base: int, profile: Mapping[str, Any]) -> None:
+        self.profile = profile
+        self.date_format: str | None = profile.get("date_format")
+        self.dates = profile["kind"] == "datetime"
         self.edges = np.asarray(profile["edges"], dtype=np.float64)
         self.edge_list = [float(e) for e in profile["edges"]]
         self.labels = [*bin_labels(dict(profile)), MISSING_BIN]
         self.base = base
         self.missing = base + len(self.labels) - 1
 
-    def one(self, value: float) -> int:
+    def one(self, value: Any) -> int:
+        if self.dates:
+            try:
+                value = to_seconds(value, self.date_format)
+            except ValueError:
+                return self.missing
         if value != value:  # NaN
             return self.missing
         return self.base + bisect.bisect_left(self.edge_list, value)
 
     def many(self, column: np.ndarray | list[Any], out: np.ndarray) -> None:
+        if self.dates:
+            column = bin_numbers(self.profile, column)
         column = np.asarray(column, dtype=np.float64)
         absent = np.isnan(column)
         bins = assign_bins(self.edges, column)
@@ -58,6 +78,8 @@ class _CategoricalBins:
         self.slots = {label: base + i for i, label in enumerate(self.labels)}
         self.unknown = self.slots.pop(UNKNOWN_BIN)  # a category named "__unknown__" is unknown
         self.missing = self.slots.pop(MISSING_BIN)
+        if unknown_label(profile) != UNKNOWN_BIN:  # values outside the categories: __other__
+            self.unknown = self.slots[unknown_label(profile)]
 
     def one(self, value: Any) -> int:
         slot = self.slots.get(value) if type(value) is str else None
@@ -107,7 +129,7 @@ class Observer:
         series: list[tuple[str, str, str, str]] = []
         if drift_counters:
             for name, feature in profile.get("features", {}).items():
-                kind = _NumericBins if feature["kind"] == "numeric" else _CategoricalBins
+                kind = _NumericBins if has_edges(feature) else _CategoricalBins
                 bins = kind(len(series), feature)
                 self._bins.append((name, bins))
                 series.extend((model, version, name, label) for label in bins.labels)

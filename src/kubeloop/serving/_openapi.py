@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kubeloop.bundle.dates import format_seconds
 from kubeloop.bundle.schema import FeatureInfo, Schema
 
 if TYPE_CHECKING:
@@ -67,10 +68,21 @@ def _feature_schema(feature: FeatureInfo) -> dict[str, Any]:
             "values are served too; infinity is refused.",
             "examples": [v for v in (low, high) if v is not None] or [0],
         }
+    if feature.kind == "datetime":
+        also = f" or in the format {feature.date_format!r}" if feature.date_format else ""
+        return {
+            "anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}],
+            "description": "Date/time feature: ISO-8601 text (a time zone offset is allowed; the "
+            f"local clock time is used){also}, or seconds since 1970-01-01 as a number; null "
+            "when unknown (imputed).",
+            "examples": [format_seconds(v) for v in (feature.minimum, feature.maximum) if v]
+            or ["2024-03-01"],
+        }
+    other = "served as '__other__'" if feature.has_other else "served as unknown"
     return {
         "anyOf": [
             {"type": "string", "enum": list(feature.categories)},
-            {"type": "string", "description": "any other category: served as unknown"},
+            {"type": "string", "description": f"any other category: {other}"},
             {"type": "null"},
         ],
         "description": f"Categorical feature ({feature.kind}); trained categories: "
@@ -82,7 +94,7 @@ def _feature_schema(feature: FeatureInfo) -> dict[str, Any]:
 def _v2_input(feature: FeatureInfo) -> dict[str, Any]:
     numeric = feature.is_numeric
     value = _feature_schema(feature)
-    if not numeric:
+    if feature.is_categorical:
         value = {
             "anyOf": [*value["anyOf"], {"type": "number"}],
             "description": value["description"],
@@ -103,7 +115,11 @@ def _v2_input(feature: FeatureInfo) -> dict[str, Any]:
             "datatype": {
                 "type": "string",
                 "enum": datatypes,
-                "description": "FP64 for numbers" if numeric else "BYTES for categories",
+                "description": "FP64 for numbers"
+                if numeric
+                else "BYTES for dates (ISO-8601 text)"
+                if feature.kind == "datetime"
+                else "BYTES for categories",
             },
             "data": {"type": "array", "items": value},
             "parameters": {"type": "object"},

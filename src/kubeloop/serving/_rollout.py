@@ -25,9 +25,8 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from functools import partial
 from hashlib import blake2b
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -101,6 +100,17 @@ def _decisions(served: Served, raw: np.ndarray) -> tuple[np.ndarray | None, np.n
     return None, raw
 
 
+class _Pair(NamedTuple):
+    """One answered request for the shadow candidate (see :meth:`ShadowScorer.submit`)."""
+
+    candidate: Served
+    champion: Served
+    inputs: dict[str, Any]
+    matrix: np.ndarray
+    raw: np.ndarray
+    request_id: str | None
+
+
 class ShadowScorer:
     """Scores shadow pairs with the candidate off the response path, on the serving thread.
 
@@ -133,7 +143,7 @@ class ShadowScorer:
         self._payload_log = payload_log
         self._share = share
         self._linger = linger
-        self._pending: list[partial[None]] = []
+        self._pending: list[_Pair] = []
         self._window = 0.0  # start of the current second
         self._spent = 0.0  # seconds scored in it
         self._same: tuple[Any, Any, bool] | None = None  # (champion, candidate, same transform)
@@ -158,30 +168,23 @@ class ShadowScorer:
             raw: The champion's output.
             request_id: The request's id in the payload log (``None``: not logged).
         """
-        job = partial(self._run, candidate, champion, inputs, matrix, raw, request_id)
+        pair = _Pair(candidate, champion, inputs, matrix, raw, request_id)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            job()
+            self._run(pair)
             return
         if not self._pending:
             loop.call_later(self._linger, self._flush)
-        self._pending.append(job)
+        self._pending.append(pair)
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
-        for job in pending:
-            job()
+        for pair in pending:
+            self._run(pair)
 
-    def _run(
-        self,
-        candidate: Served,
-        champion: Served,
-        inputs: dict[str, Any],
-        matrix: np.ndarray,
-        raw: np.ndarray,
-        request_id: str | None,
-    ) -> None:
+    def _run(self, pair: _Pair) -> None:
+        candidate = pair.candidate
         start = time.perf_counter()
         if start - self._window >= 1.0:
             self._window, self._spent = start, 0.0
@@ -189,7 +192,7 @@ class ShadowScorer:
             metrics.SHADOW_DROPPED.labels(self._model, candidate.version).inc()
             return
         try:
-            self._score(candidate, champion, inputs, matrix, raw, request_id)
+            self._score(pair)
         except Exception as exc:  # a candidate that cannot score this pair: counted
             metrics.SHADOW_DROPPED.labels(self._model, candidate.version).inc()
             if candidate.version not in self._failed:
@@ -199,17 +202,10 @@ class ShadowScorer:
                 )
         self._spent += time.perf_counter() - start
 
-    def _score_row(
-        self,
-        candidate: Served,
-        champion: Served,
-        row: dict[str, Any],
-        matrix: np.ndarray,
-        raw: np.ndarray,
-        request_id: str | None,
-    ) -> bool:
+    def _score_row(self, pair: _Pair) -> bool:
         """Score a fast-path row with Python scalars (fewer numpy calls); ``False`` when the
         candidate's transform needs the columnar path."""
+        candidate, champion, row, matrix, raw, request_id = pair
         if not self._transform_of(candidate, champion):
             result = candidate.transform.transform_row(row)
             if result is None:
@@ -239,18 +235,11 @@ class ShadowScorer:
             same = self._same = (champion, candidate, equal)
         return same[2]
 
-    def _score(
-        self,
-        candidate: Served,
-        champion: Served,
-        inputs: dict[str, Any],
-        matrix: np.ndarray,
-        raw: np.ndarray,
-        request_id: str | None,
-    ) -> None:
+    def _score(self, pair: _Pair) -> None:
+        candidate, champion, inputs, matrix, raw, request_id = pair
         rows = raw.shape[0]
         one = rows == 1 and not isinstance(next(iter(inputs.values()), None), list | np.ndarray)
-        if one and self._score_row(candidate, champion, inputs, matrix, raw, request_id):
+        if one and self._score_row(pair):
             return
         columns: dict[str, Any] = (
             {

@@ -21,6 +21,7 @@ stops at the same round.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 import xgboost
 
-from kubeloop.console import ProgressFn, quiet
+from kubeloop.console import Meter, ProgressFn, quiet
 from kubeloop.cpus import usable_cpus
 from kubeloop.errors import ConfigError, TrainingError
 from kubeloop.training.engine import (
@@ -44,9 +45,10 @@ from kubeloop.training.engine import (
     resolve_engine,
 )
 
-__all__ = ["ensure_ray", "train_xgboost_distributed"]
+__all__ = ["boosting_time_left", "ensure_ray", "train_xgboost_distributed"]
 
 _VALIDATION_NAME = "validation"
+_LOWER_IS_BETTER = ("rmse", "mae", "logloss", "mlogloss", "error", "merror", "rmsle", "mape")
 # Traceback and native stack lines that say nothing about the cause.
 _XGBOOST_REASON = re.compile(r"\.(?:cc|h|cu):\d+: (.+)")
 _NOISE = ("File ", "Traceback", "^", "[bt]", "Stack trace:", "~", "raise ", "return ")
@@ -196,6 +198,66 @@ def _resumed_model() -> xgboost.Booster | None:
         return xgboost.Booster(model_file=os.path.join(directory, _CHECKPOINT_MODEL))
 
 
+def boosting_time_left(
+    rounds_done: int,
+    best_round: int,
+    *,
+    patience: int | None,
+    max_rounds: int,
+    seconds_per_round: float,
+) -> tuple[float, float]:
+    """Seconds of boosting left: (if no later round beats the best so far, at most).
+
+    With early stopping, training ends ``patience`` rounds after the best round unless a
+    better one comes, and never after ``max_rounds``; without it, at ``max_rounds``.
+    """
+    most = max(max_rounds - rounds_done, 0)
+    least = most if patience is None else min(max(best_round + patience - rounds_done, 0), most)
+    return least * seconds_per_round, most * seconds_per_round
+
+
+class _Report(xgboost.callback.TrainingCallback):
+    """Progress lines while boosting: round, validation metric, rows/s, time left."""
+
+    def __init__(self, say: ProgressFn, rows: int, config: dict[str, Any]) -> None:
+        super().__init__()
+        self._say, self._rows = say, rows
+        self._patience, self._max = config["early_stopping_rounds"], config["num_boost_round"]
+        self._meter = Meter(say, "xgboost", None)
+        self._best = (0, -math.inf)
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+        done = epoch + 1
+        log = evals_log.get(_VALIDATION_NAME, {})
+        metric = list(log)[-1] if log else ""  # the last metric decides early stopping
+        value = float(log[metric][-1]) if log else math.nan
+        if log:
+            lower = metric in _LOWER_IS_BETTER
+            if self._best[1] == -math.inf or (
+                value < self._best[1] if lower else value > self._best[1]
+            ):
+                self._best = (epoch, value)
+        if not self._meter.due():
+            return False
+        elapsed = self._meter.elapsed
+        per_round = elapsed / done
+        least, most = boosting_time_left(
+            done, self._best[0], patience=self._patience, max_rounds=self._max,
+            seconds_per_round=per_round,
+        )  # fmt: skip
+        score = f", validation {metric} {value:.5f} (best round {self._best[0] + 1})"
+        self._say(
+            f"xgboost: round {done}{score if log else ''}, "
+            f"{self._rows * done / elapsed:,.0f} rows/s ({per_round:.2f} s/round), "
+            + (
+                f"about {least:.0f} s left if no better round comes, at most {most:.0f} s"
+                if self._patience is not None
+                else f"about {most:.0f} s left"
+            )
+        )
+        return False
+
+
 def _train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Runs on every Ray Train worker (in local mode: in this process): take this worker's
     shard, train (collectively across workers, resuming from the last checkpoint after a
@@ -243,6 +305,8 @@ def _train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     callbacks: list[xgboost.callback.TrainingCallback] = [clock]
     if config.get("checkpoint_every"):
         callbacks.append(_Checkpoints(config["checkpoint_every"], rank))
+    if config.get("progress") is not None:  # in this process only: a worker's lines are lost
+        callbacks.append(_Report(config["progress"], dtrain.num_row(), config))
     booster = xgboost.train(
         {**config["params"], "nthread": nthread},
         dtrain,
@@ -305,8 +369,10 @@ def train_xgboost_distributed(
         workers: ``"auto"``, ``0`` (this process), a Ray Train worker count (one CPU each), or
             an engine already chosen.
         ray_address: Ray cluster address; see :func:`ensure_ray`.
-        progress: Told which engine was chosen and why, where each shard went, and what a
-            failure lost.
+        progress: Told which engine was chosen and why, where each shard went, what a failure
+            lost, and (in this process) how boosting goes when it takes more than a few
+            seconds: every 10 s the round, the validation metric, rows/s and the time left
+            (:func:`boosting_time_left`).
         timings: When given, filled with wall-clock times (``time.time()``): ``fit_called``,
             and rank 0's ``training_started`` (its matrices built, before the first round) and
             ``training_ended`` (benchmarks split fixed from per-round cost with them).
@@ -352,7 +418,7 @@ def train_xgboost_distributed(
     fit_called = time.time()
     with ray_logs_held():
         if engine.in_process:
-            payload = _fit_in_process(config, tuple(arrays.values()))
+            payload = _fit_in_process(config, tuple(arrays.values()), progress)
         else:
             every = checkpoint_every or int(os.environ.get(CHECKPOINT_ENV) or _CHECKPOINT_ROUNDS)
             run = _Run(engine, storage or os.environ.get(STORAGE_ENV) or None, every, progress)
@@ -372,7 +438,9 @@ def train_xgboost_distributed(
     return booster
 
 
-def _fit_in_process(config: dict[str, Any], arrays: tuple[np.ndarray, ...]) -> Any:
+def _fit_in_process(
+    config: dict[str, Any], arrays: tuple[np.ndarray, ...], progress: ProgressFn
+) -> Any:
     """Ray Train's local mode: the same trainer and loop in this process, no Ray started."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
@@ -380,7 +448,7 @@ def _fit_in_process(config: dict[str, Any], arrays: tuple[np.ndarray, ...]) -> A
     trainer = XGBoostTrainer(
         # Ray's stub says the loop returns None; V2 hands rank 0's return value back.
         _train_loop_per_worker,  # type: ignore[arg-type]
-        train_loop_config={**config, "data": arrays},
+        train_loop_config={**config, "data": arrays, "progress": progress},
         scaling_config=ScalingConfig(num_workers=0),
         run_config=RunConfig(name=f"kubeloop-xgboost-{uuid.uuid4().hex[:8]}"),
     )

@@ -18,11 +18,14 @@ Search quality on a small machine comes from three choices rather than from many
 
 Trials train single-threaded XGBoost, one trial per Ray CPU at a time, on Ray workers, on the
 local Ray or the Ray cluster :func:`~kubeloop.training.distributed.ensure_ray` connects to, on
-any of its nodes; the matrices go into the object store once. A trial that finishes hands its
-model to a small actor on the driver's node (:class:`_ModelInbox`, which keeps the best one), so
-the best finished trial is the result whichever node ran it (no refit); only when the best score
-is none (every trial cut short by ASHA or the budget) is the best configuration refit as a Ray
-task with its trial's rounds. Each trial's record names the node it ran on.
+any of its nodes; the matrices go into the object store once. The budget is kept by the search
+itself: at its deadline the searcher proposes no more trials and each running trial stops after
+its current round (Ray Tune's own, forcible time limit is only a backstop). A trial that
+finishes, or stops at the deadline, hands its model to a small actor on the driver's node
+(:class:`_ModelInbox`, which keeps the best one), so the best trial is the result whichever node
+ran it (no refit); only when the best score is none (every trial cut short by ASHA) is the best
+configuration refit as a Ray task with its trial's rounds. Each trial's record names the node it
+ran on.
 """
 
 from __future__ import annotations
@@ -131,11 +134,16 @@ _MIN_SEARCH_S = 1.0
 # one of the `_TOP` best trials so far.
 _EXPLORE = 0.3
 _TOP = 3
-# Of the budget, what the search itself may not use: Ray Tune stops the running trials and
-# returns 1.5-2.5 s after its time budget on the loaded 2-core machine, then the best model is
-# loaded. The larger of a fixed reserve and a share of the budget.
+# Of the budget, what the search itself may not use: at the search's deadline the searcher
+# proposes nothing more and every running trial stops after its current round, saves its model
+# and reports; Ray Tune then returns and the best model is loaded. The larger of a fixed reserve
+# and a share of the budget.
 _RESERVE_S = 3.5
 _RESERVE_SHARE = 0.06
+# Ray Tune's own time budget is only a backstop behind the search's deadline (a trial still
+# building its matrices when the deadline passes cannot stop itself): it forcibly stops trials,
+# which takes seconds on a loaded machine.
+_BACKSTOP_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -247,8 +255,11 @@ def _search_class() -> type:
         which concurrent trial happens to finish first.
         """
 
-        def __init__(self, start: list[Point], seed: int, concurrency: int) -> None:
+        def __init__(
+            self, start: list[Point], seed: int, concurrency: int, deadline: float
+        ) -> None:
             super().__init__(metric="score", mode="max")
+            self._deadline = deadline
             self._start = list(start)
             self._rng = np.random.default_rng(seed)
             self._lag = concurrency
@@ -257,6 +268,8 @@ def _search_class() -> type:
             self._scores: dict[int, float] = {}
 
         def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            if time.time() >= self._deadline:
+                return Searcher.FINISHED  # type: ignore[return-value]  # no new trial after the deadline
             i = len(self._configs)
             if i < len(self._start):
                 config = self._start[i]
@@ -359,9 +372,11 @@ def _trial(config: dict[str, Any], data: Any = None, settings: Any = None) -> No
     every = _report_every(float(config["learning_rate"]))
 
     class Reporter(xgboost.callback.TrainingCallback):
-        """Keeps the best validation score; reports it every ``every`` rounds."""
+        """Keeps the best validation score; reports it every ``every`` rounds; stops training
+        at the search's deadline (``settings["deadline"]``, wall-clock seconds since the epoch:
+        trials run in other processes, on a cluster on other machines)."""
 
-        best, best_rounds = -math.inf, 0
+        best, best_rounds, cut = -math.inf, 0, False
 
         def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
             value = sign * float(next(iter(evals_log["validation"].values()))[-1])
@@ -376,7 +391,8 @@ def _trial(config: dict[str, Any], data: Any = None, settings: Any = None) -> No
                         "node": ray.get_runtime_context().get_node_id(),
                     }
                 )
-            return False
+            self.cut = time.time() >= settings["deadline"]
+            return self.cut
 
     reporter = Reporter()
     booster = fit_booster(
@@ -388,15 +404,15 @@ def _trial(config: dict[str, Any], data: Any = None, settings: Any = None) -> No
         early_stopping_rounds=max(settings["early_stopping_rounds"], every),
         callbacks=[reporter],
     )
-    # The finished model goes to the driver's node, so the best one needs no refit; a trial cut
-    # by ASHA or the budget leaves none.
+    # The model (cut to its best round) goes to the driver's node, so the best one needs no
+    # refit; a trial stopped by ASHA leaves none.
     model = bytes(booster.save_raw(raw_format="ubj"))
     ray.get(settings["inbox"].offer.remote(reporter.best, int(config["trial"]), model))
     tune.report(
         {
             "score": reporter.best,
             "rounds": reporter.best_rounds,
-            "finished": True,
+            "finished": not reporter.cut,
             "node": ray.get_runtime_context().get_node_id(),
         }
     )
@@ -479,10 +495,6 @@ def tune_xgboost(
             np.ascontiguousarray(part, dtype=np.float32)
             for part in (train[0], train[1], validation[0], validation[1])
         )
-        start = [{name: default[name] for name in PARAMS}, *(dict(p) for p in _PRIORS)]
-        searcher = ConcurrencyLimiter(
-            _search_class()(start, seed, concurrency), max_concurrent=concurrency
-        )
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
             max_t=10_000,
@@ -504,6 +516,12 @@ def tune_xgboost(
                 f"A tuning budget of {budget_s:g} s leaves no time to search once Ray is up "
                 f"({time.monotonic() - started:.1f} s); give a larger --tune-budget."
             )
+        settings["deadline"] = time.time() + search_s
+        start = [{name: default[name] for name in PARAMS}, *(dict(p) for p in _PRIORS)]
+        searcher = ConcurrencyLimiter(
+            _search_class()(start, seed, concurrency, settings["deadline"]),
+            max_concurrent=concurrency,
+        )
         say(f"tuning XGBoost for {budget_s:g} s (search {search_s:.0f} s, {concurrency} at a time)")
         tuner = tune.Tuner(
             tune.with_resources(
@@ -515,7 +533,7 @@ def tune_xgboost(
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=max_trials if max_trials > 0 else -1,
-                time_budget_s=search_s,
+                time_budget_s=search_s + _BACKSTOP_SHARE * reserve,
                 reuse_actors=True,
             ),
             run_config=tune.RunConfig(
@@ -557,7 +575,7 @@ def tune_xgboost(
                 booster=None,
             )
         # The best trial that finished and handed in its model; a refit (as a Ray task) only when
-        # none did (every trial was cut short by ASHA or the budget).
+        # none did (every trial was cut short by ASHA).
         best = best_saved or max(finished, key=lambda t: t["score"])
         where = f" on node {best['node'][:12]}" if best.get("node") else ""
         say(

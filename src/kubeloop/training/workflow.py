@@ -26,10 +26,10 @@ import pandas as pd
 
 from kubeloop.bundle.preprocessor import PreprocessorSpec
 from kubeloop.bundle.schema import Schema, Task
-from kubeloop.console import ProgressFn, quiet
-from kubeloop.data import PARTS, Dataset, Part, build_dataset, load_dataset, split_dataset
+from kubeloop.console import Meter, ProgressFn, quiet
+from kubeloop.data import PARTS, Dataset, Part, build_dataset, load_dataset, split_parts
 from kubeloop.errors import ConfigError, TrainingError
-from kubeloop.features import FastTransform, fit_preprocessor
+from kubeloop.features import FastTransform, preprocessor_spec
 from kubeloop.names import check_name
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ __all__ = [
     "prepare_inputs",
     "run_training",
     "train_all",
+    "trained_on_text",
 ]
 
 # The metrics every candidate is compared on, per task (the CLI's and the KFP UI's tables).
@@ -101,22 +102,37 @@ def class_count(schema: Schema) -> int:
 
 
 def prepare_inputs(
-    schema: Schema, parts: Mapping[str, Part]
+    schema: Schema, parts: Mapping[str, Part], *, progress: ProgressFn | None = None
 ) -> tuple[PreprocessorSpec, dict[str, Matrix]]:
     """Fit the preprocessor on ``parts["train"]`` and turn every part into ``(x, y)``.
+
+    The preprocessor's statistics come from the training rows alone
+    (:func:`~kubeloop.features.preprocessor_spec`: no throw-away transform); the matrices are
+    float32, the type XGBoost reads (its predictions are the same as from float64), made chunk
+    by chunk (:meth:`FastTransform.transform`) so that only the matrices are new.
 
     Args:
         schema: The data's schema.
         parts: Split name -> rows; must hold ``"train"``.
+        progress: Told rows/s and the time left when the matrices take more than a few seconds.
 
     Returns:
-        The preprocessor spec and, per part name, its model-input matrix and target.
+        The preprocessor spec and, per part name, its model-input matrix (float32) and target.
     """
-    _, spec = fit_preprocessor(parts["train"].X, schema)
+    train = parts["train"]
+    spec = preprocessor_spec(train.X, schema, rows=train.rows)
     transform = FastTransform(spec)
-    return spec, {
-        name: (transform.transform(part.X), np.asarray(part.y)) for name, part in parts.items()
+    meter = Meter(progress or quiet, "features", sum(len(part.y) for part in parts.values()))
+    matrices = {
+        name: (
+            transform.transform(part.X, dtype=np.float32, rows=part.rows, meter=meter),
+            np.asarray(part.y),
+        )
+        for name, part in parts.items()
     }
+    if meter.elapsed > 3.0:
+        meter.finish()
+    return spec, matrices
 
 
 def train_all(
@@ -144,13 +160,14 @@ def finish_bundle(
     *,
     schema: Schema,
     preprocessor: PreprocessorSpec,
-    train_features: pd.DataFrame,
+    train_features: pd.DataFrame | None,
     matrices: Mapping[str, Matrix],
     out: Path,
     name: str,
     params: Mapping[str, Any],
     data_hash: str,
     progress: ProgressFn | None = None,
+    feature_profile: dict[str, dict[str, Any]] | None = None,
 ) -> Packaged:
     """Test every candidate, keep the best by validation score and write it as a bundle.
 
@@ -161,13 +178,16 @@ def finish_bundle(
         candidates: The trained candidates.
         schema: The data's schema.
         preprocessor: The spec the matrices were built with.
-        train_features: The training rows' features (the reference profile's data).
+        train_features: The training rows' features (the reference profile's data);
+            ``None`` when ``feature_profile`` is given.
         matrices: Split name -> ``(x, y)``; must hold ``"train"`` and ``"test"``.
         out: The bundle directory to create (must not exist).
         name: The model name recorded in the bundle.
         params: Recorded in the manifest, over the chosen candidate's own params.
         data_hash: The source data's sha256.
         progress: Called with one line per step.
+        feature_profile: The training features' profile, made before training
+            (:func:`~kubeloop.bundle.profile.profile_features`).
 
     Returns:
         The written and verified bundle, the chosen candidate and every candidate's test metrics.
@@ -177,7 +197,9 @@ def finish_bundle(
     """
     from kubeloop.bundle import load_bundle, write_bundle
     from kubeloop.bundle.explain import Explainer, global_importance
+    from kubeloop.bundle.models import predict_in_chunks
     from kubeloop.bundle.profile import build_reference_profile
+    from kubeloop.training.candidates import TUNED
     from kubeloop.training.evaluation import curve_points, evaluate, write_plots
 
     say = progress or quiet
@@ -185,7 +207,7 @@ def finish_bundle(
         raise TrainingError("No candidates were trained; name at least one candidate.")
     x_test, y_test = matrices["test"]
     chosen = max(candidates, key=lambda c: c.validation_score)
-    predictions = {c.name: c.model.predict(x_test) for c in candidates}
+    predictions = {c.name: predict_in_chunks(c.model, x_test) for c in candidates}
     tested = {
         c.name: evaluate(schema.task, y_test, predictions[c.name], classes=schema.classes)
         for c in candidates
@@ -202,6 +224,7 @@ def finish_bundle(
         "validation_scores": {c.name: float(c.validation_score) for c in candidates},
         "selection": chosen.selection or {"method": "holdout"},
         "candidates": tested,
+        "trained_on": {c.name: c.trained_on for c in candidates},
         # mean |contribution| (TreeSHAP / linear terms, margin space) per input feature
         "global_importance": {
             "split": "test",
@@ -217,11 +240,12 @@ def finish_bundle(
     }
     tuning = next((c.tuning for c in candidates if c.tuning), None)
     if tuning is not None:
-        metrics["tuning"] = {**tuning, "chosen": chosen.tuning is not None}
+        # The record sits on the default XGBoost when the search gave no model.
+        metrics["tuning"] = {**tuning, "chosen": chosen.name == TUNED}
         say(
             f"tuning: {tuning['trial_count']} trials in {tuning['used_s']:.0f} s of "
             f"{tuning['budget_s']:g} s; tuned XGBoost "
-            + ("chosen" if chosen.tuning is not None else "not chosen")
+            + ("chosen" if chosen.name == TUNED else "not chosen")
         )
     engine = next((c.params for c in candidates if "engine" in c.params), None)
     if engine is not None:  # where XGBoost trained: this process, or which Ray nodes
@@ -229,7 +253,9 @@ def finish_bundle(
             "kind": engine["engine"], "workers": engine["workers"], **engine.get("ray", {})
         }  # fmt: skip
     x_train, _ = matrices["train"]
-    profile = build_reference_profile(train_features, schema, chosen.model.predict(x_train))
+    profile = build_reference_profile(
+        train_features, schema, predict_in_chunks(chosen.model, x_train), features=feature_profile
+    )
     with tempfile.TemporaryDirectory(prefix="kubeloop-plots-") as plot_dir:
         plots = write_plots(
             Path(plot_dir),
@@ -282,7 +308,12 @@ def _tuning_params(tuning: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _load(
-    data: str | Path | pd.DataFrame, *, target: str, task: Task | str, normalize_labels: bool
+    data: str | Path | pd.DataFrame,
+    *,
+    target: str,
+    task: Task | str,
+    normalize_labels: bool,
+    progress: ProgressFn,
 ) -> Dataset:
     if isinstance(data, pd.DataFrame):
         return build_dataset(
@@ -296,6 +327,7 @@ def _load(
         target=target,
         task=task,  # type: ignore[arg-type]
         normalize_labels=normalize_labels,
+        progress=progress,
     )
 
 
@@ -342,30 +374,33 @@ def run_training(
         )
 
     say(f"loading data (target '{target}', task {task})")
-    dataset = _load(data, target=target, task=task, normalize_labels=normalize_labels)
-    schema = dataset.schema
-    for note in dataset.notes:
+    dataset = _load(data, target=target, task=task, normalize_labels=normalize_labels, progress=say)
+    schema, notes, data_hash = dataset.schema, dataset.notes, dataset.data_hash
+    for note in notes:
         say(note)
-    splits = split_dataset(dataset, seed=config.seed)
-    parts: dict[str, Part] = {part: getattr(splits, part) for part in PARTS}
+    parts = split_parts(dataset, seed=config.seed)
     say(
         f"{schema.task}: {len(schema.features)} features; rows "
         + ", ".join(f"{part} {len(rows.y)}" for part, rows in parts.items())
     )
-
-    spec, matrices = prepare_inputs(schema, parts)
+    spec, matrices = prepare_inputs(schema, parts, progress=say)
+    # The drift baseline of the features, then the features go: from here on only the
+    # matrices hold the data (one copy of it, float32).
+    features = _feature_profile(parts["train"], schema)
+    del dataset, parts
     say(f"features prepared: {matrices['train'][0].shape[1]} model inputs")
     candidates = train_all(schema, matrices, config=config, progress=say)
     packaged = finish_bundle(
         candidates,
         schema=schema,
         preprocessor=spec,
-        train_features=splits.train.X,
+        train_features=None,
+        feature_profile=features,
         matrices=matrices,
         out=out,
         name=name,
         params={"seed": config.seed, "workers": config.workers, "tune_budget": config.tune_budget},
-        data_hash=dataset.data_hash,
+        data_hash=data_hash,
         progress=say,
     )
     bundle = packaged.bundle
@@ -374,17 +409,37 @@ def run_training(
         bundle=bundle,
         chosen=packaged.chosen.name,
         candidates=packaged.candidates,
-        notes=dataset.notes,
+        notes=notes,
     )
 
 
+def _feature_profile(train: Part, schema: Schema) -> dict[str, dict[str, Any]]:
+    from kubeloop.bundle.profile import profile_features
+
+    return profile_features(train.X, schema, rows=train.rows)
+
+
 def candidate_rows(result: TrainResult) -> list[dict[str, Any]]:
-    """One table row per candidate (chosen marked), with the task's summary metrics."""
+    """One table row per candidate (chosen marked): what it was trained on and the task's
+    summary metrics."""
     task = result.bundle.schema.task
+    trained = result.bundle.metrics.get("trained_on", {})
     rows = []
     for name, values in result.candidates.items():
         row: dict[str, Any] = {"candidate": f"{name} *" if name == result.chosen else name}
+        row["trained on"] = trained_on_text(trained.get(name))
         # Undefined metrics (None, e.g. AUC on a one-class split) stay out: shown as "-".
         row.update({m: values[m] for m in SUMMARY_METRICS[task] if values.get(m) is not None})
         rows.append(row)
     return rows
+
+
+def trained_on_text(trained: dict[str, Any] | None) -> str:
+    """What a candidate was trained on, for tables: ``"3,000,000 rows"`` or, for a baseline
+    trained on a sample, ``"200,000 of 3,000,000 rows (sample)"``; ``"-"`` where it was not
+    recorded (bundles made before it was)."""
+    if not trained:
+        return "-"
+    if trained.get("sampled"):
+        return f"{trained['rows']:,} of {trained['of']:,} rows (sample)"
+    return f"{trained['rows']:,} rows"

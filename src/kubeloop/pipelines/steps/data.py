@@ -108,7 +108,8 @@ def ingest(
         f"- task: **{schema.task}**, target `{schema.target}`"
         + (f", classes {', '.join(schema.classes)}" if schema.classes else ""),
         f"- features: {len(schema.features)} "
-        f"({len(schema.numeric_features)} numeric, {len(schema.categorical_features)} categorical)",
+        f"({len(schema.numeric_features)} numeric, {len(schema.categorical_features)} categorical"
+        + (f", {len(schema.datetime_features)} date/time)" if schema.datetime_features else ")"),
         f"- rows: train {rows['train']}, validation {rows['validation']}, test {rows['test']}",
         f"- sha256: `{dataset.data_hash}`",
         *(f"- note: {note}" for note in dataset.notes),
@@ -138,7 +139,7 @@ def load_part(splits_dir: Path, name: str) -> Part:
     y = frame.pop(_Y).to_numpy()
     schema = load_schema(splits_dir)
     for feature in schema.features:  # parquet keeps None; normalise object columns back to str
-        if not feature.is_numeric:
+        if feature.is_categorical:
             column = frame[feature.name].astype(object)
             frame[feature.name] = column.where(column.notna(), None)
     return Part(X=frame[list(schema.feature_names)], y=y)

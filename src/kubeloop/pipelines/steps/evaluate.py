@@ -31,7 +31,12 @@ from kubeloop.pipelines.steps.data import (
     load_schema,
 )
 from kubeloop.registry.tracking import flatten_metrics
-from kubeloop.training.workflow import SUMMARY_METRICS, Packaged, finish_bundle
+from kubeloop.training.workflow import (
+    SUMMARY_METRICS,
+    Packaged,
+    finish_bundle,
+    trained_on_text,
+)
 
 __all__ = [
     "EvaluationReport",
@@ -98,15 +103,17 @@ def _roc_points(y: np.ndarray, p: np.ndarray) -> dict[str, list[float]] | None:
 def candidates_markdown(packaged: Packaged) -> str:
     """A Markdown table: one row per candidate, the chosen one in bold."""
     columns = SUMMARY_METRICS[packaged.bundle.schema.task]
+    trained = packaged.bundle.metrics.get("trained_on", {})
     lines = [
         f"# Candidates (test split) — bundle `{packaged.bundle.version}`",
         "",
-        "| candidate | " + " | ".join(columns) + " |",
-        "|---|" + "---:|" * len(columns),
+        "| candidate | trained on | " + " | ".join(columns) + " |",
+        "|---|---|" + "---:|" * len(columns),
     ]
     for name, values in packaged.candidates.items():
         label = f"**{name}** (chosen)" if name == packaged.chosen.name else name
-        lines.append(f"| {label} | " + " | ".join(_cell(values.get(c)) for c in columns) + " |")
+        cells = " | ".join(_cell(values.get(c)) for c in columns)
+        lines.append(f"| {label} | {trained_on_text(trained.get(name))} | {cells} |")
     ranked = packaged.bundle.metrics.get("global_importance", {}).get("features", [])
     if ranked:
         lines += [

@@ -202,6 +202,7 @@ def train(
                 "params": candidate.params,
                 "selection": candidate.selection,
                 "tuning": candidate.tuning,
+                "trained_on": candidate.trained_on,
             }
         )
     write_json(
@@ -236,6 +237,7 @@ def load_candidates(candidates_dir: Path) -> list[Candidate]:
             params=dict(record["params"]),
             selection=dict(record.get("selection") or {}),
             tuning=record.get("tuning"),
+            trained_on=dict(record.get("trained_on") or {}),
         )
         for record in index["candidates"]
     ]
