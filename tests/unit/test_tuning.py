@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 import pytest
 
@@ -172,7 +175,7 @@ START = [_draw(np.random.default_rng(100)), _draw(np.random.default_rng(101))]
 def _proposals(seed: int, finish_order: list[int]) -> list[dict]:
     """Configurations the searcher proposes at concurrency 2, trials finishing in the order
     given (by pairs), trial i scoring -i (trial 0 best)."""
-    searcher = _search_class()(START, seed, 2)
+    searcher = _search_class()(START, seed, 2, math.inf)
     proposed: list[dict] = []
     for pair in range(0, len(finish_order), 2):
         while (config := searcher.suggest(f"t{len(proposed)}")) is not None:
@@ -193,3 +196,12 @@ def test_proposals_follow_the_seed_not_the_finishing_order() -> None:
     for config in first:
         _inside({k: v for k, v in config.items() if k != "trial"})
     assert _proposals(4, [0, 1, 2, 3, 4, 5])[2:] != first[2:]
+
+
+def test_no_proposal_after_the_deadline() -> None:
+    """Past the search's deadline the searcher ends the search (Ray Tune then waits only for the
+    running trials, which stop after their current round)."""
+    from ray.tune.search import Searcher
+
+    searcher = _search_class()(START, 3, 2, time.time() - 1)
+    assert searcher.suggest("t0") == Searcher.FINISHED
