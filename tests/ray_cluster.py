@@ -61,6 +61,20 @@ def node_store_stats() -> dict[str, dict[str, int]]:
     return stats
 
 
+def cpus_freed(timeout: float) -> float:
+    """Wait until every CPU of the cluster is free (the actors of a finished driver are
+    reaped a moment after it exits); the seconds that took (call in a driver connected to the
+    cluster)."""
+    import ray
+
+    started = time.monotonic()
+    while ray.available_resources().get("CPU", 0.0) < ray.cluster_resources().get("CPU", 0.0):
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"CPUs still taken after {timeout:g} s: {ray.available_resources()}")
+        time.sleep(0.2)  # polling Ray's own resource view, the condition itself
+    return time.monotonic() - started
+
+
 @dataclass(frozen=True)
 class ContainerEngine:
     """A container engine's CLI and the environment it needs."""
@@ -262,7 +276,7 @@ class RayCluster:
         tests' local Ray stays theirs)."""
         script = (
             f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); import ray\n"
-            "from tests.ray_cluster import node_store_stats\n"
+            "from tests.ray_cluster import cpus_freed, node_store_stats\n"
             "ray.init(log_to_driver=False, logging_level='ERROR')\n"
             f"print('RESULT' + json.dumps({expression}))\n"
         )
@@ -274,6 +288,10 @@ class RayCluster:
             if line.startswith("RESULT"):
                 return json.loads(line[len("RESULT") :])
         raise RuntimeError(f"query failed ({done.returncode}): {done.stderr[-2000:]}")
+
+    def wait_idle(self, timeout: float = 120) -> float:
+        """Wait until no CPU of the cluster is taken (by the last test's driver, say)."""
+        return float(self.query(f"cpus_freed({timeout})", timeout=timeout + 60))
 
     def stop(self) -> None:
         """Remove every container node and kill every process of the head."""

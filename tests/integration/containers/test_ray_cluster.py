@@ -66,6 +66,7 @@ def test_train_two_workers_one_per_node_each_with_its_shard(
     frame.sort_values("churned", kind="stable").reset_index(drop=True).to_parquet(data)
     nodes = ray_cluster.alive_nodes()
     assert set(nodes) == {"127.0.0.2", CONTAINER_IP}
+    ray_cluster.wait_idle()
     before = ray_cluster.store_stats()
 
     cluster_run = _train(data, tmp_path / "cluster", "2", ray_cluster)
@@ -172,6 +173,7 @@ def test_tune_on_the_cluster_best_model_reaches_the_driver(
 ) -> None:
     """Ray Tune trials run on every node with a free CPU; the best trial's own model comes back
     to the driver whichever node ran it -- with the head's CPU taken, on the container node."""
+    ray_cluster.wait_idle()  # the CPUs the last test's driver held are all back
     out, err = _run([*DRIVER, "tune", "6000", "6", busy], _env(ray_cluster))
     result = json.loads(out.splitlines()[-1])
     nodes = result["nodes"]
