@@ -13,8 +13,8 @@ token authentication on. The job: ``--rows`` x ``--features`` (default 1M x 30),
 Printed: wall time of each fit (from the call to the model back) and their ratio (target
 <= 1.3), each side's fixed cost (call -> first round) and per-round cost, the test AUC of both
 (within 0.005), and the peak object-store memory of each node while the cluster fit ran,
-sampled every 0.2 s from each node's raylet, over the whole training set's bytes (target <=
-0.6). The cluster is started first and torn down at the end.
+sampled every ``--sample-every`` seconds (0.2) from each node's raylet, over the whole training
+set's bytes (target <= 0.6). The cluster is started first and torn down at the end.
 
 Usage::
 
@@ -56,8 +56,9 @@ def _data(rows: int, features: int) -> tuple[np.ndarray, ...]:
 class _PeakSampler(threading.Thread):
     """Peak object-store bytes in use per node, sampled until stopped."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: float) -> None:
         super().__init__(daemon=True)
+        self.every = every
         self.peaks: dict[str, int] = {}
         self.samples = 0
         self.halt = threading.Event()
@@ -67,7 +68,7 @@ class _PeakSampler(threading.Thread):
             for ip, stats in node_store_stats().items():
                 self.peaks[ip] = max(self.peaks.get(ip, 0), stats["used"])
             self.samples += 1
-            self.halt.wait(0.2)
+            self.halt.wait(self.every)
 
 
 def _fit(X: np.ndarray, y: np.ndarray, rounds: int, workers: int) -> tuple[object, dict]:
@@ -75,10 +76,11 @@ def _fit(X: np.ndarray, y: np.ndarray, rounds: int, workers: int) -> tuple[objec
 
     timings: dict[str, float] = {}
     placement: dict[str, object] = {}
+    started = time.time()
     booster = train_xgboost_distributed(
         (X, y), (X[:1], y[:1]), params=PARAMS, num_boost_round=rounds,
         early_stopping_rounds=None, workers=workers, timings=timings, placement=placement,
-        progress=lambda line: print(f"  {line}", flush=True),
+        progress=lambda line: print(f"  [{time.time() - started:5.1f} s] {line}", flush=True),
     )  # fmt: skip
     timings["returned"] = time.time()
     return booster, {**timings, "placement": placement}
@@ -103,6 +105,11 @@ def main() -> int:
     parser.add_argument("--features", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--sample-every", type=float, default=0.2,
+        help="seconds between two samples of every node's object store (each sample asks "
+        "every raylet, which asks each of its workers)",
+    )  # fmt: skip
     args = parser.parse_args()
     engine = container_engine()
     if isinstance(engine, str):
@@ -129,8 +136,9 @@ def main() -> int:
         print(f"cluster up in {time.monotonic() - started:.0f} s: {cluster.alive_nodes()}")
         from kubeloop.training.engine import ensure_ray
 
-        ensure_ray(cluster.address)
-        sampler = _PeakSampler()
+        os.environ["RAY_ADDRESS"] = cluster.address  # as a driver of the cluster is told
+        ensure_ray()
+        sampler = _PeakSampler(args.sample_every)
         sampler.start()
         print("2 Ray Train workers on 2 nodes, 1 CPU each:")
         booster, spread = _fit(X, y, args.rounds, 2)
