@@ -530,7 +530,7 @@ class _Run:
             _send_to_source(source, arrays)
             self.progress(
                 f"the shard source on this node holds the {_megabytes(arrays)} shuffled "
-                f"matrices ({time.monotonic() - sent:.1f} s)"
+                f"matrices (started and filled in {time.monotonic() - sent:.1f} s)"
             )
             return self._run_trainer(source, config)
         finally:
