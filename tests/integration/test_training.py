@@ -231,7 +231,9 @@ def test_auto_on_a_ray_cluster_sizes_workers_to_it(
         progress=lines.append,
     )
     assert booster.num_boosted_rounds() == 10
-    assert lines == [engine.describe()]
+    assert lines[0] == engine.describe()
+    assert lines[1].startswith("the shard source on this node holds the 0.1 MB shuffled")
+    assert [line.split(" on node ")[0] for line in lines[2:]] == ["worker 0/1"]  # where it ran
 
 
 def test_consecutive_runs_share_one_local_ray(

@@ -19,7 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "kubeloop"
 PAGE = ROOT / "docs" / "architecture.md"
 # What every module may import: the few dependency-free basics.
-BASICS = ("kubeloop", "kubeloop.errors", "kubeloop.console", "kubeloop.names", "kubeloop.charts")
+BASICS = (
+    "kubeloop",
+    "kubeloop.errors",
+    "kubeloop.console",
+    "kubeloop.names",
+    "kubeloop.charts",
+    "kubeloop.cpus",
+)
 
 
 def _modules() -> dict[str, Path]:

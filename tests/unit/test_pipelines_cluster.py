@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -22,10 +23,17 @@ import kfp_server_api
 import pytest
 import yaml
 
-from kubeloop.errors import ConfigError
+from kubeloop.errors import ConfigError, TrainingError
 from kubeloop.pipelines.launch.cluster import kfp_cron, run_state, schedule_runs, submit_run
 from kubeloop.pipelines.steps.deploy import build_storage_patch, is_ready
-from kubeloop.pipelines.steps.rayjob import RayJobSpec, build_rayjob, ray_mode, storage_url
+from kubeloop.pipelines.steps.rayjob import (
+    RayJobSpec,
+    RayResources,
+    build_rayjob,
+    download_dir,
+    ray_mode,
+    storage_url,
+)
 from kubeloop.pipelines.steps.train import rayjob_spec
 from tests.k8s.k8s_helpers import crd_validator
 
@@ -227,6 +235,47 @@ def test_rayjob_manifest_validates() -> None:
     pod = workers["template"]["spec"]
     assert pod["volumes"][0]["secret"]["secretName"] == "minio-creds"
     assert pod["containers"][0]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_rayjob_sizes_head_and_workers_and_deadline() -> None:
+    resources = RayResources(
+        head_cpu="4", head_memory="16Gi", worker_cpu="500m", worker_memory="3.5Gi", deadline_s=900
+    )
+    manifest = _rayjob(resources=resources)
+    jsonschema.validate(manifest, RAYJOB_SCHEMA)
+    cluster = manifest["spec"]["rayClusterSpec"]
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]
+    worker = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]
+    assert head["requests"] == head["limits"] == {"cpu": "4", "memory": "16Gi"}
+    assert worker["requests"] == worker["limits"] == {"cpu": "500m", "memory": "3.5Gi"}
+    assert manifest["spec"]["activeDeadlineSeconds"] == 900
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("head_cpu", "0", "ray_head_cpu"),
+        ("worker_cpu", "two", "ray_worker_cpu"),
+        ("worker_memory", "4 GB", "ray_worker_memory"),
+        ("head_memory", "", "ray_head_memory"),
+        ("deadline_s", 0, "ray_deadline_s"),
+    ],
+)
+def test_ray_resources_refuse_bad_values(field: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RayResources(**{field: value})
+
+
+def test_download_dir_takes_only_what_is_asked(tmp_path: Path) -> None:
+    source = tmp_path / "features"
+    source.mkdir()
+    for name in ("x_train.npy", "x_test.npy", "schema.json"):
+        (source / name).write_bytes(name.encode())
+    got = download_dir(str(source), tmp_path / "got", only=["x_train.npy", "schema.json"])
+    assert sorted(p.name for p in got.iterdir()) == ["schema.json", "x_train.npy"]
+    assert (got / "x_train.npy").read_bytes() == b"x_train.npy"
+    with pytest.raises(TrainingError, match=r"x_valid\.npy"):
+        download_dir(str(source), tmp_path / "again", only=["x_valid.npy"])
 
 
 def test_rayjob_schema_subset_catches_mistakes() -> None:

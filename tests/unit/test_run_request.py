@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from kubeloop.cli import main
+from kubeloop.cli import build_parser, main
+from kubeloop.cli._pipeline import _request
 from kubeloop.errors import ConfigError
 from kubeloop.pipelines.launch.request import RunRequest
 
@@ -116,6 +117,9 @@ def test_local_only_options_are_refused_for_a_cluster_run(
         (["--local", "--canary-percent", "150"], "The 'canary_percent' parameter of RunRequest "
          "must be an int in the range [0, 100]. Got 150 instead."),
         (["--local", "--num-boost-round", "0"], "The 'num_boost_round' parameter"),
+        (["--host", HOST, "--ray-worker-cpu", "two"], "ray_worker_cpu must be a positive "
+         "Kubernetes quantity (e.g. 2 or 500m), got 'two'."),
+        (["--host", HOST, "--ray-deadline", "0"], "ray_deadline_s must be a whole number >= 1"),
     ],
 )  # fmt: skip
 def test_the_cli_shows_a_refused_request_as_one_error_line(
@@ -134,8 +138,22 @@ def test_a_request_is_made_without_loading_kfp() -> None:
     script = (
         "import sys\n"
         "from kubeloop.pipelines import RunRequest\n"
-        "RunRequest(data='d.csv', target='y', workers='2')\n"
+        "RunRequest(data='d.csv', target='y', workers='2', ray_head_cpu='2')\n"
         "print(sorted(m for m in ('kfp', 'pandas', 'ray', 'xgboost') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_rayjob_sizes_become_pipeline_parameters_only_when_set() -> None:
+    """`pipeline run --ray-head-memory 16Gi --ray-deadline 7200 ...`: those two parameters go
+    to the pipeline; the others keep the pipeline's defaults."""
+    from kubeloop.pipelines.launch.runs import pipeline_arguments
+
+    argv = ["pipeline", "run", "--host", HOST, "--data", "s3://b/d.csv", "--target", "y"]
+    args = build_parser().parse_args([*argv, "--ray-head-memory", "16Gi", "--ray-deadline", "7200"])
+    request = _request(args, host=HOST)
+    arguments = pipeline_arguments(request)
+    assert arguments["ray_head_memory"] == "16Gi"
+    assert arguments["ray_deadline_s"] == 7200
+    assert not {"ray_head_cpu", "ray_worker_cpu", "ray_worker_memory"} & set(arguments)

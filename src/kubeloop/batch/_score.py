@@ -11,7 +11,6 @@ reference profile is counted chunk by chunk with the monitor's code and reported
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from kubeloop.batch._io import ChunkReader, ChunkWriter
 from kubeloop.bundle import load_bundle
 from kubeloop.bundle.models import XGBoostModel
 from kubeloop.console import ProgressFn, quiet
+from kubeloop.cpus import usable_cpus
 from kubeloop.errors import ConfigError, DataValidationError
 from kubeloop.monitoring.report import (
     DriftReport,
@@ -417,7 +417,7 @@ def _run(
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(min(switch_interval, _SWITCH_INTERVAL))
     try:
-        with ThreadPoolExecutor(_cores(), thread_name_prefix="kubeloop-predict") as pool:
+        with ThreadPoolExecutor(usable_cpus(), thread_name_prefix="kubeloop-predict") as pool:
             for frame in reader.chunks(wanted):
                 chunk = _Chunk(served, frame)
                 blocks = [
@@ -438,19 +438,6 @@ def _run(
 def _blocks(rows: int) -> list[slice]:
     """Row ranges of ``_BLOCK_ROWS`` rows (the last may be shorter; one range for no rows)."""
     return [slice(start, start + _BLOCK_ROWS) for start in range(0, max(rows, 1), _BLOCK_ROWS)]
-
-
-def _cores() -> int:
-    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's
-    CPU limit), as XGBoost counts them."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()
-        if quota != "max":
-            cores = min(cores or 1, max(1, int(int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores or 1)
 
 
 def _finish(

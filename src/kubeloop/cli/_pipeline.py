@@ -69,6 +69,24 @@ def _run_options(parser: argparse.ArgumentParser, *, batch: bool = False) -> Non
         "requests (canary) or scoring a copy of each (shadow), until the monitor promotes or "
         "rolls it back",
     )  # fmt: skip
+    ray = parser.add_argument_group(
+        "RayJob (cluster runs whose train step starts its own Ray cluster)"
+    )
+    for name, example, default in (
+        ("head-cpu", "4", "1"),
+        ("head-memory", "16Gi", "2Gi"),
+        ("worker-cpu", "8", "1"),
+        ("worker-memory", "32Gi", "2Gi"),
+    ):
+        ray.add_argument(
+            f"--ray-{name}", default=None, metavar="QUANTITY",
+            help=f"the RayJob's {name.replace('-', ' ')} (Kubernetes quantity, e.g. {example}; "
+            f"default {default})",
+        )  # fmt: skip
+    ray.add_argument(
+        "--ray-deadline", type=int, default=None, metavar="SECONDS", dest="ray_deadline_s",
+        help="seconds the RayJob may run before Kubernetes ends it (default 3600)",
+    )  # fmt: skip
     parser.add_argument(
         "--canary-percent", type=int, default=None,
         help="--rollout canary: the candidate's share of requests, 1-99 (default 10); "
@@ -130,7 +148,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _request(args: argparse.Namespace, **where: Any) -> RunRequest:
     """The run the flags describe (``where``: ``host`` and, for ``run``, ``runner``/``image``)."""
-    from kubeloop.pipelines.launch.request import RunRequest
+    from kubeloop.pipelines.launch.request import RAY_RESOURCES, RunRequest
 
     return RunRequest(
         data=args.data,
@@ -151,6 +169,7 @@ def _request(args: argparse.Namespace, **where: Any) -> RunRequest:
         rollout=args.rollout,
         canary_percent=args.canary_percent,
         experiment=args.experiment,
+        **{f"ray_{name}": getattr(args, f"ray_{name}") for name in RAY_RESOURCES},
         **where,
     )
 

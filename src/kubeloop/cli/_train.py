@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 from kubeloop.console import Progress, format_table
 from kubeloop.names import NAME_RULE, is_valid_name, model_name_arg, shown
 from kubeloop.training.engine import AUTO, WORKERS_HELP, short_openmp_spin, workers_arg
+from kubeloop.training.storage import ensure_absent, is_url, upload_dir
 
 __all__ = ["register"]
 
@@ -38,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--out",
-        type=Path,
         default=None,
-        help="bundle directory to create (default: out/<data name>-<UTC time>)",
+        help="bundle directory to create, a path or a storage URL (s3://bucket/key: written "
+        "locally, then uploaded) (default: out/<data name>-<UTC time>)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed for split and training")
     parser.add_argument(
@@ -58,7 +63,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--ray-address",
         default=None,
-        help="Ray cluster address (default: RAY_ADDRESS; none: no Ray cluster)",
+        help="Ray cluster address (default: RAY_ADDRESS; none: no Ray cluster); a head's Jobs "
+        "API, http://head:8265, submits this training as a Ray job (--data and --out URLs) and "
+        "streams its log",
     )
     parser.add_argument(
         "--tune-budget",
@@ -83,8 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     short_openmp_spin()  # before XGBoost or scikit-learn is imported
     # Heavy imports (Ray, XGBoost, scikit-learn) only when the command actually runs.
     from kubeloop.errors import ConfigError
-    from kubeloop.training import TrainConfig
-    from kubeloop.training.workflow import SUMMARY_METRICS, candidate_rows, run_training
+    from kubeloop.training.jobs import is_jobs_address
 
     stem = Path(str(args.data).rstrip("/")).stem or "model"
     if args.name is None and not is_valid_name(stem):
@@ -92,7 +98,49 @@ def _run(args: argparse.Namespace) -> int:
             f"the default model name, the data file's stem {shown(stem)}, is not allowed "
             f"({NAME_RULE}); pass --name NAME."
         )
+    address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    if is_jobs_address(address):
+        return _submit(args, address)
     out = args.out or Path("out") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    if not is_url(out):
+        return _train(args, Path(out), stem)
+    ensure_absent(str(out))
+    staging = Path(tempfile.mkdtemp(prefix="kubeloop-train-"))
+    try:
+        _train(args, staging / stem, stem, shown_as=str(out))
+        print(f"uploading the bundle to {out} ...", file=sys.stderr, flush=True)
+        upload_dir(staging / stem, str(out))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return 0
+
+
+def _submit(args: argparse.Namespace, address: str) -> int:
+    """The same training as a Ray job on the cluster behind ``address`` (its Jobs API)."""
+    from kubeloop.training.jobs import submit_training_job
+
+    forwarded = [
+        "--data", str(args.data), "--target", args.target, "--task", args.task,
+        "--workers", str(args.workers), "--out", str(args.out or ""), "--seed", str(args.seed),
+        "--tune-budget", f"{args.tune_budget:g}", "--tune-trials", str(args.tune_trials),
+        *(["--name", args.name] if args.name else []),
+        *(["--normalize-labels"] if args.normalize_labels else []),
+    ]  # fmt: skip
+    return submit_training_job(
+        address,
+        forwarded,
+        data=str(args.data),
+        out=str(args.out or ""),
+        write=lambda chunk: print(chunk, end="", flush=True),
+        say=lambda line: print(f"train: {line}", file=sys.stderr, flush=True),
+    )
+
+
+def _train(args: argparse.Namespace, out: Path, stem: str, *, shown_as: str | None = None) -> int:
+    """Train here (Ray in-process, or this process as a cluster's driver) into ``out``."""
+    from kubeloop.training import TrainConfig
+    from kubeloop.training.workflow import SUMMARY_METRICS, candidate_rows, run_training
+
     config = TrainConfig(
         workers=args.workers,
         seed=args.seed,
@@ -122,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
             f"{_score(tuning['default_validation_score'])}; best parameters "
             f"{tuning['best_params']} ({tuning['best_rounds']} rounds)"
         )
-    print(f"\nbundle: {result.bundle.path}  version: {result.bundle.version}")
+    print(f"\nbundle: {shown_as or result.bundle.path}  version: {result.bundle.version}")
     return 0
 
 

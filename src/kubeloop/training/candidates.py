@@ -7,7 +7,6 @@ so their validation scores compare models, not feature pipelines.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -19,6 +18,7 @@ import xgboost
 from kubeloop.bundle.models import LinearModel, TabularModel, XGBoostModel, predict_in_chunks
 from kubeloop.bundle.schema import Task
 from kubeloop.console import quiet
+from kubeloop.cpus import usable_cpus
 from kubeloop.errors import (
     ConfigError,
     DataValidationError,
@@ -244,6 +244,7 @@ def _fit_xgboost(
 ) -> tuple[TabularModel, dict[str, Any]]:
     """XGBoost on the engine the configuration chooses (:func:`resolve_engine`)."""
     engine = resolve_engine(config.workers, config.ray_address)
+    placement: dict[str, Any] = {}  # where Ray Train's workers ran (none in this process)
     booster = train_xgboost_distributed(
         train,
         validation,
@@ -252,12 +253,14 @@ def _fit_xgboost(
         early_stopping_rounds=patience,
         workers=engine,
         progress=say,
+        placement=placement,
     )
     info = {
         **params,
         "workers": engine.workers,
         "engine": "in-process" if engine.in_process else "ray-train-workers",
         "rounds": booster.num_boosted_rounds(),
+        **({"ray": placement} if placement else {}),
     }
     return XGBoostModel(booster, kind="xgboost", task=task, n_classes=n_classes), info
 
@@ -311,7 +314,7 @@ def _train_random_forest(
         "reg_lambda": 1e-5,
         "min_child_weight": 2.0,
         "seed": config.seed,
-        "nthread": os.cpu_count() or 1,
+        "nthread": usable_cpus(),
     }
     dtrain = xgboost.QuantileDMatrix(train[0], label=train[1])
     booster = xgboost.train(params, dtrain, num_boost_round=1)

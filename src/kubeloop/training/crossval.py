@@ -15,7 +15,6 @@ Ray Train workers per fold would cost far more than training.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from kubeloop.bundle.models import XGBoostModel
 from kubeloop.bundle.schema import Task
+from kubeloop.cpus import usable_cpus
 from kubeloop.training.evaluation import validation_score
 from kubeloop.training.tuning import fit_booster
 
@@ -86,7 +86,7 @@ def xgboost_fold_fit(
         data = tuple(np.ascontiguousarray(a, dtype=np.float32) for a in (*train, *held))
         booster = fit_booster(
             data,  # type: ignore[arg-type]
-            {**params, "nthread": os.cpu_count() or 1},
+            {**params, "nthread": usable_cpus()},
             num_boost_round=num_boost_round,
             early_stopping_rounds=patience,
         )

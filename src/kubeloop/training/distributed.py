@@ -28,12 +28,14 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import numpy as np
 import xgboost
 
 from kubeloop.console import Meter, ProgressFn, quiet
+from kubeloop.cpus import usable_cpus
 from kubeloop.errors import ConfigError, TrainingError
 from kubeloop.training.engine import (
     AUTO,
@@ -57,6 +59,109 @@ def _shard(n_rows: int, rank: int, size: int) -> slice:
     return slice(n_rows * rank // size, n_rows * (rank + 1) // size)
 
 
+class _ShardSource:
+    """Ray actor (0 CPUs, on the driver's node) that holds the matrices in its own memory, rows
+    shuffled by the seed, and hands each Ray Train worker its own shard in chunks.
+
+    The shards never enter an object store: the matrices come in, and the shards go out, in
+    pieces small enough to travel inside Ray's task messages (:data:`_INLINE_BYTES`). A worker
+    that restarts after a failure
+    asks again, for the shard of its new rank and world size. It also keeps the run's log:
+    which worker took which shard on which node, and which workers were lost.
+    """
+
+    def __init__(self, orders: dict[str, np.ndarray]) -> None:
+        self.orders = orders  # part -> row order (a permutation of the part's rows)
+        self.arrays: dict[str, np.ndarray] = {}
+        self.log: list[dict[str, Any]] = []
+
+    def allocate(self, name: str, shape: tuple[int, ...]) -> None:
+        self.arrays[name] = np.empty(shape, dtype=np.float32)
+
+    def fill(self, name: str, start: int, block: np.ndarray) -> None:
+        self.arrays[name][start : start + len(block)] = block
+
+    def rows(self, name: str, part: str, start: int, stop: int) -> np.ndarray:
+        return self.arrays[name][self.orders[part][start:stop]]
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: array.shape for name, array in self.arrays.items()}
+
+    def note(self, entry: dict[str, Any]) -> None:
+        self.log.append(entry)
+
+    def read_log(self, start: int) -> list[dict[str, Any]]:
+        return self.log[start:]
+
+
+# (matrix, labels) of each part, as the shard source names them.
+_PARTS = {"train": ("X", "y"), "validation": ("X_valid", "y_valid")}
+# One piece of a matrix on its way from the driver to the shard source, or from there to a
+# worker: below Ray's 100 KB limit for values inlined in task messages, so no piece is put in an
+# object store (whose freeing of released objects lags behind a fast sender: measured, 8 MB
+# pieces to two workers peaked at 0.74x the training set in the head's store).
+_INLINE_BYTES = 64 * 1024
+_IN_FLIGHT = 64  # pieces asked for and not yet received
+
+
+def _send_to_source(source: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Copy ``arrays`` into the shard source in inlined pieces (:data:`_INLINE_BYTES`)."""
+    import ray
+
+    pending: list[Any] = []
+    for name, array in arrays.items():
+        ray.get(source.allocate.remote(name, array.shape))
+        step = _chunk_rows(array)
+        for start in range(0, len(array), step):
+            pending.append(source.fill.remote(name, start, array[start : start + step]))
+            if len(pending) >= _IN_FLIGHT:
+                done, pending = ray.wait(pending, num_returns=len(pending) // 2)
+                ray.get(done)
+    ray.get(pending)
+
+
+def _megabytes(arrays: dict[str, np.ndarray]) -> str:
+    return f"{sum(a.nbytes for a in arrays.values()) / 1e6:,.1f} MB"
+
+
+def _chunk_rows(array: np.ndarray) -> int:
+    row_bytes = array.itemsize * (array.shape[1] if array.ndim == 2 else 1)
+    return max(1, _INLINE_BYTES // max(1, row_bytes))
+
+
+def _take_shard(source: Any, rank: int, size: int, parts: tuple[str, ...]) -> list[np.ndarray]:
+    """This worker's shard of every part (matrix, labels, ...), fetched from the shard source
+    into arrays of its own."""
+    import ray
+
+    shapes = ray.get(source.shapes.remote())
+    return [
+        _fetch(source, name, part, _shard(shapes[name][0], rank, size), shapes[name][1:])
+        for part in parts
+        for name in _PARTS[part]
+    ]
+
+
+def _fetch(source: Any, name: str, part: str, rows: slice, tail: tuple[int, ...]) -> np.ndarray:
+    """Rows ``rows`` of the source's (shuffled) ``name``, in inlined pieces
+    (:data:`_INLINE_BYTES`), up to :data:`_IN_FLIGHT` asked for at a time."""
+    import ray
+
+    array = np.empty((rows.stop - rows.start, *tail), dtype=np.float32)
+    step = _chunk_rows(array)
+    pending: deque[tuple[int, Any]] = deque()  # (first row, piece asked for)
+    for start in range(rows.start, rows.stop + step, step):
+        if start < rows.stop:
+            stop = min(rows.stop, start + step)
+            pending.append((start - rows.start, source.rows.remote(name, part, start, stop)))
+        # keep _IN_FLIGHT pieces asked for; after the last one, take in the rest
+        while pending and (len(pending) >= _IN_FLIGHT or start >= rows.stop):
+            first, piece = pending.popleft()
+            block = ray.get(piece)
+            array[first : first + len(block)] = block
+    return array
+
+
 class _Clock(xgboost.callback.TrainingCallback):
     """Wall-clock times of the first round's start and the last round's end."""
 
@@ -71,6 +176,43 @@ class _Clock(xgboost.callback.TrainingCallback):
     def after_training(self, model: Any) -> Any:
         self.times["training_ended"] = time.time()
         return model
+
+
+class _Checkpoints(xgboost.callback.TrainingCallback):
+    """Every ``every`` rounds, all workers report to Ray Train together; rank 0 hands in the
+    model so far as the checkpoint (uploaded to the run's storage) that a restarted fit
+    resumes from."""
+
+    def __init__(self, every: int, rank: int) -> None:
+        super().__init__()
+        self.every, self.rank = every, rank
+
+    def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+        rounds = model.num_boosted_rounds()
+        if rounds % self.every == 0:
+            import ray.train
+
+            with tempfile.TemporaryDirectory(prefix="kubeloop-checkpoint-") as directory:
+                checkpoint = None
+                if self.rank == 0:
+                    model.save_model(os.path.join(directory, _CHECKPOINT_MODEL))
+                    checkpoint = ray.train.Checkpoint.from_directory(directory)
+                ray.train.report({"rounds": rounds}, checkpoint=checkpoint)
+        return False
+
+
+_CHECKPOINT_MODEL = "model.ubj"
+
+
+def _resumed_model() -> xgboost.Booster | None:
+    """The model of the last checkpoint of this fit (after a failure), if any."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return xgboost.Booster(model_file=os.path.join(directory, _CHECKPOINT_MODEL))
 
 
 def boosting_time_left(
@@ -134,43 +276,68 @@ class _Report(xgboost.callback.TrainingCallback):
 
 
 def _train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
-    """Runs on every Ray Train worker (in local mode: in this process): build the local shard,
-    train (collectively across workers), return the model."""
+    """Runs on every Ray Train worker (in local mode: in this process): take this worker's
+    shard, train (collectively across workers, resuming from the last checkpoint after a
+    failure), return the model."""
     import ray.train
 
     context = ray.train.get_context()
     rank, size = context.get_world_rank(), context.get_world_size()
     nthread = config["nthread"]
-    data = config["data"]
-    if not isinstance(data, tuple):  # an object-store reference (Ray Train workers)
+    early = config["early_stopping_rounds"] is not None
+    source = config.get("source")
+    resumed, done = None, 0
+    if source is None:  # local mode: the arrays themselves, one worker
+        X, y, X_valid, y_valid = config["data"]
+    else:
         import ray
 
-        # ray.get of a numpy array is a read-only, zero-copy view of the shared-memory object.
-        data = ray.get(data)
-    X, y, X_valid, y_valid = data
-    rows, valid_rows = _shard(len(y), rank, size), _shard(len(y_valid), rank, size)
-    dtrain = xgboost.QuantileDMatrix(X[rows], label=y[rows], nthread=nthread)
-    evals: list[tuple[xgboost.DMatrix, str]] = []
-    if config["early_stopping_rounds"] is not None:
-        dvalid = xgboost.QuantileDMatrix(
-            X_valid[valid_rows], label=y_valid[valid_rows], ref=dtrain, nthread=nthread
+        fetching = time.monotonic()
+        X, y, *valid = _take_shard(
+            source, rank, size, ("train", "validation") if early else ("train",)
         )
+        fetched_s = time.monotonic() - fetching
+        X_valid, y_valid = valid if valid else (X[:0], y[:0])
+        resumed = _resumed_model()
+        done = resumed.num_boosted_rounds() if resumed is not None else 0
+        source.note.remote(
+            {
+                "event": "shard",
+                "rank": rank,
+                "workers": size,
+                "node_id": ray.get_runtime_context().get_node_id(),
+                "node_ip": ray.util.get_node_ip_address(),
+                "rows": len(y),
+                "validation_rows": len(y_valid),
+                "bytes": int(X.nbytes + y.nbytes + X_valid.nbytes + y_valid.nbytes),
+                "seconds": round(fetched_s, 2),
+                "resumed_at_round": done,
+            }
+        )
+    dtrain = xgboost.QuantileDMatrix(X, label=y, nthread=nthread)
+    evals: list[tuple[xgboost.DMatrix, str]] = []
+    if early:
+        dvalid = xgboost.QuantileDMatrix(X_valid, label=y_valid, ref=dtrain, nthread=nthread)
         evals = [(dvalid, _VALIDATION_NAME)]
+    del X, y, X_valid, y_valid  # XGBoost keeps its own quantised copy
 
     clock = _Clock()
     callbacks: list[xgboost.callback.TrainingCallback] = [clock]
+    if config.get("checkpoint_every"):
+        callbacks.append(_Checkpoints(config["checkpoint_every"], rank))
     if config.get("progress") is not None:  # in this process only: a worker's lines are lost
-        callbacks.append(_Report(config["progress"], len(y), config))
+        callbacks.append(_Report(config["progress"], dtrain.num_row(), config))
     booster = xgboost.train(
         {**config["params"], "nthread": nthread},
         dtrain,
-        num_boost_round=config["num_boost_round"],
+        num_boost_round=config["num_boost_round"] - done,
         evals=evals,
         early_stopping_rounds=config["early_stopping_rounds"],
         verbose_eval=False,
         callbacks=callbacks,
+        xgb_model=resumed,
     )
-    if config["early_stopping_rounds"] is not None:
+    if early:
         booster = booster[: booster.best_iteration + 1]
     # Every worker holds the same model after collective training; rank 0's return is used.
     return {"model": bytes(booster.save_raw(raw_format="ubj")), "rank": rank, **clock.times}
@@ -200,27 +367,44 @@ def train_xgboost_distributed(
     ray_address: str | None = None,
     progress: ProgressFn = quiet,
     timings: dict[str, float] | None = None,
+    placement: dict[str, Any] | None = None,
+    storage: str | None = None,
+    checkpoint_every: int | None = None,
 ) -> xgboost.Booster:
     """Train one XGBoost booster through Ray Train: in this process or data-parallel over
     Ray Train workers, as :func:`~kubeloop.training.engine.resolve_engine` chooses.
 
+    Over Ray Train workers, the rows are shuffled by ``params["seed"]`` and each worker gets
+    only its own shard (see :class:`_ShardSource`); the workers are spread over the nodes
+    (``SPREAD``: one per node while nodes have room).
+
     Args:
         train: ``(X, y)`` transformed features and labels (classification: integer codes).
         validation: ``(X, y)`` for early stopping; its last ``eval_metric`` in ``params`` decides.
-        params: XGBoost parameters (objective, eval_metric, ...); ``nthread`` is set to the
-            engine's CPUs per worker.
+        params: XGBoost parameters (objective, eval_metric, seed ...); ``nthread`` is set to
+            the engine's CPUs per worker.
         num_boost_round: Maximum boosting rounds.
         early_stopping_rounds: Stop after this many rounds without improvement on the
             validation split; ``None`` trains every round and ignores ``validation``.
         workers: ``"auto"``, ``0`` (this process), a Ray Train worker count (one CPU each), or
             an engine already chosen.
         ray_address: Ray cluster address; see :func:`ensure_ray`.
-        progress: Told which engine was chosen and why, and (in this process) how boosting
-            goes when it takes more than a few seconds: every 10 s the round, the validation
-            metric, rows/s and the time left (:func:`boosting_time_left`).
+        progress: Told which engine was chosen and why, where each shard went, what a failure
+            lost, and (in this process) how boosting goes when it takes more than a few
+            seconds: every 10 s the round, the validation metric, rows/s and the time left
+            (:func:`boosting_time_left`).
         timings: When given, filled with wall-clock times (``time.time()``): ``fit_called``,
             and rank 0's ``training_started`` (its matrices built, before the first round) and
             ``training_ended`` (benchmarks split fixed from per-round cost with them).
+        placement: When given, filled with where the work ran (Ray Train workers only):
+            ``address``, ``workers`` and ``nodes`` (rank, node id and IP, rows of each worker),
+            ``lost`` (the workers a failure took) and ``resumed_at_round``.
+        storage: Where Ray Train keeps checkpoints: a URI every node reaches (``s3://bucket/
+            prefix``; S3 settings from the ``AWS_*`` variables) or a shared path. ``None``
+            honours ``KUBELOOP_RAY_STORAGE``; unset: no checkpoints (a lost worker restarts the
+            fit from the first round).
+        checkpoint_every: Rounds between checkpoints (``None``: ``KUBELOOP_CHECKPOINT_ROUNDS``,
+            default 100).
 
     Returns:
         The booster, cut to its best iteration when early stopping is on.
@@ -238,16 +422,29 @@ def train_xgboost_distributed(
             f"{count} workers; use fewer workers."
         )
     progress(engine.describe())
-    # XGBoost works in float32; converting once here halves what the object store holds.
-    arrays = (
-        np.ascontiguousarray(X, dtype=np.float32),
-        np.asarray(y, dtype=np.float32),
-        np.ascontiguousarray(X_valid, dtype=np.float32),
-        np.asarray(y_valid, dtype=np.float32),
-    )
+    # XGBoost works in float32; converting once here halves what is sent to the workers.
+    arrays = {
+        "X": np.ascontiguousarray(X, dtype=np.float32),
+        "y": np.asarray(y, dtype=np.float32),
+        "X_valid": np.ascontiguousarray(X_valid, dtype=np.float32),
+        "y_valid": np.asarray(y_valid, dtype=np.float32),
+    }
+    config: dict[str, Any] = {
+        "params": params,
+        "num_boost_round": num_boost_round,
+        "early_stopping_rounds": early_stopping_rounds,
+        "nthread": engine.cpus_per_worker,
+    }
     fit_called = time.time()
     with ray_logs_held():
-        payload = _fit(engine, arrays, params, num_boost_round, early_stopping_rounds, progress)
+        if engine.in_process:
+            payload = _fit_in_process(config, tuple(arrays.values()), progress)
+        else:
+            every = checkpoint_every or int(os.environ.get(CHECKPOINT_ENV) or _CHECKPOINT_ROUNDS)
+            run = _Run(engine, storage or os.environ.get(STORAGE_ENV) or None, every, progress)
+            payload = run.fit(config, arrays, seed=int(params.get("seed", 0)))
+            if placement is not None:
+                placement.update(run.placement())
     if not isinstance(payload, dict) or "model" not in payload:
         raise TrainingError(
             "Ray Train finished without returning a model; this needs Ray Train V2 "
@@ -261,69 +458,266 @@ def train_xgboost_distributed(
     return booster
 
 
-def _fit(
-    engine: Engine,
-    arrays: tuple[np.ndarray, ...],
-    params: dict[str, Any],
-    num_boost_round: int,
-    early_stopping_rounds: int | None,
-    progress: ProgressFn = quiet,
+def _fit_in_process(
+    config: dict[str, Any], arrays: tuple[np.ndarray, ...], progress: ProgressFn
 ) -> Any:
-    """``XGBoostTrainer.fit()`` on ``engine``; returns rank 0's return value."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    """Ray Train's local mode: the same trainer and loop in this process, no Ray started."""
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
 
-    config: dict[str, Any] = {
-        "params": params,
-        "num_boost_round": num_boost_round,
-        "early_stopping_rounds": early_stopping_rounds,
-        "nthread": engine.cpus_per_worker,
-    }
-    name = f"kubeloop-xgboost-{uuid.uuid4().hex[:8]}"
-    if engine.in_process:
-        trainer = XGBoostTrainer(
-            # Ray's stub says the loop returns None; V2 hands rank 0's return value back.
-            _train_loop_per_worker,  # type: ignore[arg-type]
-            train_loop_config={**config, "data": arrays, "progress": progress},
-            scaling_config=ScalingConfig(num_workers=0),
-            run_config=RunConfig(name=name),
-        )
-        try:
-            return getattr(trainer.fit(), "return_value", None)
-        except Exception as exc:
-            raise TrainingError(
-                f"XGBoost training in this process failed: {_worker_error_text(exc)}"
-            ) from None
-
-    import ray
-
-    ensure_ray(engine.address, num_cpus=max(engine.workers, os.cpu_count() or 1))
-    available = ray.cluster_resources().get("CPU", 0.0)
-    needed = engine.workers * engine.cpus_per_worker
-    if engine.address is None and available < needed:
-        raise TrainingError(
-            f"The local Ray instance has {available:g} CPUs but {engine.workers} workers need "
-            f"{engine.cpus_per_worker} each; use fewer workers or start Ray with more CPUs."
-        )
-    data_ref = ray.put(arrays)
-    storage = tempfile.mkdtemp(prefix="kubeloop-ray-train-")
     trainer = XGBoostTrainer(
+        # Ray's stub says the loop returns None; V2 hands rank 0's return value back.
         _train_loop_per_worker,  # type: ignore[arg-type]
-        train_loop_config={**config, "data": data_ref},
-        scaling_config=ScalingConfig(
-            num_workers=engine.workers, resources_per_worker={"CPU": engine.cpus_per_worker}
-        ),
-        run_config=RunConfig(
-            name=name, storage_path=storage, failure_config=FailureConfig(max_failures=0)
-        ),
+        train_loop_config={**config, "data": arrays, "progress": progress},
+        scaling_config=ScalingConfig(num_workers=0),
+        run_config=RunConfig(name=f"kubeloop-xgboost-{uuid.uuid4().hex[:8]}"),
     )
     try:
         return getattr(trainer.fit(), "return_value", None)
-    except Exception as exc:  # WorkerGroupError, ControllerError, RayError...
+    except Exception as exc:
         raise TrainingError(
-            f"Distributed XGBoost training on {engine.workers} Ray workers failed: "
-            f"{_worker_error_text(exc)}"
+            f"XGBoost training in this process failed: {_worker_error_text(exc)}"
         ) from None
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
-        del data_ref
+
+
+STORAGE_ENV = "KUBELOOP_RAY_STORAGE"
+CHECKPOINT_ENV = "KUBELOOP_CHECKPOINT_ROUNDS"
+_CHECKPOINT_ROUNDS = 100
+# Retries of a fit on a Ray cluster of several nodes, where a node can go away; on one node (a
+# local Ray) a failure is the fit's own (a bad parameter...) and retrying it only repeats it.
+_CLUSTER_MAX_FAILURES = 3
+_POLL_S = 0.5  # how often the driver reads the shard source's log while a fit runs
+
+
+class _Run:
+    """One fit over Ray Train workers: the shard source, the trainer, the running log."""
+
+    def __init__(
+        self, engine: Engine, storage: str | None, checkpoint_every: int, progress: ProgressFn
+    ) -> None:
+        self.engine, self.storage, self.progress = engine, storage, progress
+        self.checkpoint_every = checkpoint_every if storage else 0
+        self.log: list[dict[str, Any]] = []
+        self.address = ""
+        self.several_nodes = False
+
+    def fit(self, config: dict[str, Any], arrays: dict[str, np.ndarray], *, seed: int) -> Any:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        engine = self.engine
+        ensure_ray(engine.address, num_cpus=max(engine.workers, usable_cpus()))
+        available = ray.cluster_resources().get("CPU", 0.0)
+        needed = engine.workers * engine.cpus_per_worker
+        if engine.address is None and available < needed:
+            raise TrainingError(
+                f"The local Ray instance has {available:g} CPUs but {engine.workers} workers "
+                f"need {engine.cpus_per_worker} each; use fewer workers or start Ray with more "
+                "CPUs."
+            )
+        self.address = str(ray.get_runtime_context().gcs_address)
+        self.several_nodes = sum(1 for node in ray.nodes() if node["Alive"]) > 1
+        rng = np.random.default_rng(seed)
+        orders = {
+            "train": rng.permutation(len(arrays["y"])),
+            "validation": rng.permutation(len(arrays["y_valid"])),
+        }
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        source: Any = ray.remote(num_cpus=0)(_ShardSource)
+        source = source.options(scheduling_strategy=here).remote(orders)
+        try:
+            sent = time.monotonic()
+            _send_to_source(source, arrays)
+            self.progress(
+                f"the shard source on this node holds the {_megabytes(arrays)} shuffled "
+                f"matrices (started and filled in {time.monotonic() - sent:.1f} s)"
+            )
+            return self._run_trainer(source, config)
+        finally:
+            ray.kill(source)
+
+    def _run_trainer(self, source: Any, config: dict[str, Any]) -> Any:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train.xgboost import XGBoostTrainer
+
+        engine = self.engine
+        name = f"kubeloop-xgboost-{uuid.uuid4().hex[:8]}"
+        local_storage = None
+        if self.storage:
+            storage_path, filesystem = _storage(self.storage)
+        else:
+            storage_path = local_storage = tempfile.mkdtemp(prefix="kubeloop-ray-train-")
+            filesystem = None
+        trainer = XGBoostTrainer(
+            _train_loop_per_worker,  # type: ignore[arg-type]
+            train_loop_config={
+                **config,
+                "source": source,
+                "checkpoint_every": self.checkpoint_every,
+            },
+            scaling_config=ScalingConfig(
+                num_workers=engine.workers,
+                resources_per_worker={"CPU": engine.cpus_per_worker},
+                placement_strategy="SPREAD",
+            ),
+            run_config=RunConfig(
+                name=name,
+                storage_path=storage_path,
+                storage_filesystem=filesystem,
+                failure_config=FailureConfig(
+                    max_failures=_CLUSTER_MAX_FAILURES if self.several_nodes else 0
+                ),
+                # The last two: the newest may be half-registered when a node goes.
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                callbacks=[_loss_reporter(source)],
+            ),
+        )
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="kubeloop-fit") as pool:
+                running = pool.submit(trainer.fit)
+                while True:
+                    try:
+                        result = running.result(timeout=_POLL_S)
+                        break
+                    except TimeoutError:
+                        self._read_log(source)
+            self._read_log(source)
+            return getattr(result, "return_value", None)
+        except Exception as exc:  # WorkerGroupError, ControllerError, RayError...
+            raise TrainingError(
+                f"Distributed XGBoost training on {engine.workers} Ray workers failed: "
+                f"{_worker_error_text(exc)}"
+            ) from None
+        finally:
+            if local_storage:
+                shutil.rmtree(local_storage, ignore_errors=True)
+            elif self.storage:
+                _remove_run(storage_path, filesystem, name)
+
+    def _read_log(self, source: Any) -> None:
+        import ray
+
+        try:
+            entries = ray.get(source.read_log.remote(len(self.log)), timeout=30)
+        except Exception:  # the source is on this node; a failure here is not the fit's
+            return
+        for entry in entries:
+            self.log.append(entry)
+            self.progress(_describe(entry))
+
+    def placement(self) -> dict[str, Any]:
+        """Where the work ran: the address, the workers and node of each (the last attempt),
+        the workers lost on the way and the round the last attempt resumed at."""
+        lost = [e for e in self.log if e["event"] == "lost"]
+        # the shards taken after the last loss: the attempt that finished
+        after = max((i for i, e in enumerate(self.log) if e["event"] == "lost"), default=-1)
+        last = {e["rank"]: e for e in self.log[after + 1 :] if e["event"] == "shard"}
+        nodes = [
+            {k: v for k, v in last[rank].items() if k not in ("event", "workers")}
+            for rank in sorted(last)
+        ]
+        return {
+            "address": self.address,
+            "workers": self.engine.workers,
+            "cpus_per_worker": self.engine.cpus_per_worker,
+            "nodes": nodes,
+            "attempts": 1 + len({e["attempt"] for e in lost}),
+            "lost": lost,
+            "resumed_at_round": max([0, *(n["resumed_at_round"] for n in nodes)]),
+            "checkpoint_every": self.checkpoint_every,
+        }
+
+
+def _describe(entry: dict[str, Any]) -> str:
+    if entry["event"] == "shard":
+        resumed = (
+            f", resuming from the checkpoint at round {entry['resumed_at_round']}"
+            if entry["resumed_at_round"]
+            else ""
+        )
+        return (
+            f"worker {entry['rank']}/{entry['workers']} on node {entry['node_id'][:12]} "
+            f"({entry['node_ip']}): shard of {entry['rows']:,} training + "
+            f"{entry['validation_rows']:,} validation rows ({entry['bytes'] / 1e6:.1f} MB in "
+            f"{entry.get('seconds', 0):.1f} s){resumed}"
+        )
+    where = f"worker {entry['rank']} (node {entry['node_id'][:12]}, {entry['node_ip']})"
+    if entry["gone"]:
+        what = f"lost {where}: its process or node went away ({entry['reason']})"
+    else:
+        what = f"{where} stopped: {entry['reason']}"
+    return f"{what}; Ray Train restarts the workers from the last checkpoint"
+
+
+def _loss_reporter(source: Any) -> Any:
+    """A Ray Train callback (it runs in the controller) that notes each lost worker, with the
+    node it was on, in the shard source's log."""
+    from ray.train import UserCallback
+
+    class LossReporter(UserCallback):
+        def __init__(self) -> None:
+            self.attempt = 0
+
+        def after_exception(
+            self, run_context: Any, worker_exceptions: dict[int, Exception]
+        ) -> None:
+            import ray
+            from ray.exceptions import ActorDiedError, ActorUnavailableError
+
+            self.attempt += 1
+            log = ray.get(source.read_log.remote(0))
+            where = {e["rank"]: e for e in log if e["event"] == "shard"}
+            for rank, exc in sorted(worker_exceptions.items()):
+                node = where.get(rank, {})
+                source.note.remote(
+                    {
+                        "event": "lost",
+                        "attempt": self.attempt,
+                        "rank": rank,
+                        "node_id": node.get("node_id", "?"),
+                        "node_ip": node.get("node_ip", "?"),
+                        "reason": _worker_error_text(exc),
+                        # the worker's actor (its process, or its whole node) is gone, rather
+                        # than the worker failing: the others fail with it in the collective
+                        "gone": isinstance(
+                            getattr(exc, "health_check_failure", exc),
+                            ActorDiedError | ActorUnavailableError,
+                        ),
+                    }
+                )
+
+    return LossReporter()
+
+
+def _storage(uri: str) -> tuple[str, Any]:
+    """Ray Train's ``storage_path`` and ``storage_filesystem`` for ``uri``: an S3 filesystem
+    made here from the ``AWS_*`` variables (it travels to every node with its settings), or
+    ``None`` for a path."""
+    if not uri.startswith("s3://"):
+        return uri, None
+    from pyarrow import fs
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    options: dict[str, Any] = {
+        "access_key": os.environ.get("AWS_ACCESS_KEY_ID"),
+        "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+    }
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        options.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    filesystem = fs.S3FileSystem(**{k: v for k, v in options.items() if v is not None})
+    return uri.removeprefix("s3://").rstrip("/"), filesystem
+
+
+def _remove_run(storage_path: str, filesystem: Any, name: str) -> None:
+    """Delete this fit's checkpoints once the model is back (they only serve a restart)."""
+    try:
+        if filesystem is None:
+            shutil.rmtree(os.path.join(storage_path, name), ignore_errors=True)
+        else:
+            filesystem.delete_dir(f"{storage_path}/{name}")
+    except OSError:
+        pass

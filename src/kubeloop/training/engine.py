@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
+from kubeloop.cpus import usable_cpus
 from kubeloop.errors import ConfigError, TrainingError
 from kubeloop.training._reaper import MARKER_ENV, start_reaper
 
@@ -168,7 +169,7 @@ def resolve_engine(workers: Workers, ray_address: str | None = None) -> Engine:
     """
     workers = parse_workers(workers)
     address = _configured_address(ray_address)
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     if workers == 0:
         return Engine(0, cores, None, "workers=0 asks for this process")
     if workers != AUTO:
@@ -352,7 +353,7 @@ def shared_local_ray(workers: Workers, *, tuning: bool = False) -> Iterator[str 
     import ray
 
     started = not ray.is_initialized()
-    ensure_ray(num_cpus=max(ray_workers, os.cpu_count() or 1))
+    ensure_ray(num_cpus=max(ray_workers, usable_cpus()))
     address = str(ray.get_runtime_context().gcs_address)
     os.environ["RAY_ADDRESS"] = os.environ[_SHARED_ENV] = address
     try:

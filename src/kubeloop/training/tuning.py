@@ -17,13 +17,15 @@ Search quality on a small machine comes from three choices rather than from many
    being slow at a fixed round count.
 
 Trials train single-threaded XGBoost, one trial per Ray CPU at a time, on Ray workers, on the
-local Ray or the Ray cluster :func:`~kubeloop.training.distributed.ensure_ray` connects to; the
-matrices go into the object store once. The budget is kept by the search itself: at its deadline
-the searcher proposes no more trials and each running trial stops after its current round (Ray
-Tune's own, forcible time limit is only a backstop). A trial that finishes, or stops at the
-deadline, saves its model beside the driver and the best saved one is the result (no refit); only
-when no model came back (trials on other nodes) is the best configuration refit as a Ray task
-with its trial's rounds.
+local Ray or the Ray cluster :func:`~kubeloop.training.distributed.ensure_ray` connects to, on
+any of its nodes; the matrices go into the object store once. The budget is kept by the search
+itself: at its deadline the searcher proposes no more trials and each running trial stops after
+its current round (Ray Tune's own, forcible time limit is only a backstop). A trial that
+finishes, or stops at the deadline, hands its model to a small actor on the driver's node
+(:class:`_ModelInbox`, which keeps the best one), so the best trial is the result whichever node
+ran it (no refit); only when the best score is none (every trial cut short by ASHA) is the best
+configuration refit as a Ray task with its trial's rounds. Each trial's record names the node it
+ran on.
 """
 
 from __future__ import annotations
@@ -38,12 +40,12 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xgboost
 
+from kubeloop.cpus import usable_cpus
 from kubeloop.errors import ConfigError, TrainingError
 from kubeloop.training.engine import ensure_ray, ray_logs_held
 
@@ -153,14 +155,16 @@ class TuneResult:
         used_s: Wall-clock seconds the search and the refit took.
         trials: One record per trial: ``number``, ``params``, ``score`` (best validation score
             reached, higher is better), ``rounds``, ``seconds``, ``stopped_early`` (by ASHA or the
-            budget).
+            budget), ``node`` (the Ray node id it ran on).
         best_params: The best trial's parameters (:data:`PARAMS`).
         best_rounds: Boosting rounds of the best trial (its early-stopping point).
         best_score: The best trial's validation score.
         default_score: Trial 0's (the default configuration's) validation score.
-        booster: The best configuration refit with ``best_rounds`` rounds; ``None`` when no
-            trial reported a score within the budget (then ``best_*`` hold the default's
-            parameters and no score).
+        booster: The best trial's model (or its configuration refit with ``best_rounds``
+            rounds when that trial was cut short); ``None`` when no trial reported a score
+            within the budget (then ``best_*`` hold the default's parameters and no score).
+        best_trial: The best trial's number (``None`` without one).
+        refit: Whether ``booster`` is a refit rather than the trial's own model.
     """
 
     budget_s: float
@@ -171,6 +175,8 @@ class TuneResult:
     best_score: float | None
     default_score: float | None
     booster: xgboost.Booster | None = field(repr=False)
+    best_trial: int | None = None
+    refit: bool = False
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able record kept in ``metrics.json`` (everything but the booster)."""
@@ -183,6 +189,8 @@ class TuneResult:
             "best_rounds": self.best_rounds,
             "best_validation_score": self.best_score,
             "default_validation_score": self.default_score,
+            "best_trial": self.best_trial,
+            "refit": self.refit,
             "trials": [dict(t) for t in self.trials],
         }
 
@@ -339,8 +347,24 @@ def _sign(params: Mapping[str, Any]) -> float:
     return 1.0 if str(last).endswith("auc") else -1.0
 
 
+class _ModelInbox:
+    """Ray actor (0 CPUs, on the driver's node): the finished trials hand it their models, from
+    whichever node ran them; it keeps the one with the best score."""
+
+    def __init__(self) -> None:
+        self.best: tuple[float, int, bytes] | None = None
+
+    def offer(self, score: float, number: int, model: bytes) -> None:
+        if self.best is None or score > self.best[0]:
+            self.best = (score, number, model)
+
+    def take(self) -> tuple[float, int, bytes] | None:
+        return self.best
+
+
 def _trial(config: dict[str, Any], data: Any = None, settings: Any = None) -> None:
     """One Ray Tune trial: train with early stopping, report the best score as it improves."""
+    import ray
     from ray import tune
 
     params = {**settings["base"], **xgboost_point(config)}
@@ -359,7 +383,14 @@ def _trial(config: dict[str, Any], data: Any = None, settings: Any = None) -> No
             if value > self.best:
                 self.best, self.best_rounds = value, epoch + 1
             if (epoch + 1) % every == 0:
-                tune.report({"score": self.best, "rounds": self.best_rounds, "finished": False})
+                tune.report(
+                    {
+                        "score": self.best,
+                        "rounds": self.best_rounds,
+                        "finished": False,
+                        "node": ray.get_runtime_context().get_node_id(),
+                    }
+                )
             self.cut = time.time() >= settings["deadline"]
             return self.cut
 
@@ -373,15 +404,17 @@ def _trial(config: dict[str, Any], data: Any = None, settings: Any = None) -> No
         early_stopping_rounds=max(settings["early_stopping_rounds"], every),
         callbacks=[reporter],
     )
-    # The model (cut to its best round) goes beside the driver (same machine when Ray is local),
-    # so the best one needs no refit; a trial stopped by ASHA leaves none.
-    target = Path(settings["models"]) / f"{config['trial']}.ubj"
-    if target.parent.is_dir():
-        temporary = target.with_suffix(".tmp")
-        booster.save_model(str(temporary))
-        os.replace(temporary, target)
+    # The model (cut to its best round) goes to the driver's node, so the best one needs no
+    # refit; a trial stopped by ASHA leaves none.
+    model = bytes(booster.save_raw(raw_format="ubj"))
+    ray.get(settings["inbox"].offer.remote(reporter.best, int(config["trial"]), model))
     tune.report(
-        {"score": reporter.best, "rounds": reporter.best_rounds, "finished": not reporter.cut}
+        {
+            "score": reporter.best,
+            "rounds": reporter.best_rounds,
+            "finished": not reporter.cut,
+            "node": ray.get_runtime_context().get_node_id(),
+        }
     )
 
 
@@ -439,7 +472,7 @@ def tune_xgboost(
     # never start it).
     started = time.monotonic()
     local = not (ray_address or os.environ.get("RAY_ADDRESS"))
-    ensure_ray(ray_address, num_cpus=os.cpu_count() if local else None)
+    ensure_ray(ray_address, num_cpus=usable_cpus() if local else None)
     # Ray Tune's default loggers write CSV/JSON/TensorBoard files for every trial.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     with ray_logs_held():
@@ -469,8 +502,12 @@ def tune_xgboost(
             reduction_factor=_REDUCTION,
         )
         storage = tempfile.mkdtemp(prefix="kubeloop-tune-")
-        settings["models"] = os.path.join(storage, "models")
-        os.makedirs(settings["models"])
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        inbox: Any = ray.remote(num_cpus=0)(_ModelInbox)
+        inbox = inbox.options(scheduling_strategy=here).remote()
+        settings["inbox"] = inbox
         reserve = max(_RESERVE_S, _RESERVE_SHARE * budget_s)
         search_s = budget_s - reserve - (time.monotonic() - started)
         if search_s < _MIN_SEARCH_S:
@@ -511,19 +548,18 @@ def tune_xgboost(
             with contextlib.redirect_stdout(printed):
                 grid = tuner.fit()
             trials = _trial_records(grid)
-            models = Path(settings["models"])
-            saved = [
-                t
-                for t in trials
-                if t["score"] is not None and (models / f"{t['number']}.ubj").is_file()
-            ]
-            best_saved = max(saved, key=lambda t: t["score"], default=None)
-            booster = _load(models, best_saved["number"]) if best_saved else None
+            kept = ray.get(inbox.take.remote())
         except Exception as exc:  # TuneError, RayError...
             sys.stderr.write(printed.getvalue())
             raise TrainingError(f"The XGBoost search on Ray Tune failed: {exc}") from None
         finally:
             shutil.rmtree(storage, ignore_errors=True)
+            ray.kill(inbox)
+        booster, best_saved = None, None
+        if kept is not None:
+            booster = xgboost.Booster()
+            booster.load_model(bytearray(kept[2]))
+            best_saved = next((t for t in trials if t["number"] == kept[1]), None)
         finished = [t for t in trials if t["score"] is not None]
         default_score = trials[0]["score"] if trials else None
         if not finished:
@@ -538,10 +574,16 @@ def tune_xgboost(
                 default_score=None,
                 booster=None,
             )
-        # The best trial that finished and saved its model; a refit (as a Ray task) only when no
-        # model came back, e.g. from trials on other nodes of a cluster.
+        # The best trial that finished and handed in its model; a refit (as a Ray task) only when
+        # none did (every trial was cut short by ASHA).
         best = best_saved or max(finished, key=lambda t: t["score"])
-        say(f"tuning: {len(trials)} trials, best validation score {best['score']:.5f}")
+        where = f" on node {best['node'][:12]}" if best.get("node") else ""
+        say(
+            f"tuning: {len(trials)} trials, best validation score {best['score']:.5f} "
+            f"(trial {best['number']}{where}, "
+            + ("its own model)" if booster is not None else "refit)")
+        )
+        refit = booster is None
         if booster is None:
             fit: Any = ray.remote(num_cpus=1)(fit_booster)  # type: ignore[arg-type]
             params = {**settings["base"], **xgboost_point(best["params"])}
@@ -562,6 +604,8 @@ def tune_xgboost(
             best_score=float(best["score"]),
             default_score=default_score,
             booster=booster,
+            best_trial=int(best["number"]),
+            refit=refit,
         )
 
 
@@ -582,12 +626,7 @@ def _trial_records(grid: Any) -> list[dict[str, Any]]:
                 "rounds": int(metrics.get("rounds", 0)),
                 "seconds": round(float(metrics.get("time_total_s", 0.0)), 2),
                 "stopped_early": not metrics.get("finished", False),
+                "node": str(metrics.get("node", "")),
             }
         )
     return sorted(records, key=lambda r: int(r["number"]))
-
-
-def _load(directory: Path, number: int) -> xgboost.Booster:
-    booster = xgboost.Booster()
-    booster.load_model(str(directory / f"{number}.ubj"))
-    return booster

@@ -247,6 +247,11 @@ def finish_bundle(
             f"{tuning['budget_s']:g} s; tuned XGBoost "
             + ("chosen" if chosen.name == TUNED else "not chosen")
         )
+    engine = next((c.params for c in candidates if "engine" in c.params), None)
+    if engine is not None:  # where XGBoost trained: this process, or which Ray nodes
+        metrics["engine"] = {
+            "kind": engine["engine"], "workers": engine["workers"], **engine.get("ray", {})
+        }  # fmt: skip
     x_train, _ = matrices["train"]
     profile = build_reference_profile(
         train_features, schema, predict_in_chunks(chosen.model, x_train), features=feature_profile

@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 
 from kubeloop.demo.harness import free_port
+from tests.ray_cluster import ContainerEngine as Engine
+from tests.ray_cluster import RayCluster, container_engine
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPONENTS_IMAGE = "kubeloop/kubeloop-components:dev"
@@ -202,51 +204,33 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
 # -- containers --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Engine:
-    """The container engine's CLI and the environment it needs."""
-
-    command: str
-    env: dict[str, str]
-
-    def run(
-        self, *args: str, check: bool = True, timeout: float = 300
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [self.command, *args], env=self.env, capture_output=True, text=True,
-            check=check, timeout=timeout,
-        )  # fmt: skip
-
-
-def _engine() -> Engine | str:
-    """The engine `make images` uses here, or why there is none."""
-    if (
-        shutil.which("docker")
-        and subprocess.run(
-            ["docker", "info"], capture_output=True, check=False, timeout=60
-        ).returncode
-        == 0
-    ):
-        return Engine("docker", dict(os.environ))
-    if not shutil.which("podman"):
-        return "no Docker engine answers and podman is not installed (`make images` installs it)"
-    conf = subprocess.run(
-        ["bash", "-c", 'source hack/container-lib.sh && podman_config && echo "$CONTAINERS_CONF"'],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    return Engine("podman", {**os.environ, "CONTAINERS_CONF": conf})
-
-
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     """The container engine with both images present (fails, not skips, when they are not)."""
-    found = _engine()
+    found = container_engine()
     if isinstance(found, str):
         pytest.skip(f"containers cannot run here: {found}")
     for image in (COMPONENTS_IMAGE, SERVING_IMAGE):
         if found.run("image", "inspect", image, check=False).returncode != 0:
             pytest.fail(f"image {image} is missing: run `make images`")
     return found
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(engine: Engine) -> Iterator[RayCluster]:
+    """A Ray cluster of two nodes with one CPU each: a head on this machine (127.0.0.2) and a
+    node in a container of the component image (127.0.0.3), token authentication on, the Ray
+    Jobs API on the head (see tests/ray_cluster.py). Torn down at the end of the session, every
+    process of it."""
+    cluster = RayCluster(engine, dashboard=True)  # the Jobs API: remote drivers
+    if engine.run("image", "inspect", cluster.image, check=False).returncode != 0:
+        pytest.fail(f"image {cluster.image} is missing: run `make images`")
+    try:
+        cluster.start()
+        cluster.add_node("127.0.0.3")
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -75,6 +75,11 @@ def build_pipeline(
         candidates: str = "xgboost,linear,random_forest",
         seed: int = 0,
         tune_budget: float = 0.0,
+        ray_head_cpu: str = "1",
+        ray_head_memory: str = "2Gi",
+        ray_worker_cpu: str = "1",
+        ray_worker_memory: str = "2Gi",
+        ray_deadline_s: int = 3600,
         gate_margin: float = 0.0,
         registry_root: str = CLUSTER_REGISTRY,
         mlflow_uri: str = "",
@@ -98,7 +103,15 @@ def build_pipeline(
             "seed": seed,
             "tune_budget": tune_budget,
         }
-        train = c.train(**training, candidate_names=candidates)
+        train = c.train(
+            **training,
+            candidate_names=candidates,
+            ray_head_cpu=ray_head_cpu,
+            ray_head_memory=ray_head_memory,
+            ray_worker_cpu=ray_worker_cpu,
+            ray_worker_memory=ray_worker_memory,
+            ray_deadline_s=ray_deadline_s,
+        )
         evaluate = c.evaluate(
             **training,
             candidates=train.outputs["candidates"],

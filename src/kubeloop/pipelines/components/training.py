@@ -84,12 +84,18 @@ def train(
     seed: int,
     candidate_names: str,
     tune_budget: float,
+    ray_head_cpu: str,
+    ray_head_memory: str,
+    ray_worker_cpu: str,
+    ray_worker_memory: str,
+    ray_deadline_s: int,
     candidates: Output[Model],
 ) -> str:
     """Train every candidate: XGBoost through Ray Train (in-process, RayCluster or RayJob)."""
     from pathlib import Path
 
     from kubeloop.console import Progress
+    from kubeloop.pipelines.steps.rayjob import RayResources
     from kubeloop.pipelines.steps.train import train_anywhere
     from kubeloop.quick_exit import exit_quickly_on_success
 
@@ -103,6 +109,13 @@ def train(
         seed=seed,
         candidates=candidate_names,
         tune_budget=tune_budget,
+        resources=RayResources(
+            head_cpu=ray_head_cpu,
+            head_memory=ray_head_memory,
+            worker_cpu=ray_worker_cpu,
+            worker_memory=ray_worker_memory,
+            deadline_s=ray_deadline_s,
+        ),
         progress=Progress(prefix="train"),
     )
     exit_quickly_on_success()

@@ -17,7 +17,7 @@ from kubeloop.errors import check_choice, check_range, parameter_error
 from kubeloop.names import check_name
 from kubeloop.training.engine import AUTO, Workers, parse_workers
 
-__all__ = ["ROLLOUTS", "RUNNERS", "TASKS", "Rollout", "RunRequest", "Runner"]
+__all__ = ["RAY_RESOURCES", "ROLLOUTS", "RUNNERS", "TASKS", "Rollout", "RunRequest", "Runner"]
 
 TASKS = ("auto", "classification", "regression")
 Rollout = Literal["direct", "canary", "shadow"]  # how a challenger that passed the gate goes live
@@ -25,6 +25,8 @@ ROLLOUTS: tuple[Rollout, ...] = get_args(Rollout)
 Runner = Literal["subprocess", "docker"]  # how kfp.local runs the steps of a local run
 RUNNERS: tuple[Runner, ...] = get_args(Runner)
 _OWNER = "RunRequest"
+# The RayJob's sizes and deadline: fields ``ray_<name>`` here, pipeline parameters alike.
+RAY_RESOURCES = ("head_cpu", "head_memory", "worker_cpu", "worker_memory", "deadline_s")
 DEFAULT_CANARY_PERCENT = 10
 
 
@@ -71,6 +73,11 @@ class RunRequest:
             ``$KUBELOOP_IMAGE``, else the image ``make images`` builds).
         experiment: Cluster runs: the KFP experiment.
         run_name: The run's name (cluster: the KFP run name; ``None``: KFP's default).
+        ray_head_cpu, ray_head_memory, ray_worker_cpu, ray_worker_memory, ray_deadline_s: The
+            sizes of the RayJob the train step creates on a cluster and its deadline in seconds
+            (Kubernetes quantities: ``"4"``, ``"500m"``, ``"16Gi"``; ``None``: the pipeline's
+            defaults, 1 CPU / 2Gi and 3600 s; see
+            :class:`~kubeloop.pipelines.steps.rayjob.RayResources`).
 
     Raises:
         ConfigError: A value outside its range or choices ("The 'num_boost_round' parameter of
@@ -100,9 +107,15 @@ class RunRequest:
     image: str | None = None
     experiment: str = "kubeloop"
     run_name: str | None = None
+    ray_head_cpu: str | None = None
+    ray_head_memory: str | None = None
+    ray_worker_cpu: str | None = None
+    ray_worker_memory: str | None = None
+    ray_deadline_s: int | None = None
 
     def __post_init__(self) -> None:
         check_name(self.model_name)
+        self._check_ray_resources()
         check_choice("task", self.task, TASKS, owner=_OWNER)
         # "AUTO", "2" (a pipeline parameter, a flag) -> "auto", 2; anything else is refused.
         object.__setattr__(self, "workers", parse_workers(self.workers))
@@ -122,6 +135,18 @@ class RunRequest:
         check_choice("runner", self.runner, RUNNERS, owner=_OWNER)
         if self.host:
             self._refuse_local_options()
+
+    def _check_ray_resources(self) -> None:
+        """The RayJob's sizes, checked as the train step will read them."""
+        given = {
+            name: value
+            for name in RAY_RESOURCES
+            if (value := getattr(self, f"ray_{name}")) is not None
+        }
+        if given:
+            from kubeloop.pipelines.steps.rayjob import RayResources
+
+            RayResources(**given)
 
     def _refuse_local_options(self) -> None:
         """``runner`` and ``image`` say how ``kfp.local`` runs the steps: not for a cluster."""

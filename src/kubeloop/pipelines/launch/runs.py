@@ -14,7 +14,7 @@ from typing import Any, Literal
 from kubeloop.console import ProgressFn, quiet
 from kubeloop.pipelines.components.pipeline import CLUSTER_REGISTRY
 from kubeloop.pipelines.launch.cluster import run_state, submit_run
-from kubeloop.pipelines.launch.request import RunRequest
+from kubeloop.pipelines.launch.request import RAY_RESOURCES, RunRequest
 from kubeloop.pipelines.steps.gate import GateDecision
 from kubeloop.registry import Registry, default_registry_root, kubeloop_home
 
@@ -67,6 +67,7 @@ _OPTIONAL = (
     "inference_service",
     "namespace",
     "canary_percent",
+    *(f"ray_{name}" for name in RAY_RESOURCES),
 )
 
 

@@ -17,17 +17,18 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from kubeloop.errors import ConfigError, TrainingError
 from kubeloop.pipelines._k8s import custom_objects_api
+from kubeloop.training.storage import download_dir, upload_dir
 
 __all__ = [
     "RAYJOB_GROUP",
     "RAYJOB_PLURAL",
     "RAYJOB_VERSION",
     "RayJobSpec",
+    "RayResources",
     "build_rayjob",
     "download_dir",
     "ray_mode",
@@ -58,6 +59,45 @@ def storage_url(uri: str) -> str:
 
 
 @dataclass(frozen=True)
+class RayResources:
+    """The sizes of a RayJob's cluster and its deadline (the pipeline's ``ray_*`` parameters).
+
+    Attributes:
+        head_cpu, head_memory: The head pod's CPU and memory (Kubernetes quantities: ``"2"``,
+            ``"500m"``, ``"8Gi"``); the head runs the training driver, which holds the data.
+        worker_cpu, worker_memory: Each worker pod's; Ray Train sizes its workers (and
+            XGBoost its threads) to the worker pods' CPUs.
+        deadline_s: Seconds the whole RayJob may run (``activeDeadlineSeconds``).
+    """
+
+    head_cpu: str = "1"
+    head_memory: str = "2Gi"
+    worker_cpu: str = "1"
+    worker_memory: str = "2Gi"
+    deadline_s: int = 3600
+
+    def __post_init__(self) -> None:
+        for name in ("head_cpu", "worker_cpu", "head_memory", "worker_memory"):
+            value = str(getattr(self, name)).strip()
+            pattern = _CPU if name.endswith("cpu") else _MEMORY
+            if not re.fullmatch(pattern, value) or not re.search(r"[1-9]", value):
+                raise ConfigError(
+                    f"ray_{name} must be a positive Kubernetes quantity "
+                    f"({'e.g. 2 or 500m' if name.endswith('cpu') else 'e.g. 4Gi or 512Mi'}), "
+                    f"got {value!r}."
+                )
+            object.__setattr__(self, name, value)
+        if not (isinstance(self.deadline_s, int) and self.deadline_s >= 1):
+            raise ConfigError(
+                f"ray_deadline_s must be a whole number >= 1, got {self.deadline_s!r}."
+            )
+
+
+_CPU = r"\d+(\.\d+)?m?"
+_MEMORY = r"\d+(\.\d+)?([KMGTPE]i?|[kmgtpe])?"
+
+
+@dataclass(frozen=True)
 class RayJobSpec:
     """What the RayJob needs; everything else is fixed by :func:`build_rayjob`."""
 
@@ -67,24 +107,22 @@ class RayJobSpec:
     entrypoint: Sequence[str]
     workers: int = 2
     ray_version: str = "2.60.0"
-    cpu: str = "1"
-    memory: str = "2Gi"
+    resources: RayResources = field(default_factory=RayResources)
     env: Mapping[str, str] = field(default_factory=dict)
     credentials_secret: str | None = None  # Secret with key `credentials` (AWS shared file)
     service_account: str | None = None
-    active_deadline_seconds: int = 3600
     ttl_seconds_after_finished: int = 300
 
 
-def _container(spec: RayJobSpec, name: str) -> dict[str, Any]:
+def _container(spec: RayJobSpec, name: str, cpu: str, memory: str) -> dict[str, Any]:
     env = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
     container: dict[str, Any] = {
         "name": name,
         "image": spec.image,
         "imagePullPolicy": "IfNotPresent",
         "resources": {
-            "requests": {"cpu": spec.cpu, "memory": spec.memory},
-            "limits": {"cpu": spec.cpu, "memory": spec.memory},
+            "requests": {"cpu": cpu, "memory": memory},
+            "limits": {"cpu": cpu, "memory": memory},
         },
         "securityContext": {
             "runAsNonRoot": True,
@@ -103,8 +141,8 @@ def _container(spec: RayJobSpec, name: str) -> dict[str, Any]:
     return container
 
 
-def _pod_template(spec: RayJobSpec, name: str) -> dict[str, Any]:
-    pod: dict[str, Any] = {"containers": [_container(spec, name)]}
+def _pod_template(spec: RayJobSpec, name: str, cpu: str, memory: str) -> dict[str, Any]:
+    pod: dict[str, Any] = {"containers": [_container(spec, name, cpu, memory)]}
     if spec.service_account:
         pod["serviceAccountName"] = spec.service_account
     if spec.credentials_secret:
@@ -141,14 +179,16 @@ def build_rayjob(spec: RayJobSpec) -> dict[str, Any]:
             "submissionMode": "K8sJobMode",
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
-            "activeDeadlineSeconds": spec.active_deadline_seconds,
+            "activeDeadlineSeconds": spec.resources.deadline_s,
             "backoffLimit": 0,
             "rayClusterSpec": {
                 "rayVersion": spec.ray_version,
                 "headGroupSpec": {
                     # the head only coordinates: every training worker gets a whole pod
                     "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-                    "template": _pod_template(spec, "ray-head"),
+                    "template": _pod_template(
+                        spec, "ray-head", spec.resources.head_cpu, spec.resources.head_memory
+                    ),
                 },
                 "workerGroupSpecs": [
                     {
@@ -157,7 +197,12 @@ def build_rayjob(spec: RayJobSpec) -> dict[str, Any]:
                         "minReplicas": spec.workers,
                         "maxReplicas": spec.workers,
                         "rayStartParams": {},
-                        "template": _pod_template(spec, "ray-worker"),
+                        "template": _pod_template(
+                            spec,
+                            "ray-worker",
+                            spec.resources.worker_cpu,
+                            spec.resources.worker_memory,
+                        ),
                     }
                 ],
             },
@@ -218,25 +263,3 @@ def wait_rayjob(
                 f"RayJob {namespace}/{name} did not finish within {timeout:.0f}s (last: {state})."
             )
         time.sleep(poll)
-
-
-def download_dir(url: str, dest: Path) -> Path:
-    """Copy every file of a storage directory (one level) into ``dest``."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(storage_url(url))
-    dest.mkdir(parents=True, exist_ok=True)
-    for remote in fs.find(root):
-        relative = remote[len(root.rstrip("/")) + 1 :]
-        (dest / relative).parent.mkdir(parents=True, exist_ok=True)
-        (dest / relative).write_bytes(fs.cat_file(remote))
-    return dest
-
-
-def upload_dir(source: Path, url: str) -> None:
-    """Copy every file under ``source`` to the storage directory ``url``."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(storage_url(url))
-    for path in sorted(p for p in Path(source).rglob("*") if p.is_file()):
-        fs.pipe_file(f"{root.rstrip('/')}/{path.relative_to(source).as_posix()}", path.read_bytes())

@@ -26,6 +26,7 @@ from kubeloop.console import ProgressFn, quiet
 from kubeloop.pipelines.steps.data import load_matrices, load_schema, read_json, write_json
 from kubeloop.pipelines.steps.rayjob import (
     RayJobSpec,
+    RayResources,
     build_rayjob,
     download_dir,
     ray_mode,
@@ -78,11 +79,12 @@ def rayjob_spec(
     seed: int,
     candidates: str = ",".join(CANDIDATE_NAMES),
     tune_budget: float = 0.0,
+    resources: RayResources | None = None,
 ) -> RayJobSpec:
     """The RayJob for one train step (inputs: splits, features and output artifact URIs).
 
     ``workers="auto"`` (or ``0``) makes a RayCluster of :data:`RAYJOB_AUTO_WORKERS` worker pods
-    and lets the entrypoint size Ray Train to it.
+    and lets the entrypoint size Ray Train to it; ``resources`` sizes the pods and the deadline.
     """
     workers = parse_workers(workers)
     pods = RAYJOB_AUTO_WORKERS if workers in (AUTO, 0) else int(workers)
@@ -102,6 +104,7 @@ def rayjob_spec(
         image=component_image(),
         entrypoint=entrypoint,
         workers=pods,
+        resources=resources or RayResources(),
         env={k: os.environ[k] for k in _PASSED_ENV if os.environ.get(k)},
         credentials_secret=os.environ.get("KUBELOOP_S3_CREDENTIALS_SECRET") or None,
         service_account=os.environ.get("KUBELOOP_RAY_SERVICE_ACCOUNT") or None,
@@ -119,6 +122,7 @@ def train_anywhere(
     seed: int,
     candidates: str = ",".join(CANDIDATE_NAMES),
     tune_budget: float = 0.0,
+    resources: RayResources | None = None,
     progress: ProgressFn = quiet,
 ) -> str:
     """Train every candidate into ``out``; returns one summary line.
@@ -132,6 +136,7 @@ def train_anywhere(
         candidates: Comma-separated candidate names (``xgboost,linear,random_forest``).
         tune_budget: Seconds of hyperparameter search for XGBoost (0: none); on a RayJob the
             trials run on its RayCluster.
+        resources: The RayJob's pod sizes and deadline (used only by the RayJob path).
         progress: Called with one line per step.
     """
     workers = parse_workers(workers)
@@ -146,9 +151,13 @@ def train_anywhere(
             seed=seed,
             candidates=candidates,
             tune_budget=tune_budget,
+            resources=resources,
         )
         name = submit_rayjob(build_rayjob(spec))
-        wait_rayjob(name, spec.namespace, progress=progress)
+        # The RayJob's own deadline ends it; the wait outlasts it to report how it ended.
+        wait_rayjob(
+            name, spec.namespace, timeout=spec.resources.deadline_s + 300, progress=progress
+        )
         download_dir(f"{storage_url(uris[2])}.rayjob", Path(out))
         return f"trained on RayJob {spec.namespace}/{name}"
     config = TrainConfig(
@@ -262,9 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             candidates=tuple(args.candidates.split(",")),
             tune_budget=args.tune_budget,
         )
+        # Only what training reads, streamed to disk: the schema, the train and validation
+        # matrices (not the raw splits, not the test part).
+        features = [f"{m}_{part}.npy" for part in ("train", "validation") for m in ("x", "y")]
         train(
-            download_dir(args.splits, work / "splits"),
-            download_dir(args.features, work / "features"),
+            download_dir(args.splits, work / "splits", only=["schema.json"]),
+            download_dir(args.features, work / "features", only=features),
             out=work / "candidates",
             config=config,
             progress=Progress(prefix="rayjob"),
