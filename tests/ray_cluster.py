@@ -26,13 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kubeloop.demo.harness import free_port
 from kubeloop.training._reaper import MARKER_ENV, marked_processes, start_reaper
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_IP = "127.0.0.2"
@@ -112,20 +112,6 @@ def container_engine() -> ContainerEngine | str:
     return ContainerEngine("podman", {**os.environ, "CONTAINERS_CONF": conf})
 
 
-def _poll(what: str, check: Callable[[], Any], timeout: float, dead: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        problem = dead()
-        if problem:
-            raise RuntimeError(f"{what}: {problem}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not ready after {timeout:.0f} s")
-        time.sleep(0.5)
-
-
 @dataclass
 class RayCluster:
     """A Ray head on :data:`HEAD_IP` (this machine) plus container nodes (see the module doc).
@@ -201,11 +187,12 @@ class RayCluster:
         env["PATH"] = os.pathsep.join([str(_RAY.parent), env.get("PATH", "")])
         log = (self._workdir / "head.log").open("wb")
         self._head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        _poll(
-            "the Ray head",
+        wait_for(
             lambda: self.alive_nodes().get(HEAD_IP),
-            120,
-            lambda: self._head_problem(),
+            what="the Ray head",
+            timeout=120,
+            every=0.5,
+            dead=self._head_problem,
         )
         return self
 
@@ -241,7 +228,15 @@ class RayCluster:
                 return f"container {name} stopped: {(logs.stdout + logs.stderr)[-3000:]}"
             return self._head_problem()
 
-        return str(_poll(f"the Ray node {ip}", lambda: self.alive_nodes().get(ip), timeout, gone))
+        return str(
+            wait_for(
+                lambda: self.alive_nodes().get(ip),
+                what=f"the Ray node {ip}",
+                timeout=timeout,
+                every=0.5,
+                dead=gone,
+            )
+        )
 
     def kill_node(self, ip: str) -> None:
         """Kill the container node of ``ip`` at once (``SIGKILL``), as a lost machine."""

@@ -15,8 +15,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,27 +25,13 @@ import pytest
 from kubeloop.demo.harness import free_port
 from tests.ray_cluster import ContainerEngine as Engine
 from tests.ray_cluster import RayCluster, container_engine
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPONENTS_IMAGE = "kubeloop/kubeloop-components:dev"
 SERVING_IMAGE = "kubeloop/kubeloop-serving:dev"
 ACCESS_KEY = "kubeloop-test"
 REGION = "us-east-1"
-
-
-def wait_for(
-    what: str, check: Callable[[], bool], timeout: float, alive: Callable[[], Any]
-) -> None:
-    """Poll ``check`` until it is true; fail when ``alive()`` says the process died or at the
-    deadline."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        problem = alive()
-        if problem:
-            raise RuntimeError(f"{what} stopped: {problem}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
-        time.sleep(0.2)
 
 
 # -- S3 ----------------------------------------------------------------------------------------
@@ -150,9 +135,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
     server = S3Server(endpoint, ACCESS_KEY, secret)
     try:
-        wait_for("SeaweedFS", answers, 120, dead)
+        wait_for(answers, what="SeaweedFS", timeout=120, every=0.2, dead=dead)
         # The S3 gateway answers before the filer and a volume can take writes.
-        wait_for("SeaweedFS writes", lambda: _can_write(server), 120, dead)
+        wait_for(
+            lambda: _can_write(server), what="SeaweedFS writes", timeout=120, every=0.2, dead=dead
+        )
         yield server
     finally:
         _stop(process)
@@ -260,7 +247,7 @@ def docker_host(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Ite
         return "" if code is None else f"exit {code}"
 
     try:
-        wait_for("podman system service", answers, 60, dead)
+        wait_for(answers, what="podman system service", timeout=60, every=0.2, dead=dead)
         yield url
     finally:
         _stop(process)

@@ -28,8 +28,9 @@ from tests.integration.serving.test_protocols import (
     run_triton_grpc,
     v2_body,
 )
+from tests.waiting import wait_for
 
-from .conftest import SERVING_IMAGE, Engine, S3Server, storage_initializer, wait_for
+from .conftest import SERVING_IMAGE, Engine, S3Server, storage_initializer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -75,7 +76,13 @@ def start_serving(engine: Engine, bundle: Path, *, timeout: float = 180) -> Cont
         return "" if state == "running" else f"{state}:\n{container.logs()}"
 
     try:
-        wait_for(f"container {container.name}", lambda: _ready(container), timeout, stopped)
+        wait_for(
+            lambda: _ready(container),
+            what=f"container {container.name}",
+            timeout=timeout,
+            every=0.2,
+            dead=stopped,
+        )
     except BaseException:
         remove(container)
         raise
