@@ -65,7 +65,7 @@ def test_draws_and_perturbations_stay_in_the_space_and_follow_the_seed() -> None
         (
             {"tune_budget": 0.5},
             r"^The 'tune_budget' parameter of TrainConfig must be 0 \(off\) or a float in the "
-            r"range \[5\.0, inf\)\. Got 0\.5 instead\.$",
+            r"range \[10\.0, inf\)\. Got 0\.5 instead\.$",
         ),
         ({"tune_budget": float("inf")}, "tune_budget"),
         ({"tune_max_trials": -2}, "tune_max_trials"),

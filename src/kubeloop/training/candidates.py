@@ -63,7 +63,7 @@ BASELINES = ("linear", "random_forest")  # trained on a sample above TrainConfig
 BASELINE_ROWS = 100_000
 TUNED = "xgboost_tuned"  # the searched XGBoost, a candidate beside the default one
 # Below this, Ray Tune's start-up leaves no time for a trial.
-MIN_TUNE_BUDGET_S = 5.0
+MIN_TUNE_BUDGET_S = 10.0
 _OWNER = "TrainConfig"
 
 Progress = Callable[[str], None]

@@ -539,6 +539,7 @@ class _Run:
     def _run_trainer(self, source: Any, config: dict[str, Any]) -> Any:
         from concurrent.futures import ThreadPoolExecutor
 
+        import ray
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.xgboost import XGBoostTrainer
 
@@ -584,6 +585,7 @@ class _Run:
                     except TimeoutError:
                         self._read_log(source)
             self._read_log(source)
+            self.confirm_losses({node["NodeID"] for node in ray.nodes() if not node["Alive"]})
             return getattr(result, "return_value", None)
         except Exception as exc:  # WorkerGroupError, ControllerError, RayError...
             raise TrainingError(
@@ -605,12 +607,24 @@ class _Run:
             return
         for entry in entries:
             self.log.append(entry)
-            self.progress(_describe(entry))
+            if entry["event"] == "shard" or entry["reason"] or entry["gone"]:
+                self.progress(_describe(entry))
+
+    def confirm_losses(self, dead: set[str]) -> None:
+        """Mark as gone the workers of a failed attempt on a ``dead`` node (the GCS's word).
+
+        When a node is killed, its workers' health checks may still be pending when a worker
+        elsewhere fails in the collective, so Ray Train stops the group on that error alone;
+        the GCS tells later (a few health-check periods) which node went away."""
+        for entry in self.log:
+            if entry["event"] == "lost" and not entry["gone"] and entry["node_id"] in dead:
+                entry.update(gone=True, reason=entry["reason"] or "its node left the cluster")
+                self.progress(_describe(entry))
 
     def placement(self) -> dict[str, Any]:
         """Where the work ran: the address, the workers and node of each (the last attempt),
         the workers lost on the way and the round the last attempt resumed at."""
-        lost = [e for e in self.log if e["event"] == "lost"]
+        lost = [e for e in self.log if e["event"] == "lost" and (e["reason"] or e["gone"])]
         # the shards taken after the last loss: the attempt that finished
         after = max((i for i, e in enumerate(self.log) if e["event"] == "lost"), default=-1)
         last = {e["rank"]: e for e in self.log[after + 1 :] if e["event"] == "shard"}
@@ -674,8 +688,10 @@ def _loss_reporter(source: Any) -> Any:
             self.attempt += 1
             log = ray.get(source.read_log.remote(0))
             where = {e["rank"]: e for e in log if e["event"] == "shard"}
-            for rank, exc in sorted(worker_exceptions.items()):
-                node = where.get(rank, {})
+            # Every worker of the attempt is noted: one without an error yet may be on a node
+            # that went away (the driver confirms it with the GCS when the fit ends).
+            for rank in sorted({*where, *worker_exceptions}):
+                node, exc = where.get(rank, {}), worker_exceptions.get(rank)
                 source.note.remote(
                     {
                         "event": "lost",
@@ -683,7 +699,7 @@ def _loss_reporter(source: Any) -> Any:
                         "rank": rank,
                         "node_id": node.get("node_id", "?"),
                         "node_ip": node.get("node_ip", "?"),
-                        "reason": _worker_error_text(exc),
+                        "reason": None if exc is None else _worker_error_text(exc),
                         "gone": isinstance(getattr(exc, "health_check_failure", exc), away),
                     }
                 )
