@@ -80,8 +80,9 @@ for proxy in HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy; do
 done
 
 build() {
-  local dockerfile="$1" image="$2" started seconds size
+  local dockerfile="$1" image="$2" started seconds size previous current
   started="$(date +%s)"
+  previous="$("${ENGINE}" image inspect --format '{{.Id}}' "${image}" 2>/dev/null || true)"
   log "building ${image} from ${dockerfile}"
   "${ENGINE}" build --network host --file "${ROOT}/${dockerfile}" --tag "${image}" \
     --secret "id=pipconf,src=${secrets}/pip.conf" --secret "id=pipca,src=${secrets}/pip-ca.crt" \
@@ -90,6 +91,14 @@ build() {
   seconds=$(($(date +%s) - started))
   size="$("${ENGINE}" image inspect --format '{{.Size}}' "${image}")"
   printf '%s: %d MB, built in %d s\n' "${image}" "$((size / 1000000))" "${seconds}"
+  # The image this tag named before: each rebuild after a code change leaves one (its venv
+  # layer is gigabytes), which would fill the disk over many runs. Kept while a container or
+  # another tag uses it.
+  current="$("${ENGINE}" image inspect --format '{{.Id}}' "${image}")"
+  if [ -n "${previous}" ] && [ "${previous}" != "${current}" ] \
+    && "${ENGINE}" rmi "${previous}" >/dev/null 2>&1; then
+    log "removed the previous ${image} (${previous:0:12})"
+  fi
 }
 
 for name in "${wanted[@]}"; do
