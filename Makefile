@@ -36,7 +36,9 @@ typecheck: install
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS=--randomly-seed=7` (pytest-randomly shuffles
 # the order every run and prints the seed; `-p no:randomly` keeps the file order).
 PYTEST_ARGS ?=
-PYTEST := $(BIN)/python -m pytest -q --timeout=900
+# Python's UTF-8 mode: the tests read files and tool output holding non-ASCII text (the Grafana
+# dashboards...) whatever the machine's locale (CI's once decoded kubectl's output as ASCII).
+PYTEST := PYTHONUTF8=1 $(BIN)/python -m pytest -q --timeout=900
 
 unit: install
 	$(PYTEST) -m "not integration" tests/unit $(PYTEST_ARGS)
