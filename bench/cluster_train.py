@@ -17,9 +17,8 @@ the whole training set's bytes (target <= 0.6). The peak is bounded from above w
 disturbing the fit: the bytes in use before it plus every byte created in or pulled into the
 store during it (each raylet's ``cumulative_created_bytes``, read before and after). With
 ``--sample-every S`` the stores are also sampled every S seconds; each sample asks every raylet,
-which asks each of its workers -- the training workers too, so sampling slows the fit it
-measures (every 0.2 s: 155 ms a round against about 120 ms unsampled). The cluster is started
-first and torn down at the end.
+which asks each of its workers -- the training workers too, so sampling adds to the fit it
+measures. The cluster is started first and torn down at the end.
 
 Usage::
 
