@@ -148,7 +148,7 @@ def test_builder_agrees_with_kubectl_kustomize(
     result = subprocess.run(
         [tool("kubectl"), "kustomize", str(h.MANIFESTS / overlay)],
         capture_output=True,
-        encoding="utf-8",  # the dashboards hold non-ASCII text (CI runs in the C locale)
+        encoding="utf-8",  # the dashboards hold non-ASCII text (CI once decoded it as ASCII)
         timeout=120,
         check=False,
     )
