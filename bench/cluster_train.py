@@ -149,6 +149,8 @@ def main() -> int:
         print("2 Ray Train workers on 2 nodes, 1 CPU each:")
         booster, spread = _fit(X, y, args.rounds, 2)
         sampler.halt.set()
+        if sampler.is_alive():
+            sampler.join()  # its last sample is in before the peaks are printed
         after = node_store_stats()
     finally:
         cluster.stop()
