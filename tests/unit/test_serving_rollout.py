@@ -3,6 +3,7 @@ per-version request statistics, and the registry's candidate entry."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from hashlib import blake2b
 from pathlib import Path
@@ -207,4 +208,212 @@ def test_shadow_scoring_stops_at_its_share_of_the_second(bundles: tuple[Path, Pa
     )
     assert 1 <= scored <= 2  # the first pair of each second (the loop may cross one boundary)
     assert scored + (dropped or 0) == 20
+    model.stop()
+
+
+@pytest.fixture(scope="module", params=["classification", "multiclass", "regression"])
+def same_transform(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path, Path]:
+    """A champion and a candidate trained on the same data (one transform), and their task."""
+    task = request.param
+    root = tmp_path_factory.mktemp(f"batch-{task}")
+    champion = build_bundle(root / "a", seed=0, trees=4, task=task)
+    return task, champion, build_bundle(root / "b", seed=0, trees=9, task=task)
+
+
+def _fast_rows(path: Path, count: int) -> list[dict[str, Any]]:
+    """``count`` varied rows as the fast path decodes them (one missing value each time)."""
+    from kubeloop.data.synth import generate_churn, generate_regression
+
+    schema = load_bundle(path).schema
+    features = schema.features
+    generate = generate_regression if schema.task == "regression" else generate_churn
+    frame = generate(count, seed=11)
+    rows = []
+    for index, record in enumerate(frame.to_dict("records")):
+        row = {
+            f.name: float(record[f.name]) if f.is_numeric else str(record[f.name]) for f in features
+        }
+        missing = features[index % len(features)]
+        row[missing.name] = float("nan") if missing.is_numeric else None
+        rows.append(row)
+    return rows
+
+
+def _pairs(name: str, champion_path: Path, candidate_path: Path, *, logged: bool) -> list[Any]:
+    """Shadow pairs of 12 fast-path rows and one three-row request (every other one logged),
+    counted under model ``name``."""
+    from kubeloop.serving._rollout import _Pair
+    from kubeloop.serving._served import Served
+
+    champion = Served.prepare(load_bundle(champion_path), name)
+    candidate = Served.prepare(load_bundle(candidate_path), name)
+    assert candidate.transform.spec == champion.transform.spec
+    pairs = []
+    for index, row in enumerate(_fast_rows(champion_path, 12)):
+        result = champion.transform.transform_row(row)
+        assert result is not None
+        request_id = f"r{index}" if logged and index % 2 == 0 else None
+        raw = champion.predict(result.matrix)
+        pairs.append(_Pair(candidate, champion, row, result.matrix, raw, request_id))
+    rows = _fast_rows(champion_path, 3)
+    columns = {
+        f.name: np.array([r[f.name] for r in rows]) if f.is_numeric else [r[f.name] for r in rows]
+        for f in champion.bundle.schema.features
+    }
+    matrix = champion.transform.transform_columns(columns).matrix
+    request_id = "several" if logged else None
+    pairs.insert(
+        5, _Pair(candidate, champion, columns, matrix, champion.predict(matrix), request_id)
+    )
+    return pairs
+
+
+def _samples(model: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample the registry holds for ``model`` (but the counters' creation times)."""
+    return {
+        (sample.name, tuple(sorted((k, v) for k, v in sample.labels.items() if k != "model"))): (
+            sample.value
+        )
+        for family in REGISTRY.collect()
+        for sample in family.samples
+        if sample.labels.get("model") == model and not sample.name.endswith("_created")
+    }
+
+
+def _shadow_lines(path: Path) -> dict[str, dict[str, Any]]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert all(line["shadow"] for line in lines)
+    return {line["request_id"]: line for line in lines}
+
+
+def test_a_flush_scores_single_rows_in_one_batch_with_the_same_results(
+    same_transform: tuple[str, Path, Path], tmp_path: Path
+) -> None:
+    task, champion_path, candidate_path = same_transform
+    names = {way: f"shadow-batch-{task}-{way}" for way in ("batched", "alone")}
+    logs = {way: tmp_path / f"{way}.jsonl" for way in names}
+    scorers = {way: ShadowScorer(names[way], PayloadLogger(logs[way])) for way in names}
+    batched = _pairs(names["batched"], champion_path, candidate_path, logged=True)
+    alone = _pairs(names["alone"], champion_path, candidate_path, logged=True)
+    candidate = batched[0].candidate
+
+    # the twelve single rows share one predict call; the three-row request is scored alone
+    assert [len(batch) for batch in scorers["batched"]._batches(batched)] == [12, 1]
+    calls: list[int] = []
+    predict_rows = candidate.predict_rows
+
+    def counted(matrix: np.ndarray) -> np.ndarray:
+        calls.append(len(matrix))
+        return predict_rows(matrix)
+
+    object.__setattr__(candidate, "predict_rows", counted)  # Served is frozen
+    scorers["batched"]._pending = batched
+    scorers["batched"]._flush()
+    assert calls == [12]
+    for pair in alone:
+        scorers["alone"]._run([pair])
+
+    got, expected = _samples(names["batched"]), _samples(names["alone"])
+    assert got.keys() == expected.keys()
+    assert any(key[0] == "kubeloop_feature_bin_total" for key in got)
+    moments = parse_rollout_moments(generate_latest().decode(), model=names["batched"])
+    assert moments[candidate.version]["shadow_score_diff"][0] == 15.0
+    if task != "regression":
+        assert moments[candidate.version]["shadow_flip"][0] == 15.0
+    sums = {"sum", "sumsq"}
+    for key, value in expected.items():
+        labels = dict(key[1])
+        if key[0].endswith("_sum") or labels.get("moment") in sums:
+            # the same additions, in another order (the three-row request comes after the
+            # batch); and the forest's sigmoid of several rows is numpy's exp, not math.exp
+            assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+        else:
+            assert got[key] == value, key  # counts: exactly
+
+    # each logged request has its own line with its own row(s), as when scored alone
+    got_lines, expected_lines = _shadow_lines(logs["batched"]), _shadow_lines(logs["alone"])
+    assert (
+        sorted(got_lines)
+        == sorted(expected_lines)
+        == sorted(["several", *(f"r{i}" for i in range(0, 12, 2))])
+    )
+    for request_id, line in expected_lines.items():
+        other = got_lines[request_id]
+        assert (other["version"], other["rows"]) == (line["version"], line["rows"])
+        assert other["inputs"] == line["inputs"]
+        assert other["outputs"].keys() == line["outputs"].keys()
+        for output, values in line["outputs"].items():
+            if output == "label":
+                assert other["outputs"][output] == values
+            else:
+                np.testing.assert_allclose(other["outputs"][output], values, rtol=1e-12)
+
+
+def test_a_batch_is_dropped_whole_when_the_share_is_spent_or_the_candidate_fails(
+    same_transform: tuple[str, Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    task, champion_path, candidate_path = same_transform
+    name = f"shadow-batch-drop-{task}"
+    pairs = _pairs(name, champion_path, candidate_path, logged=False)
+    candidate = pairs[0].candidate
+
+    def dropped() -> float:
+        labels = {"model": name, "version": candidate.version}
+        return REGISTRY.get_sample_value("kubeloop_shadow_dropped_total", labels) or 0.0
+
+    spent = ShadowScorer(name, None, share=0.0)  # the first unit of the second uses it up
+    spent._pending = list(pairs)
+    spent._flush()
+    moments = parse_rollout_moments(generate_latest().decode(), model=name)
+    assert moments[candidate.version]["shadow_score_diff"][0] == 12.0  # the batch came first
+    assert dropped() == 1.0  # the three-row request: one pair
+
+    def broken(matrix: np.ndarray) -> np.ndarray:
+        raise RuntimeError("no")
+
+    object.__setattr__(candidate, "predict_rows", broken)
+    failing = ShadowScorer(name, None)
+    for _ in range(2):
+        failing._pending = [pair for pair in pairs if pair.single_row]
+        failing._flush()
+    assert dropped() == 1.0 + 24.0
+    warnings = [r for r in caplog.records if "could not score" in r.getMessage()]
+    assert len(warnings) == 1
+    assert (
+        parse_rollout_moments(generate_latest().decode(), model=name)[candidate.version][
+            "shadow_score_diff"
+        ][0]
+        == 12.0
+    )
+
+
+def test_single_rows_served_on_the_event_loop_share_one_predict_call(
+    same_transform: tuple[str, Path, Path],
+) -> None:
+    task, champion_path, candidate_path = same_transform
+    name = f"shadow-loop-{task}"
+    model = BundleModel(name, lambda: champion_path)
+    model.load()
+    candidate = model.prepare(candidate_path)
+    model.start_rollout(candidate, mode="shadow", percent=0)
+    calls: list[int] = []
+    predict_rows = candidate.predict_rows
+
+    def counted(matrix: np.ndarray) -> np.ndarray:
+        calls.append(len(matrix))
+        return predict_rows(matrix)
+
+    object.__setattr__(candidate, "predict_rows", counted)  # Served is frozen
+
+    async def serve() -> None:
+        for row in _fast_rows(champion_path, 6):
+            model.predict({"instances": [row]})
+        await asyncio.sleep(0.05)  # past the linger: the loop scores what gathered
+
+    asyncio.run(serve())
+    assert calls == [6]
+    moments = parse_rollout_moments(generate_latest().decode(), model=name)
+    assert moments[candidate.version]["shadow_score_diff"][0] == 6.0
     model.stop()

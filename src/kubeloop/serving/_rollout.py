@@ -11,11 +11,11 @@ the model's rollout once, like the served bundle, and is routed before anything 
   below ``percent * 100``; a request without a key is routed at random.
 - **shadow**: the champion answers every request; the candidate scores the same rows off the
   response path (:class:`ShadowScorer`: on the event loop, a few milliseconds later, in
-  batches, and at most a quarter of each second; pairs beyond that are dropped and counted in
-  ``kubeloop_shadow_dropped_total``). Per row it records
-  whether the decision flipped (classification) and the score difference candidate - champion,
-  in the candidate version's rollout moments, and counts the candidate's drift bins and
-  predictions (its ``kubeloop_requests_total`` counts only requests it answered: none).
+  batches whose single rows share one predict call, and at most a quarter of each second;
+  pairs beyond that are dropped and counted in ``kubeloop_shadow_dropped_total``). Per row it
+  records whether the decision flipped (classification) and the score difference candidate -
+  champion, in the candidate version's rollout moments, and counts the candidate's drift bins
+  and predictions (its ``kubeloop_requests_total`` counts only requests it answered: none).
 """
 
 from __future__ import annotations
@@ -110,6 +110,13 @@ class _Pair(NamedTuple):
     raw: np.ndarray
     request_id: str | None
 
+    @property
+    def single_row(self) -> bool:
+        """Whether the request was one row of the fast path (``inputs`` holds Python scalars,
+        not columns)."""
+        value = next(iter(self.inputs.values()), None)
+        return self.raw.shape[0] == 1 and not isinstance(value, list | np.ndarray)
+
 
 class ShadowScorer:
     """Scores shadow pairs with the candidate off the response path, on the serving thread.
@@ -120,9 +127,17 @@ class ShadowScorer:
     from the response path at random moments: measured +130-230 us on a single-row p50). A
     direct call (no running loop) is scored at once.
 
+    What gathered is scored in batches: the single-row pairs of one candidate and champion whose
+    transform the candidate shares (its input is the champion's matrix) are stacked into one
+    predict call, then each row is recorded with Python scalars exactly as when scored alone
+    (:meth:`_score_rows`: the same metric updates in the same order; the columnar path's numpy
+    calls per metric were measured to cost more than they save on a handful of rows). Every
+    other pair (several rows, or a transform of the candidate's own) is scored alone.
+
     The candidate's time is bounded: when scoring has taken more than ``share`` of the current
     second, the rest of that second's pairs are dropped and counted in
-    ``kubeloop_shadow_dropped_total`` (as are pairs the candidate fails on).
+    ``kubeloop_shadow_dropped_total`` (as are pairs the candidate fails on). A batch is scored
+    or dropped whole, each of its pairs counted.
 
     Args:
         model: The served model name (metric label, payload log).
@@ -172,29 +187,53 @@ class ShadowScorer:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._run(pair)
+            self._run([pair])
             return
         if not self._pending:
             loop.call_later(self._linger, self._flush)
         self._pending.append(pair)
 
     def _flush(self) -> None:
+        """Score the pairs that gathered, batch by batch (:meth:`_batches`)."""
         pending, self._pending = self._pending, []
-        for pair in pending:
-            self._run(pair)
+        for pairs in self._batches(pending):
+            self._run(pairs)
 
-    def _run(self, pair: _Pair) -> None:
-        candidate = pair.candidate
+    def _batches(self, pending: list[_Pair]) -> list[list[_Pair]]:
+        """``pending`` in scoring units, in order of their first pair: the single-row pairs of
+        each (candidate, champion) whose matrix the candidate takes as it is, together; every
+        other pair alone."""
+        batches: list[list[_Pair]] = []
+        together: dict[tuple[int, int], list[_Pair]] = {}
+        for pair in pending:
+            candidate, champion = pair.candidate, pair.champion
+            if not (pair.single_row and self._transform_of(candidate, champion)):
+                batches.append([pair])
+                continue
+            batch = together.get((id(candidate), id(champion)))
+            if batch is None:
+                batch = together[(id(candidate), id(champion))] = []
+                batches.append(batch)
+            batch.append(pair)
+        return batches
+
+    def _run(self, pairs: list[_Pair]) -> None:
+        """Score one pair, or a batch of :meth:`_batches`, within the candidate's share of the
+        second; pairs dropped (share spent, or the candidate failed) are counted one by one."""
+        candidate = pairs[0].candidate
         start = time.perf_counter()
         if start - self._window >= 1.0:
             self._window, self._spent = start, 0.0
         elif self._spent > self._share:
-            metrics.SHADOW_DROPPED.labels(self._model, candidate.version).inc()
+            metrics.SHADOW_DROPPED.labels(self._model, candidate.version).inc(len(pairs))
             return
         try:
-            self._score(pair)
-        except Exception as exc:  # a candidate that cannot score this pair: counted
-            metrics.SHADOW_DROPPED.labels(self._model, candidate.version).inc()
+            if len(pairs) == 1:
+                self._score(pairs[0])
+            else:
+                self._score_rows(pairs)
+        except Exception as exc:  # a candidate that cannot score these pairs: counted
+            metrics.SHADOW_DROPPED.labels(self._model, candidate.version).inc(len(pairs))
             if candidate.version not in self._failed:
                 self._failed.add(candidate.version)
                 _log.warning(
@@ -205,13 +244,31 @@ class ShadowScorer:
     def _score_row(self, pair: _Pair) -> bool:
         """Score a fast-path row with Python scalars (fewer numpy calls); ``False`` when the
         candidate's transform needs the columnar path."""
-        candidate, champion, row, matrix, raw, request_id = pair
+        candidate, champion, row, matrix, _, _ = pair
         if not self._transform_of(candidate, champion):
             result = candidate.transform.transform_row(row)
             if result is None:
                 return False
             matrix = result.matrix
-        candidate_raw = candidate.predict(matrix)
+        self._record_row(pair, candidate.predict(matrix))
+        return True
+
+    def _score_rows(self, pairs: list[_Pair]) -> None:
+        """Score single-row pairs of one candidate and champion that share the champion's
+        transform (:meth:`_batches`): one predict of their stacked matrices, then each row
+        recorded as when scored alone (:meth:`_record_row`). Not the columnar path's numpy
+        calls per metric: for a handful of rows they cost more than they save."""
+        matrix = np.concatenate([pair.matrix for pair in pairs])
+        candidate_raw = pairs[0].candidate.predict_rows(matrix)
+        for index, pair in enumerate(pairs):
+            self._record_row(pair, candidate_raw[index : index + 1])
+
+    def _record_row(self, pair: _Pair, candidate_raw: np.ndarray) -> None:
+        """Record the candidate's output for a fast-path row (Python scalars): whether the
+        decision flipped, the score difference candidate - champion, the row's drift bins and
+        the candidate's prediction; and its line in the payload log when the request is
+        logged."""
+        candidate, champion, row, _, raw, request_id = pair
         champion_code, champion_score = _row_decision(champion, raw)
         code, score = _row_decision(candidate, candidate_raw)
         flip = None
@@ -225,7 +282,6 @@ class ShadowScorer:
             codes = np.array([code]) if candidate.class_list else None
             columns = {name: [value] for name, value in row.items()}
             self._log_pair(candidate, request_id, 1, columns, codes, candidate_raw)
-        return True
 
     def _transform_of(self, candidate: Served, champion: Served) -> bool:
         """Whether the candidate's transform is the champion's (its matrix is reused)."""
@@ -238,7 +294,7 @@ class ShadowScorer:
     def _score(self, pair: _Pair) -> None:
         candidate, champion, inputs, matrix, raw, request_id = pair
         rows = raw.shape[0]
-        one = rows == 1 and not isinstance(next(iter(inputs.values()), None), list | np.ndarray)
+        one = pair.single_row
         if one and self._score_row(pair):
             return
         columns: dict[str, Any] = (
