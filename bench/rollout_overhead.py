@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -41,6 +42,9 @@ from typing import Any
 ROWS_TRAIN = 20_000
 TREES = 300
 TARGETS = {"canary": 1.05, "shadow": 1.10}
+WARMUP_S = 0.1  # requests sent, not measured, at the start of each window
+# the registry pointer's candidate entry per state (the candidate's filled in once registered)
+STATES: dict[str, dict[str, Any] | None] = {"off": None, "canary": None, "shadow": None}
 QUIET_LOGS = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -161,101 +165,174 @@ def _p50(port: int, request: bytes, seconds: float, warmup: float) -> tuple[floa
     return statistics.median(latencies), len(latencies)
 
 
-def run(*, rounds: int, seconds: float, percent: float, settle: float) -> int:
-    """Run the rounds and print the p50s and ratios; 1 when a target is missed."""
-    work = Path(tempfile.mkdtemp(prefix="kubeloop-rollout-bench-"))
-    print(f"preparing: two XGBoost bundles, {TREES} trees depth 6, {ROWS_TRAIN} churn rows ...")
-    (champion, candidate), row = _prepare(work)
-    log_config = work / "logging.json"
-    log_config.write_text(json.dumps(QUIET_LOGS))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    command = [
-        str(Path(sys.executable).with_name("kubeloop")),
-        "serve",
-        "--registry",
-        str(work / "registry"),
-        "--model",
-        "churn",
-        "--poll-interval",
-        "0.1",
-        "--http-port",
-        str(port),
-        "--enable_grpc",
-        "false",
-        "--log_config_file",
-        str(log_config),
-    ]
-    env = {**os.environ, "KSERVE_LOGLEVEL": "WARNING"}
-    server = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    body = json.dumps({"instances": [row]}).encode()
-    request = (
-        f"POST /v1/models/churn:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    states: dict[str, dict[str, Any] | None] = {
-        "off": None,
-        "canary": {"version": candidate, "mode": "canary", "percent": percent},
-        "shadow": {"version": candidate, "mode": "shadow", "percent": 0},
-    }
-    measured: dict[str, list[float]] = {name: [] for name in states}
-    try:
+class _Server:
+    """One ``kubeloop serve --registry`` process on its own copy of the registry, and how to
+    move it between states and measure it."""
+
+    def __init__(self, registry: Path, log_config: Path, request_row: dict[str, Any]) -> None:
+        self.registry = registry
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        command = [
+            str(Path(sys.executable).with_name("kubeloop")),
+            "serve",
+            "--registry",
+            str(registry),
+            "--model",
+            "churn",
+            "--poll-interval",
+            "0.1",
+            "--http-port",
+            str(self.port),
+            "--enable_grpc",
+            "false",
+            "--log_config_file",
+            str(log_config),
+        ]
+        env = {**os.environ, "KSERVE_LOGLEVEL": "WARNING"}
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        body = json.dumps({"instances": [request_row]}).encode()
+        self.request = (
+            f"POST /v1/models/churn:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + 300
         while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited with {server.returncode}")
+            if self.process.poll() is not None:
+                raise RuntimeError(f"a server exited with {self.process.returncode}")
             try:
-                if _get(port, "/v2/models/churn/ready")[0] == 200:
-                    break
+                if _get(self.port, "/v2/models/churn/ready")[0] == 200:
+                    return
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("the server did not get ready")
+                raise RuntimeError("a server did not get ready")
             time.sleep(0.2)
-        order = list(states)
-        previous = "off"
-        for index in range(rounds + 1):  # round 0 warms up (both forests compiled, caches)
-            turn = order[index % 3 :] + order[: index % 3]
-            for name in turn:
-                # off -> a candidate loads it again (verified, warmed, its trees compiled on a
-                # background thread): let that finish before measuring
-                warmup = settle if previous == "off" and name != "off" else 0.5
-                previous = name
-                _point(work / "registry", champion, states[name])
-                wait_until = time.monotonic() + 60
-                while _candidate_state(port) != name:
-                    if time.monotonic() > wait_until:
-                        raise RuntimeError(f"the server did not switch to {name}")
-                    time.sleep(0.05)
-                p50, _ = _p50(port, request, seconds, warmup)
-                if index:
-                    measured[name].append(p50)
-            if index:
-                print(
-                    f"  round {index}: "
-                    + "  ".join(f"{name} {measured[name][-1] * 1000:.3f} ms" for name in order)
-                )
-    finally:
-        server.terminate()
+
+    def switch(self, champion: str, name: str) -> None:
+        """Write the registry pointer for state ``name`` (the server follows within 0.1 s)."""
+        _point(self.registry, champion, STATES[name])
+
+    def wait_state(self, name: str) -> None:
+        wait_until = time.monotonic() + 60
+        while _candidate_state(self.port) != name:
+            if time.monotonic() > wait_until:
+                raise RuntimeError(f"a server did not switch to {name}")
+            time.sleep(0.02)
+
+    def p50(self, seconds: float, warmup: float) -> float:
+        return _p50(self.port, self.request, seconds, warmup)[0]
+
+    def stop(self) -> None:
+        self.process.terminate()
         try:
-            server.wait(timeout=30)
+            self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            server.kill()
-    print(f"\nsingle-row V1 p50, median of {rounds} rounds of {seconds:g} s per state:")
-    for name in states:
+            self.process.kill()
+
+
+def _phase(
+    base: _Server,
+    test: _Server,
+    champion: str,
+    *,
+    windows: int,
+    seconds: float,
+    settle: float,
+    measured: dict[str, list[float]],
+) -> dict[str, list[float]]:
+    """One phase: ``test`` serves the candidate (canary and shadow windows taking turns),
+    ``base`` serves with the rollout off, windows alternating between the two servers. Returns
+    each candidate window's p50 over the mean of the two ``off`` windows around it."""
+    # the test server loads the candidate (verified, warmed, its trees compiled on a
+    # background thread): let that finish, and warm both servers' paths up
+    base.switch(champion, "off")
+    test.switch(champion, "canary")
+    base.wait_state("off")
+    test.wait_state("canary")
+    test.p50(seconds, settle)
+    test.switch(champion, "shadow")
+    test.wait_state("shadow")
+    test.p50(seconds, WARMUP_S)
+    ratios: dict[str, list[float]] = {name: [] for name in TARGETS}
+
+    def window(server: _Server, name: str) -> float:
+        # the same steps before every window of either server: a pointer write, the
+        # server's /metrics read until it reports the state, a warm-up
+        server.switch(champion, name)
+        server.wait_state(name)
+        return server.p50(seconds, WARMUP_S)
+
+    before = window(base, "off")
+    for index in range(windows):
+        name = "canary" if index % 2 else "shadow"
+        ours = window(test, name)
+        after = window(base, "off")
+        off = (before + after) / 2
+        measured["off"].append(off)
+        measured[name].append(ours)
+        ratios[name].append(ours / off)
+        before = after
+    return ratios
+
+
+def run(*, pairs: int, windows: int, seconds: float, percent: float, settle: float) -> int:
+    """Run the phases and print the p50s and ratios; 1 when a target is missed."""
+    work = Path(tempfile.mkdtemp(prefix="kubeloop-rollout-bench-"))
+    print(f"preparing: two XGBoost bundles, {TREES} trees depth 6, {ROWS_TRAIN} churn rows ...")
+    (champion, candidate), row = _prepare(work)
+    STATES["canary"] = {"version": candidate, "mode": "canary", "percent": percent}
+    STATES["shadow"] = {"version": candidate, "mode": "shadow", "percent": 0}
+    log_config = work / "logging.json"
+    log_config.write_text(json.dumps(QUIET_LOGS))
+    shutil.copytree(work / "registry", work / "registry-b")
+    measured: dict[str, list[float]] = {name: [] for name in STATES}
+    ratios: dict[str, list[float]] = {name: [] for name in TARGETS}
+    phase = 0
+    for pair in range(1, pairs + 1):
+        servers = [
+            _Server(work / "registry", log_config, row),
+            _Server(work / "registry-b", log_config, row),
+        ]
+        try:
+            for server in servers:
+                server.wait_ready()
+            for base, test in (servers, servers[::-1]):
+                phase += 1
+                found = _phase(
+                    base, test, champion, windows=windows, seconds=seconds, settle=settle,
+                    measured=measured,
+                )  # fmt: skip
+                print(
+                    f"  phase {phase} (server pair {pair}, candidate on server "
+                    f"{'AB'[servers.index(test)]}): median ratio "
+                    + "  ".join(
+                        f"{name}/off {statistics.median(found[name]):.3f}" for name in TARGETS
+                    )
+                )
+                for name in TARGETS:
+                    ratios[name].extend(found[name])
+        finally:
+            for server in servers:
+                server.stop()
+    print(
+        f"\nsingle-row V1 p50 per {seconds:g} s window, median of {phase} phases of "
+        f"{windows} windows:"
+    )
+    for name in STATES:
         print(f"  {name:7s} {statistics.median(measured[name]) * 1000:.3f} ms")
     failures = []
     for name, target in TARGETS.items():
-        ratio = statistics.median(
-            ours / base for ours, base in zip(measured[name], measured["off"], strict=True)
-        )
+        ratio = statistics.median(ratios[name])
         ok = ratio <= target
         print(
-            f"  {name}/off p50 ratio: {ratio:.3f}  (target <= {target:g})  "
-            + ("PASS" if ok else "FAIL")
+            f"  {name}/off p50 ratio: {ratio:.3f} over {len(ratios[name])} windows "
+            f"(target <= {target:g})  " + ("PASS" if ok else "FAIL")
         )
         if not ok:
             failures.append(name)
@@ -265,14 +342,25 @@ def run(*, rounds: int, seconds: float, percent: float, settle: float) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--pairs", type=int, default=3, help="server pairs started one after the other"
+    )
+    parser.add_argument(
+        "--windows", type=int, default=40, help="windows of the candidate's server per phase"
+    )
+    parser.add_argument("--seconds", type=float, default=0.25, help="seconds per window")
     parser.add_argument("--percent", type=float, default=20.0)
     parser.add_argument(
         "--settle", type=float, default=3.0, help="seconds of warm-up after a candidate loads"
     )
     args = parser.parse_args()
-    return run(rounds=args.rounds, seconds=args.seconds, percent=args.percent, settle=args.settle)
+    return run(
+        pairs=args.pairs,
+        windows=args.windows,
+        seconds=args.seconds,
+        percent=args.percent,
+        settle=args.settle,
+    )
 
 
 if __name__ == "__main__":
