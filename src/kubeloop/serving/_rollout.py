@@ -10,7 +10,7 @@ the model's rollout once, like the served bundle, and is routed before anything 
   :func:`rollout_bucket` of the key (``blake2b(key)`` as a big-endian integer, mod 10,000) is
   below ``percent * 100``; a request without a key is routed at random.
 - **shadow**: the champion answers every request; the candidate scores the same rows off the
-  response path (:class:`ShadowScorer`: on the event loop, a few milliseconds later, in
+  response path (:class:`ShadowScorer`: on the event loop, up to 50 ms later, in
   batches whose single rows share one predict call, and at most a quarter of each second;
   pairs beyond that are dropped and counted in ``kubeloop_shadow_dropped_total``). Per row it
   records whether the decision flipped (classification) and the score difference candidate -
@@ -45,7 +45,7 @@ _log = logging.getLogger("kubeloop.serving")
 Mode = Literal["canary", "shadow"]
 BUCKETS = 10_000
 _SHARE = 0.25  # share of each second the shadow candidate may spend scoring
-_LINGER = 0.005  # seconds a shadow pair waits for others before the loop scores them
+_LINGER = 0.05  # seconds a shadow pair waits for others before the loop scores them
 
 
 def rollout_bucket(key: str) -> int:
