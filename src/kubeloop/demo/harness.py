@@ -6,6 +6,7 @@ a public module, so they all drive the server the same way.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -198,19 +200,32 @@ def _instances(frame: pd.DataFrame, schema: Schema) -> list[dict[str, Any]]:
 def send_traffic(
     url: str, model: str, frame: pd.DataFrame, schema: Schema, *, prefix: str, batch: int = 100
 ) -> list[tuple[str, int]]:
-    """POST ``frame`` as V1 requests of ``batch`` rows; returns ``(request_id, rows)`` sent."""
+    """POST ``frame`` as V1 requests of ``batch`` rows over one keep-alive connection; returns
+    ``(request_id, rows)`` sent. Raises :class:`KubeloopError` on an answer other than 200."""
     sent = []
     instances = _instances(frame, schema)
-    for start in range(0, len(instances), batch):
-        request_id = f"{prefix}-{start // batch:05d}"
-        body = json.dumps({"instances": instances[start : start + batch]}).encode()
-        request = urllib.request.Request(
-            f"{url}/v1/models/{model}:predict", data=body, method="POST",
-            headers={"Content-Type": "application/json", "x-request-id": request_id},
-        )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            answer.read()
-        sent.append((request_id, len(instances[start : start + batch])))
+    address = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(
+        address.hostname or "127.0.0.1", address.port, timeout=30
+    )
+    try:
+        for start in range(0, len(instances), batch):
+            request_id = f"{prefix}-{start // batch:05d}"
+            body = json.dumps({"instances": instances[start : start + batch]}).encode()
+            connection.request(
+                "POST", f"/v1/models/{model}:predict", body=body,
+                headers={"Content-Type": "application/json", "x-request-id": request_id},
+            )  # fmt: skip
+            answer = connection.getresponse()
+            text = answer.read()
+            if answer.status != 200:
+                raise KubeloopError(
+                    f"the model server answered {answer.status} to request {request_id}: "
+                    f"{text[:200].decode(errors='replace')}"
+                )
+            sent.append((request_id, len(instances[start : start + batch])))
+    finally:
+        connection.close()
     return sent
 
 
