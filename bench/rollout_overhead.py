@@ -1,27 +1,32 @@
 """Benchmark what a staged rollout costs a single-row request: rollout off, canary, shadow.
 
-Usage: ``python bench/rollout_overhead.py [--rounds 9] [--seconds 2] [--percent 20]``.
+Usage: ``python bench/rollout_overhead.py [--pairs 3] [--windows 40] [--seconds 0.25]
+[--percent 20]``.
 
-One ``kubeloop serve --registry`` process serves a champion; two comparable bundles (XGBoost,
-300 trees of depth 6 on the same 20,000 generated churn rows, different seeds and subsamples, so
-a request costs the same whichever answers) are registered, and the benchmark moves the
-registry's pointer between three states, in rounds:
+Two comparable bundles (XGBoost, 300 trees of depth 6 on the same 20,000 generated churn rows,
+different seeds and subsamples, so a request costs about the same whichever answers) are
+registered; the first is champion. Two ``kubeloop serve --registry`` processes (A and B) serve
+it, each from its own copy of the registry, whose pointer the benchmark moves between three
+states:
 
 - **off**: no candidate;
 - **canary**: the other bundle as candidate answering ``--percent`` % of requests (no request
   key: random routing, so both bundles answer);
 - **shadow**: the other bundle as shadow candidate (the champion answers; the candidate scores
-  every request on the server's shadow thread).
+  every request off the response path, on the server's event loop).
 
-After each pointer write the benchmark waits until the server reports the state
-(``kubeloop_candidate_info``), then one client sends single-row V1 requests back to back over
-one keep-alive connection (prebuilt request bytes) for ``--seconds`` (after a 0.5 s warm-up) and
-takes the p50 (after ``--settle`` seconds of warm-up when the switch loaded the candidate: it is
-verified, warmed and its trees compiled on a background thread, as on any load). The three
-states take turns within each round, in a rotated order, so that
-background load on a shared machine hits all three alike; each ratio is the median over the
-rounds of the per-round ratio. Targets: canary/off <= 1.05, shadow/off <= 1.10. Exit status 1
-when a target is missed. Request logs are off in the server.
+In a phase one server stays off and the other serves the candidate, canary and shadow taking
+turns. One client sends single-row V1 requests back to back over one keep-alive connection
+(prebuilt request bytes) in windows of ``--seconds`` (after a 0.1 s warm-up) that alternate
+between the two servers; before every window of either server the benchmark writes its pointer
+and waits until it reports the state (``kubeloop_candidate_info``). Each candidate window's p50
+is compared with the mean of the two off windows around it: the host's load, which drifts over
+seconds on a shared machine, hits a state and its baseline alike. The servers swap roles for
+the second phase of a pair (the candidate loads again: ``--settle`` seconds of warm-up for its
+verification, warm-up and compiled trees), and ``--pairs`` fresh pairs run one after the other,
+so what one process's memory layout adds averages out. Each ratio is the median over all its
+windows. Targets: canary/off <= 1.05, shadow/off <= 1.10. Exit status 1 when a target is
+missed. Request logs are off in the servers.
 """
 
 from __future__ import annotations
