@@ -43,6 +43,19 @@ def _context(key: str | None = None, header: str | None = None) -> RequestContex
     return RequestContext("v1" if key is None else "v2", key, headers, None, None)
 
 
+def _count_predict_rows(candidate: Any) -> list[int]:
+    """Have ``candidate.predict_rows`` note the rows of each call in the returned list."""
+    calls: list[int] = []
+    predict_rows = candidate.predict_rows
+
+    def counted(matrix: np.ndarray) -> np.ndarray:
+        calls.append(len(matrix))
+        return predict_rows(matrix)
+
+    object.__setattr__(candidate, "predict_rows", counted)  # Served is frozen
+    return calls
+
+
 def test_the_bucket_is_blake2b_mod_10000() -> None:
     key = "request-42"
     expected = int.from_bytes(blake2b(key.encode()).digest(), "big") % 10_000
@@ -301,14 +314,7 @@ def test_a_flush_scores_single_rows_in_one_batch_with_the_same_results(
 
     # the twelve single rows share one predict call; the three-row request is scored alone
     assert [len(batch) for batch in scorers["batched"]._batches(batched)] == [12, 1]
-    calls: list[int] = []
-    predict_rows = candidate.predict_rows
-
-    def counted(matrix: np.ndarray) -> np.ndarray:
-        calls.append(len(matrix))
-        return predict_rows(matrix)
-
-    object.__setattr__(candidate, "predict_rows", counted)  # Served is frozen
+    calls = _count_predict_rows(candidate)
     scorers["batched"]._pending = batched
     scorers["batched"]._flush()
     assert calls == [12]
@@ -398,14 +404,7 @@ def test_single_rows_served_on_the_event_loop_share_one_predict_call(
     model.load()
     candidate = model.prepare(candidate_path)
     model.start_rollout(candidate, mode="shadow", percent=0)
-    calls: list[int] = []
-    predict_rows = candidate.predict_rows
-
-    def counted(matrix: np.ndarray) -> np.ndarray:
-        calls.append(len(matrix))
-        return predict_rows(matrix)
-
-    object.__setattr__(candidate, "predict_rows", counted)  # Served is frozen
+    calls = _count_predict_rows(candidate)
 
     async def serve() -> None:
         for row in _fast_rows(champion_path, 6):
