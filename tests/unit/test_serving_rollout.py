@@ -22,7 +22,7 @@ from kubeloop.registry import Registry
 from kubeloop.serving import BundleModel
 from kubeloop.serving._context import RequestContext
 from kubeloop.serving._payload_log import PayloadLogger
-from kubeloop.serving._rollout import Rollout, ShadowScorer, rollout_bucket
+from kubeloop.serving._rollout import _LINGER, Rollout, ShadowScorer, rollout_bucket
 from kubeloop.serving.metrics import RolloutCollector
 from tests.integration.serving.conftest import build_bundle
 
@@ -409,7 +409,9 @@ def test_single_rows_served_on_the_event_loop_share_one_predict_call(
     async def serve() -> None:
         for row in _fast_rows(champion_path, 6):
             model.predict({"instances": [row]})
-        await asyncio.sleep(0.05)  # past the linger: the loop scores what gathered
+        # A timer set after the first pair's flush timer, for the same delay, fires after it
+        # (the loop runs due timers in deadline order): not a race, whatever the clock.
+        await asyncio.sleep(_LINGER)
 
     asyncio.run(serve())
     assert calls == [6]
